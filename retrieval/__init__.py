@@ -1,0 +1,1 @@
+"""Document collections: loading, chunking, embedding, the on-disk index and hybrid search."""

@@ -1,0 +1,8 @@
+def test_tiny_models_load(settings):
+    from chatbot.models import load_embedder, load_generator
+
+    gen = load_generator(settings)
+    assert gen.model.config.num_hidden_layers == 2
+    emb = load_embedder(settings)
+    vecs = emb.encode(["hello world", "hola mundo"])
+    assert vecs.shape == (2, 32)
