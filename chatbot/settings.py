@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -34,6 +34,20 @@ class SettingsError(ValueError):
 
 class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai"] = Field(
+        "local",
+        description="'local': run `generator` in this process with transformers; 'openai': call an "
+        "OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama) at `endpoint_url`.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1."
+    )
+    endpoint_model: str = Field("default", description="Model name to request from the server.")
+    endpoint_api_key: SecretStr = Field(
+        SecretStr("none"), description="API key for the server (env APP_MODELS__ENDPOINT_API_KEY)."
+    )
+    endpoint_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the server.")
 
     generator: str = Field(
         "embedded",
@@ -58,11 +72,17 @@ class ModelSettings(BaseModel):
         None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
     )
 
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> ModelSettings:
+        if self.backend == "openai" and not self.endpoint_url:
+            raise ValueError("models.backend = 'openai' needs models.endpoint_url (APP_MODELS__ENDPOINT_URL)")
+        return self
+
 
 class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_new_tokens: int = Field(256, ge=1, le=8192, description="Most tokens generated for one answer.")
+    max_new_tokens: int = Field(160, ge=1, le=8192, description="Most tokens generated for one answer.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding (deterministic).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sampling only).")
     top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens; 0 disables.")
@@ -70,11 +90,36 @@ class GenerationSettings(BaseModel):
     num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
 
 
+def generation_with(base: GenerationSettings, overrides: dict[str, Any]) -> GenerationSettings:
+    """``base`` with per-request ``overrides`` (None values ignored), validated: bad values raise
+    :class:`SettingsError` naming the parameter."""
+    values = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return GenerationSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid generation parameters: {problems}") from exc
+
+
 class ChatSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     collection: str = Field("sample", description="Collection searched when a request names none.")
-    top_k: int = Field(4, ge=1, le=50, description="Passages put into the prompt for each question.")
+    top_k: int = Field(3, ge=1, le=50, description="Passages retrieved for each question (fewer if the "
+                       "context window cannot hold them all).")
+    min_relevance: float = Field(
+        0.0, description="Hits scoring below this are ignored; with none left, the assistant abstains."
+    )
+    condense: Literal["concat", "llm", "off"] = Field(
+        "concat",
+        description="How a follow-up becomes a standalone search query: 'concat' prepends the previous "
+        "question, 'llm' asks the model to rewrite it, 'off' searches the follow-up as it is.",
+    )
+    history_messages: int = Field(
+        8, ge=0, description="Most past messages offered to the prompt (fewer if they do not fit)."
+    )
     system_prompt: str | None = Field(
         None, description="Replaces the built-in system prompt (which asks to answer only from the sources)."
     )

@@ -138,3 +138,15 @@ def settings(tmp_path: Path, tiny_llm_dir: Path, tiny_embedder_dir: Path):
         models={"generator": str(tiny_llm_dir), "embedding": str(tiny_embedder_dir), "device": "cpu"},
         generation={"max_new_tokens": 8},
     )
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, tiny_llm_dir: Path, tiny_embedder_dir: Path) -> dict[str, str]:
+    """The test profile as APP_* environment variables, for the CLI and the Streamlit app."""
+    return {
+        "APP_DATA_DIR": str(tmp_path / "var"),
+        "APP_MODELS__GENERATOR": str(tiny_llm_dir),
+        "APP_MODELS__EMBEDDING": str(tiny_embedder_dir),
+        "APP_MODELS__DEVICE": "cpu",
+        "APP_GENERATION__MAX_NEW_TOKENS": "8",
+    }

@@ -1,0 +1,110 @@
+"""The retrieval-augmented chat chain, as LangChain runnables.
+
+    {question, history, generation}
+      → query   : the follow-up condensed into a standalone search query
+      → hits    : search(query), keeping hits at or above the relevance threshold
+      → prompt  : system prompt + history + numbered sources + question, fitted to the context window
+      → answer  : the LLM's streamed answer with invalid citation markers removed,
+                  or an abstention in the question's language when nothing relevant was found
+
+``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
+then ``{"answer": piece}`` for every streamed piece of the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
+
+from chatbot.citations import MarkerFilter
+from chatbot.language import detect_language
+from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt
+from chatbot.settings import ChatSettings, GenerationSettings
+from retrieval.types import Hit
+
+Search = Callable[[str, int], list[Hit]]
+CountTokens = Callable[[list[BaseMessage]], int]
+
+CONDENSE_TOKENS = 48  # a rewritten question is one sentence
+
+
+def condense_query(
+    question: str, history: list[tuple[str, str]], mode: str, llm: BaseChatModel | None = None
+) -> str:
+    """A standalone search query for ``question`` given the conversation so far.
+
+    ``concat`` prepends the previous user question (robust with small models: BM25 and the embedding both see
+    the subject the follow-up refers to); ``llm`` asks the model to rewrite it; ``off`` uses the question as is.
+    """
+    previous = [content for role, content in history if role == "user"]
+    if not previous or mode == "off":
+        return question
+    if mode == "concat" or llm is None:
+        return f"{previous[-1]} {question}"
+    transcript = "\n".join(f"{role}: {content}" for role, content in history[-6:])
+    rewrite = llm.bind(generation=GenerationSettings(max_new_tokens=CONDENSE_TOKENS, repetition_penalty=1.0))
+    text = str(rewrite.invoke([HumanMessage(CONDENSE_PROMPT.format(history=transcript, question=question))]).content)
+    text = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return text if 3 <= len(text) <= 4 * len(question) + 200 else f"{previous[-1]} {question}"
+
+
+def _filter_markers(n_sources: int) -> RunnableGenerator:
+    def transform(pieces: Iterator[str]) -> Iterator[str]:
+        markers = MarkerFilter(n_sources)
+        for piece in pieces:
+            if out := markers.feed(piece):
+                yield out
+        if tail := markers.flush():
+            yield tail
+
+    return RunnableGenerator(transform)
+
+
+def build_chain(
+    llm: BaseChatModel,
+    search: Search,
+    count_tokens: CountTokens,
+    context_limit: int,
+    chat: ChatSettings,
+) -> Runnable[dict[str, Any], dict[str, Any]]:
+    """The chain for one backend and one collection. ``context_limit`` is the model's window in tokens."""
+
+    def condense(x: dict[str, Any]) -> str:
+        return condense_query(x["question"], x.get("history", []), chat.condense, llm)
+
+    def retrieve(x: dict[str, Any]) -> list[Hit]:
+        return [h for h in search(x["query"], chat.top_k) if h.score >= chat.min_relevance]
+
+    def prompt(x: dict[str, Any]) -> Any:
+        gen: GenerationSettings = x["generation"]
+        return build_prompt(
+            x["question"],
+            x["hits"],
+            x.get("history", []),
+            count_tokens,
+            limit=context_limit - gen.max_new_tokens,
+            system_prompt=chat.system_prompt or SYSTEM_PROMPT,
+        )
+
+    def answer(x: dict[str, Any]) -> Runnable | str:
+        if not x["hits"]:
+            return ABSTAIN[detect_language(x["question"])]
+        built = x["prompt"]
+        return (
+            RunnableLambda(lambda _: built.messages)
+            | llm.bind(generation=x["generation"])
+            | StrOutputParser()
+            | _filter_markers(len(built.hits))
+        )
+
+    return (
+        RunnablePassthrough.assign(query=RunnableLambda(condense))
+        | RunnablePassthrough.assign(hits=RunnableLambda(retrieve))
+        | RunnablePassthrough.assign(prompt=RunnableLambda(prompt))
+        | RunnablePassthrough.assign(answer=RunnableLambda(answer))
+    )

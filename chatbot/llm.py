@@ -1,0 +1,132 @@
+"""A LangChain chat model over a local transformers model, streaming token by token.
+
+Generation runs in a worker thread and hands text to the caller through ``TextIteratorStreamer``. One lock per
+loaded model serialises generation: on a 2-core CPU two concurrent decodes only slow each other down.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from chatbot.device import model_device, to_device
+from chatbot.settings import GenerationSettings
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+def to_chat_dicts(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the ``[{"role", "content"}]`` list that chat templates take."""
+    return [{"role": _ROLES.get(m.type, m.type), "content": str(m.content)} for m in messages]
+
+
+def generate_kwargs(gen: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
+    """``model.generate`` arguments for ``gen``; temperature 0 means greedy decoding."""
+    sample = gen.temperature > 0
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "do_sample": sample,
+        "num_beams": gen.num_beams,
+        "repetition_penalty": gen.repetition_penalty,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if sample:
+        kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
+    return kwargs
+
+
+class _StopFlag:
+    """A stopping criterion that ends generation once the consumer has gone away."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+        return self.event.is_set()
+
+
+class LocalChatModel(BaseChatModel):
+    """Chat model backed by a :class:`~chatbot.models.Generator` (transformers, in-process)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    generator: Any = Field(exclude=True, description="The loaded chatbot.models.Generator.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    lock: Any = Field(default_factory=threading.Lock, exclude=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "local-transformers"
+
+    def encode(self, messages: list[BaseMessage]) -> dict[str, Any]:
+        """Apply the chat template and put every input tensor on the model's device."""
+        tok = self.generator.tokenizer
+        enc = tok.apply_chat_template(
+            to_chat_dicts(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return to_device(enc, model_device(self.generator.model))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        generation: GenerationSettings | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        gen = generation or self.generation
+        tok, model = self.generator.tokenizer, self.generator.model
+        inputs = self.encode(messages)
+        args = generate_kwargs(gen, tok)
+        if stop:
+            args.update(stop_strings=stop, tokenizer=tok)
+        flag = _StopFlag()
+        args["stopping_criteria"] = StoppingCriteriaList([flag])
+        with self.lock:
+            if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
+                out = model.generate(**inputs, **args)
+                text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+                yield self._chunk(text, run_manager)
+                return
+            streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+            worker = threading.Thread(
+                target=model.generate, kwargs={**inputs, **args, "streamer": streamer}, daemon=True
+            )
+            worker.start()
+            try:
+                for text in streamer:
+                    if text:
+                        yield self._chunk(text, run_manager)
+            finally:
+                flag.event.set()  # the consumer stopped early: end generation at the next token
+                worker.join()
+
+    def _chunk(self, text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if run_manager:
+            run_manager.on_llm_new_token(text, chunk=chunk)
+        return chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = "".join(str(c.message.content) for c in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def count_tokens(self, messages: list[BaseMessage]) -> int:
+        """Tokens of ``messages`` once the chat template is applied (generation prompt included)."""
+        return int(self.encode(messages)["input_ids"].shape[1])

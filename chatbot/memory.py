@@ -1,0 +1,189 @@
+"""Conversations, their messages and feedback, persisted in SQLite (``<data_dir>/conversations.sqlite``).
+
+Each call opens its own connection, so one store can be shared by Streamlit sessions and API workers. WAL mode
+lets readers go on while a message is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content TEXT NOT NULL,
+    sources TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+-- Read by finetune/ to build chat examples: answers rated +1, and corrections.
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL,
+    message_id INTEGER NOT NULL UNIQUE REFERENCES messages(id) ON DELETE CASCADE,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    rating INTEGER NOT NULL CHECK (rating IN (-1, 0, 1)),
+    correction TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class ConversationNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no conversation with id {self.args[0]!r}"
+
+
+@dataclass
+class Message:
+    id: int
+    role: str
+    content: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    created_at: float = 0.0
+
+
+@dataclass
+class Conversation:
+    id: str
+    title: str
+    created_at: float
+    updated_at: float
+    messages: int = 0
+
+
+class Conversations:
+    """The conversation store. ``Conversations(settings.data_dir / "conversations.sqlite")``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            with db:  # one transaction: committed on success, rolled back on error
+                yield db
+        finally:
+            db.close()
+
+    def create(self, title: str = "New conversation") -> str:
+        conv_id = uuid.uuid4().hex
+        now = time.time()
+        with self._db() as db:
+            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?)", (conv_id, title, now, now))
+        return conv_id
+
+    def exists(self, conv_id: str) -> bool:
+        with self._db() as db:
+            return db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is not None
+
+    def get(self, conv_id: str) -> Conversation:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT c.id, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
+                "LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.id = ? GROUP BY c.id",
+                (conv_id,),
+            ).fetchone()
+        if row is None:
+            raise ConversationNotFound(conv_id)
+        return Conversation(*row)
+
+    def list(self) -> list[Conversation]:
+        """All conversations, most recently active first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT c.id, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
+                "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated_at DESC"
+            ).fetchall()
+        return [Conversation(*r) for r in rows]
+
+    def rename(self, conv_id: str, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise ValueError("a conversation title cannot be empty")
+        with self._db() as db:
+            if db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id)).rowcount == 0:
+                raise ConversationNotFound(conv_id)
+
+    def delete(self, conv_id: str) -> None:
+        with self._db() as db:
+            if db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount == 0:
+                raise ConversationNotFound(conv_id)
+
+    def add_message(
+        self, conv_id: str, role: str, content: str, sources: list[dict[str, Any]] | None = None
+    ) -> int:
+        now = time.time()
+        with self._db() as db:
+            if db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount == 0:
+                raise ConversationNotFound(conv_id)
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, sources, created_at) VALUES (?,?,?,?,?)",
+                (conv_id, role, content, json.dumps(sources or [], ensure_ascii=False), now),
+            )
+            return int(cur.lastrowid)
+
+    def messages(self, conv_id: str) -> list[Message]:
+        with self._db() as db:
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
+                raise ConversationNotFound(conv_id)
+            rows = db.execute(
+                "SELECT id, role, content, sources, created_at FROM messages WHERE conversation_id = ? "
+                "ORDER BY id",
+                (conv_id,),
+            ).fetchall()
+        return [Message(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def add_feedback(self, message_id: int, rating: int, correction: str | None = None) -> None:
+        """Rate an assistant answer (+1 good, -1 bad, 0 neutral) and optionally give a corrected answer.
+
+        Rating the same answer again replaces the earlier feedback.
+        """
+        if rating not in (-1, 0, 1):
+            raise ValueError(f"rating must be -1, 0 or 1, got {rating!r}")
+        with self._db() as db:
+            row = db.execute(
+                "SELECT conversation_id, role, content FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None or row[1] != "assistant":
+                raise ValueError(f"message {message_id} is not an assistant answer")
+            question = db.execute(
+                "SELECT content FROM messages WHERE conversation_id = ? AND id < ? AND role = 'user' "
+                "ORDER BY id DESC LIMIT 1",
+                (row[0], message_id),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO feedback (conversation_id, message_id, question, answer, rating, correction, "
+                "created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(message_id) DO UPDATE SET "
+                "rating = excluded.rating, correction = excluded.correction, created_at = excluded.created_at",
+                (row[0], message_id, question[0] if question else "", row[2], rating,
+                 (correction or "").strip() or None, time.time()),
+            )
+
+    def feedback(self) -> list[dict[str, Any]]:
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM feedback ORDER BY id")]

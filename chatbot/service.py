@@ -1,0 +1,193 @@
+"""The chat service: the one place where a question becomes a grounded, cited, remembered answer.
+
+The CLI, the Streamlit app and the HTTP API all call :class:`ChatService`; ``answer`` is ``stream`` consumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from chatbot.citations import cited_numbers
+from chatbot.memory import Conversations
+from chatbot.prompt import source_label
+from chatbot.settings import GenerationSettings, Settings
+from retrieval.types import Hit
+
+log = logging.getLogger(__name__)
+
+
+class CollectionNotFound(LookupError):
+    pass
+
+
+@dataclass
+class Source:
+    """A passage shown to the model, numbered as in the prompt."""
+
+    number: int
+    source: str
+    text: str
+    score: float
+    label: str
+    title: str | None = None
+    page: int | None = None
+    cited: bool = False
+
+    @classmethod
+    def from_hit(cls, number: int, hit: Hit, cited: bool) -> Source:
+        return cls(number, hit.source, hit.text, hit.score, source_label(hit), hit.title, hit.page, cited)
+
+
+@dataclass
+class ChatAnswer:
+    text: str
+    sources: list[Source]
+    conversation_id: str | None = None
+    message_id: int | None = None
+    query: str = ""
+    abstained: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # streamed pieces: one per generated token for the local backend
+    seconds_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ChatEvent:
+    kind: Literal["sources", "token", "done"]
+    text: str = ""
+    sources: list[Source] = field(default_factory=list)
+    answer: ChatAnswer | None = None
+
+
+class ChatService:
+    """Answers questions from a collection with the configured LLM; remembers conversations."""
+
+    def __init__(self, settings: Settings, llm: Any = None) -> None:
+        self.settings = settings
+        self._llm = llm
+        self._chains: dict[str, Any] = {}
+
+    @cached_property
+    def conversations(self) -> Conversations:
+        return Conversations(self.settings.data_dir / "conversations.sqlite")
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            from chatbot.backends import build_llm
+
+            self._llm = build_llm(self.settings)
+        return self._llm
+
+    def collections(self) -> list[str]:
+        from retrieval.collection import Collection
+
+        return Collection.list(self.settings)
+
+    def _chain(self, collection: str) -> Any:
+        if collection not in self._chains:
+            from chatbot.backends import context_window, token_counter
+            from chatbot.chain import build_chain
+            from retrieval.collection import Collection
+
+            if collection not in Collection.list(self.settings):
+                raise CollectionNotFound(
+                    f"collection {collection!r} does not exist; create it with "
+                    f"`chatbot index {collection} <folder>` (existing: {', '.join(self.collections()) or 'none'})"
+                )
+            col = Collection.open(self.settings, collection)
+            self._chains[collection] = build_chain(
+                self.llm,
+                lambda q, k: col.search(q, k),
+                token_counter(self.llm),
+                context_window(self.settings, self.llm),
+                self.settings.chat,
+            )
+        return self._chains[collection]
+
+    def stream(
+        self,
+        question: str,
+        *,
+        conversation_id: str | None = None,
+        collection: str | None = None,
+        generation: GenerationSettings | None = None,
+        history: list[tuple[str, str]] | None = None,
+        remember: bool = True,
+    ) -> Iterator[ChatEvent]:
+        """Answer ``question``: a ``sources`` event, ``token`` events as the answer streams, then ``done``.
+
+        The conversation so far comes from ``conversation_id`` (stored) or ``history`` (given by the caller,
+        as ``(role, content)`` pairs). With ``remember`` the question and answer are appended to
+        ``conversation_id``, which is created when None.
+        """
+        question = question.strip()
+        if not question:
+            raise ValueError("the question is empty")
+        limit = self.settings.chat.history_messages
+        if conversation_id is not None:
+            past = self.conversations.messages(conversation_id)  # raises ConversationNotFound
+            history = [(m.role, m.content) for m in past]
+        elif remember:
+            conversation_id = self.conversations.create(title=question[:60])
+        history = list(history or [])[-limit:] if limit else []
+        chain = self._chain(collection or self.settings.chat.collection)
+        inputs = {"question": question, "history": history, "generation": generation or self.settings.generation}
+
+        started = time.perf_counter()
+        first: float | None = None
+        pieces: list[str] = []
+        state: dict[str, Any] = {}
+        for chunk in chain.stream(inputs):
+            if "prompt" in chunk:
+                state["prompt"] = chunk["prompt"]
+                shown = chunk["prompt"].hits
+                yield ChatEvent("sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)])
+            for key in ("query", "hits"):
+                if key in chunk:
+                    state[key] = chunk[key]
+            if piece := chunk.get("answer"):
+                first = first or time.perf_counter()
+                pieces.append(piece)
+                yield ChatEvent("token", text=piece)
+        text = "".join(pieces).strip()
+        ended = time.perf_counter()
+
+        shown = state["prompt"].hits if state.get("hits") else []
+        cited = set(cited_numbers(text))
+        sources = [Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)]
+        n_tokens = len(pieces)
+        answer = ChatAnswer(
+            text=text,
+            sources=sources,
+            conversation_id=conversation_id,
+            query=state.get("query", question),
+            abstained=not shown,
+            prompt_tokens=state["prompt"].tokens,
+            completion_tokens=0 if not shown else n_tokens,
+            seconds_to_first_token=(first - started) if first else None,
+            tokens_per_second=(n_tokens - 1) / (ended - first) if first and n_tokens > 1 and ended > first else None,
+        )
+        if remember and conversation_id is not None:
+            self.conversations.add_message(conversation_id, "user", question)
+            answer.message_id = self.conversations.add_message(
+                conversation_id, "assistant", text, [asdict(s) for s in sources]
+            )
+        yield ChatEvent("done", text=text, sources=sources, answer=answer)
+
+    def answer(self, question: str, **kwargs: Any) -> ChatAnswer:
+        """The whole answer at once (``stream`` consumed)."""
+        for event in self.stream(question, **kwargs):
+            if event.kind == "done":
+                assert event.answer is not None
+                return event.answer
+        raise RuntimeError("the chat stream ended without an answer")

@@ -1,0 +1,162 @@
+"""The HTTP API: FastAPI's TestClient for the contract, and one real HTTP round trip through uvicorn."""
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+from chatbot.api import create_app
+from chatbot.service import ChatService
+from retrieval.collection import Collection
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+
+@pytest.fixture
+def service(settings):
+    Collection.open(settings, "sample").sync(SAMPLE)
+    answers = iter(["Run `chatbot collections delete NAME` [1] [8]."] * 10)
+    return ChatService(settings, llm=GenericFakeChatModel(messages=answers))
+
+
+@pytest.fixture
+def client(service):
+    return TestClient(create_app(service))
+
+
+def ask(text, **extra):
+    return {"model": "assistant", "messages": [{"role": "user", "content": text}], **extra}
+
+
+def test_completion_has_openai_shape_and_sources(client):
+    r = client.post("/v1/chat/completions", json=ask("How do I delete a collection?"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Run `chatbot collections delete NAME` [1].",
+    }
+    assert body["sources"] and body["sources"][0]["cited"] is True
+    assert {"source", "text", "score", "number"} <= set(body["sources"][0])
+    assert body["conversation_id"] is None  # stateless unless a conversation is named
+
+
+def test_streaming_is_server_sent_events(client):
+    with client.stream("POST", "/v1/chat/completions", json=ask("How do I delete a collection?", stream=True)) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.strip() == "Run `chatbot collections delete NAME` [1]."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["sources"]
+    assert len(chunks) > 4  # streamed in pieces, not one block
+
+
+def test_conversations_are_stored_when_named_and_manageable(client, service):
+    conv = service.conversations.create("support")
+    r = client.post("/v1/chat/completions", json=ask("How do I delete a collection?", conversation_id=conv))
+    assert r.status_code == 200 and r.json()["conversation_id"] == conv
+    listed = client.get("/v1/conversations").json()["conversations"]
+    assert [c["id"] for c in listed] == [conv] and listed[0]["messages"] == 2
+    assert client.patch(f"/v1/conversations/{conv}", json={"title": "renamed"}).json()["title"] == "renamed"
+    assert len(client.get(f"/v1/conversations/{conv}").json()["messages"]) == 2
+    assert client.delete(f"/v1/conversations/{conv}").status_code == 200
+    assert client.get(f"/v1/conversations/{conv}").status_code == 404
+    assert client.get("/v1/collections").json() == {"collections": ["sample"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"messages": []}, 422, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, 422, "role"),
+        ({"messages": "hello"}, 422, "messages"),
+        (ask("hi", temperature=9), 400, "temperature"),
+        (ask("hi", max_tokens=0), 400, "max_new_tokens"),
+        (ask("hi", collection="nope"), 404, "nope"),
+        (ask("hi", conversation_id="nope"), 404, "nope"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, 400, "last"),
+    ],
+)
+def test_malformed_requests_get_clear_4xx(client, body, status, fragment):
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_malformed_json_body(client):
+    r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "malformed request" in r.json()["error"]["message"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_http_round_trip(service):
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json=ask("How do I delete a collection?"), timeout=60
+        )
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"].startswith("Run `chatbot collections delete")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_openai_compatible_backend_streams_from_a_server(service, settings):
+    """models.backend=openai: the chain streams from an OpenAI-compatible server over real HTTP (here our
+    own API, serving a scripted model; vLLM, TGI, llama.cpp and Ollama speak the same protocol)."""
+    from chatbot.backends import RemoteChatModel, build_llm
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        remote = settings.model_copy(
+            update={
+                "models": settings.models.model_copy(
+                    update={"backend": "openai", "endpoint_url": f"http://127.0.0.1:{port}/v1"}
+                )
+            }
+        )
+        llm = build_llm(remote)
+        assert isinstance(llm, RemoteChatModel)
+        pieces = [c.content for c in llm.stream("How do I delete a collection?")]
+        assert len([p for p in pieces if p]) > 2  # streamed, not one block
+        assert "".join(pieces).startswith("Run `chatbot collections delete NAME`")
+        answer = ChatService(remote, llm=llm).answer("How do I delete a collection?")
+        assert answer.sources and answer.text.startswith("Run `chatbot collections delete NAME`")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_openai_backend_needs_an_endpoint(settings):
+    from chatbot.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="endpoint_url"):
+        load_settings(models={"backend": "openai"})

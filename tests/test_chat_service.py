@@ -1,0 +1,75 @@
+"""The chat service end to end on tiny models and a real collection (FAISS + SQLite)."""
+
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+from chatbot.memory import ConversationNotFound
+from chatbot.service import ChatService, CollectionNotFound
+from retrieval.collection import Collection
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+
+@pytest.fixture
+def indexed(settings):
+    Collection.open(settings, "sample").sync(SAMPLE)
+    return settings
+
+
+def scripted(*answers: str) -> GenericFakeChatModel:
+    """A chat model that streams the given answers word by word (to test what the chain does with output)."""
+    return GenericFakeChatModel(messages=iter(answers))
+
+
+def test_stream_events_and_persisted_conversation(indexed):
+    service = ChatService(indexed)
+    events = list(service.stream("How do I delete a collection?"))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "sources" and kinds[-1] == "done" and "token" in kinds
+    answer = events[-1].answer
+    assert answer.text == "".join(e.text for e in events if e.kind == "token").strip()
+    assert answer.sources and all(s.source.endswith(".md") for s in answer.sources)
+    assert [s.number for s in answer.sources] == list(range(1, len(answer.sources) + 1))
+    # the turn is stored: a new service (as after a restart) sees it
+    again = ChatService(indexed)
+    stored = again.conversations.messages(answer.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[1].id == answer.message_id and stored[1].content == answer.text
+
+
+def test_invalid_citations_removed_and_cited_sources_marked(indexed):
+    service = ChatService(indexed, llm=scripted("Run the delete command [1] [9] as shown [2][7]."))
+    answer = service.answer("How do I delete a collection?")
+    assert answer.text == "Run the delete command [1] as shown [2]."
+    cited = {s.number for s in answer.sources if s.cited}
+    assert cited == {1, 2}
+
+
+def test_follow_up_uses_the_conversation(indexed):
+    service = ChatService(indexed, llm=scripted("first answer", "second answer"))
+    first = service.answer("How do I delete a collection?")
+    second = service.answer("and is the folder on disk touched?", conversation_id=first.conversation_id)
+    # concat condensing: the search query carries the subject of the earlier question
+    assert "delete a collection" in second.query
+    assert len(service.conversations.messages(first.conversation_id)) == 4
+
+
+def test_abstains_in_the_language_of_the_question(indexed):
+    strict = indexed.model_copy(update={"chat": indexed.chat.model_copy(update={"min_relevance": 1e9})})
+    service = ChatService(strict, llm=scripted("should not be used"))
+    en = service.answer("What is the capital of Australia?")
+    es = service.answer("¿Quién ganó el mundial de 2010?")
+    assert en.abstained and "can't find" in en.text and en.sources == []
+    assert es.abstained and "No encuentro" in es.text
+
+
+def test_unknown_collection_and_conversation_are_clear_errors(indexed):
+    service = ChatService(indexed, llm=scripted("x"))
+    with pytest.raises(CollectionNotFound, match="chatbot index nope"):
+        service.answer("hello", collection="nope")
+    with pytest.raises(ConversationNotFound):
+        service.answer("hello", conversation_id="missing")
+    with pytest.raises(ValueError, match="empty"):
+        service.answer("   ")

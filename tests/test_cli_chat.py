@@ -1,0 +1,56 @@
+"""The `chatbot` command: help, index + ask (text and JSON), errors with exit codes."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from chatbot.cli import app
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+runner = CliRunner()
+
+
+def test_help_documents_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("index", "ask", "chat", "search", "collections", "serve-api"):
+        assert command in result.output
+    for command in ("index", "ask", "chat", "serve-api"):
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_index_then_ask_json(app_env):
+    assert runner.invoke(app, ["index", "sample", str(SAMPLE)], env=app_env).exit_code == 0
+    result = runner.invoke(app, ["ask", "How do I delete a collection?", "--json"], env=app_env)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert isinstance(payload["answer"], str)
+    assert payload["sources"] and {"source", "text", "score"} <= set(payload["sources"][0])
+    assert any(s["source"] in ("faq.md", "preguntas-frecuentes.md") for s in payload["sources"])
+
+
+def test_ask_streams_text_and_lists_sources(app_env):
+    runner.invoke(app, ["index", "sample", str(SAMPLE)], env=app_env)
+    result = runner.invoke(app, ["ask", "Where are conversations stored?"], env=app_env)
+    assert result.exit_code == 0, result.output
+    assert "Sources:" in result.stdout and ".md" in result.stdout
+
+
+def test_errors_are_clear_with_exit_codes(app_env):
+    result = runner.invoke(app, ["ask", "hello", "--collection", "missing"], env=app_env)
+    assert result.exit_code == 1 and "collection 'missing' does not exist" in result.output
+    bad = {**app_env, "APP_GENERATION__TOP_P": "7"}
+    result = runner.invoke(app, ["ask", "hello"], env=bad)
+    assert result.exit_code == 2 and "APP_GENERATION__TOP_P" in result.output
+
+
+def test_interactive_chat_commands(app_env):
+    runner.invoke(app, ["index", "sample", str(SAMPLE)], env=app_env)
+    session = "How do I delete a collection?\n/history\n/new\n/list\n/quit\n"
+    result = runner.invoke(app, ["chat"], input=session, env=app_env)
+    assert result.exit_code == 0, result.output
+    assert "user> How do I delete a collection?" in result.output  # /history printed the stored turn
+    assert "(new conversation)" in result.output
+    assert "2 messages" in result.output  # /list

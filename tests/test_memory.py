@@ -1,0 +1,56 @@
+import pytest
+
+from chatbot.memory import ConversationNotFound, Conversations
+
+
+def test_conversations_survive_a_restart_and_stay_isolated(tmp_path):
+    db = tmp_path / "conversations.sqlite"
+    store = Conversations(db)
+    a, b = store.create("first"), store.create("second")
+    store.add_message(a, "user", "hello")
+    store.add_message(a, "assistant", "hi [1]", [{"number": 1, "source": "guide.md"}])
+    store.add_message(b, "user", "other")
+
+    reopened = Conversations(db)  # a new process would do exactly this
+    msgs = reopened.messages(a)
+    assert [(m.role, m.content) for m in msgs] == [("user", "hello"), ("assistant", "hi [1]")]
+    assert msgs[1].sources == [{"number": 1, "source": "guide.md"}]
+    assert [m.content for m in reopened.messages(b)] == ["other"]
+    listed = {c.id: c for c in reopened.list()}
+    assert listed[a].messages == 2 and listed[b].messages == 1
+    assert reopened.list()[0].id == b  # most recently active first
+
+
+def test_rename_delete_and_unknown_ids(tmp_path):
+    store = Conversations(tmp_path / "c.sqlite")
+    a = store.create()
+    store.add_message(a, "user", "q")
+    store.rename(a, "  Opening hours ")
+    assert store.get(a).title == "Opening hours"
+    with pytest.raises(ValueError):
+        store.rename(a, "   ")
+    store.delete(a)
+    assert store.list() == []
+    for call in (lambda: store.messages(a), lambda: store.rename(a, "x"), lambda: store.delete(a)):
+        with pytest.raises(ConversationNotFound, match=a):
+            call()
+    with pytest.raises(ConversationNotFound):
+        store.add_message("missing", "user", "q")
+
+
+def test_feedback_pairs_answer_with_its_question_and_updates(tmp_path):
+    store = Conversations(tmp_path / "c.sqlite")
+    a = store.create()
+    store.add_message(a, "user", "When does it open?")
+    answer_id = store.add_message(a, "assistant", "At nine [1].")
+    store.add_feedback(answer_id, 1)
+    store.add_feedback(answer_id, -1, correction="At nine in the morning [1].")
+    rows = store.feedback()
+    assert len(rows) == 1
+    assert rows[0]["question"] == "When does it open?" and rows[0]["answer"] == "At nine [1]."
+    assert rows[0]["rating"] == -1 and rows[0]["correction"] == "At nine in the morning [1]."
+    with pytest.raises(ValueError, match="rating"):
+        store.add_feedback(answer_id, 5)
+    question_id = answer_id - 1
+    with pytest.raises(ValueError, match="not an assistant answer"):
+        store.add_feedback(question_id, 1)
