@@ -87,8 +87,8 @@ def create_app(service: ChatService) -> FastAPI:
         return {"collections": service.collections()}
 
     @app.get("/v1/conversations")
-    def conversations() -> dict[str, Any]:
-        return {"conversations": [asdict(c) for c in service.conversations.list()]}
+    def conversations(owner: str | None = None) -> dict[str, Any]:
+        return {"conversations": [asdict(c) for c in service.conversations.list(owner=owner)]}
 
     @app.get("/v1/conversations/{conv_id}")
     def conversation(conv_id: str) -> dict[str, Any]:
@@ -193,7 +193,9 @@ def _completion(completion_id: str, model: str, answer: Any) -> dict[str, Any]:
     }
 
 
-def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+def _chunk(
+    completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any
+) -> str:
     body = {
         "id": completion_id,
         "object": "chat.completion.chunk",

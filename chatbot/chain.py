@@ -2,7 +2,7 @@
 
     {question, history, generation}
       → query   : the follow-up condensed into a standalone search query
-      → hits    : search(query), keeping hits at or above the relevance threshold
+      → hits    : search(query); none when even the best hit is below the relevance threshold
       → prompt  : system prompt + history + numbered sources + question, fitted to the context window
       → answer  : the LLM's streamed answer with invalid citation markers removed,
                   or an abstention in the question's language when nothing relevant was found
@@ -48,9 +48,16 @@ def condense_query(
         return f"{previous[-1]} {question}"
     transcript = "\n".join(f"{role}: {content}" for role, content in history[-6:])
     rewrite = llm.bind(generation=GenerationSettings(max_new_tokens=CONDENSE_TOKENS, repetition_penalty=1.0))
-    text = str(rewrite.invoke([HumanMessage(CONDENSE_PROMPT.format(history=transcript, question=question))]).content)
+    text = str(
+        rewrite.invoke([HumanMessage(CONDENSE_PROMPT.format(history=transcript, question=question))]).content
+    )
     text = text.strip().splitlines()[0].strip() if text.strip() else ""
     return text if 3 <= len(text) <= 4 * len(question) + 200 else f"{previous[-1]} {question}"
+
+
+def relevance(hit: Hit) -> float:
+    """Absolute relevance of a hit: its dense cosine similarity when the search reports one, else its score."""
+    return float(hit.metadata.get("dense", hit.score))
 
 
 def _filter_markers(n_sources: int) -> RunnableGenerator:
@@ -78,7 +85,12 @@ def build_chain(
         return condense_query(x["question"], x.get("history", []), chat.condense, llm)
 
     def retrieve(x: dict[str, Any]) -> list[Hit]:
-        return [h for h in search(x["query"], chat.top_k) if h.score >= chat.min_relevance]
+        found = search(x["query"], chat.top_k)
+        # Fused scores are relative (the best hit is always near 1), so relevance is judged on an absolute
+        # signal: the best hit's cosine similarity to the query.
+        if not found or max(relevance(h) for h in found) < chat.min_relevance:
+            return []
+        return found
 
     def prompt(x: dict[str, Any]) -> Any:
         gen: GenerationSettings = x["generation"]

@@ -53,7 +53,9 @@ class MarkerFilter:
         if opening != -1 and "]" not in text[opening:] and len(text) - opening <= _MAX_MARKER:
             cut = opening  # an open marker: wait until it closes (or grows too long to be one)
         elif text.endswith(" "):
-            cut = len(text.rstrip(" "))  # trailing spaces wait: a marker to remove (with its space) may follow
+            cut = len(
+                text.rstrip(" ")
+            )  # trailing spaces wait: a marker to remove (with its space) may follow
         if run := _RUN_AT_END.search(text[:cut]):
             cut = run.start()  # a closed run: the next piece may continue it ("[1]" then "[2]")
         if 0 < cut < len(text) and text[cut - 1] == " " and text[cut] == "[":

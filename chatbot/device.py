@@ -17,9 +17,13 @@ def select_device(preference: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("setting models.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise RuntimeError(
+            "setting models.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'"
+        )
     if preference == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("setting models.device = 'mps' but Apple MPS is not available; use 'auto' or 'cpu'")
+        raise RuntimeError(
+            "setting models.device = 'mps' but Apple MPS is not available; use 'auto' or 'cpu'"
+        )
     return torch.device(preference)
 
 

@@ -6,13 +6,10 @@ import re
 
 _WORD = re.compile(r"[a-záéíóúüñ]+")
 _ES = set(
-    "el la los las un una de del que qué en y o por para con sin cómo como cuál cuándo cuando dónde donde "
-    "es son está están hay se su sus lo al mi mis tu yo usted puedo puede hacer tiene pero más muy también "
-    "qué quién porque este esta esto ese esa".split()
+    ["el", "la", "los", "las", "un", "una", "de", "del", "que", "qué", "en", "y", "o", "por", "para", "con", "sin", "cómo", "como", "cuál", "cuándo", "cuando", "dónde", "donde", "es", "son", "está", "están", "hay", "se", "su", "sus", "lo", "al", "mi", "mis", "tu", "yo", "usted", "puedo", "puede", "hacer", "tiene", "pero", "más", "muy", "también", "qué", "quién", "porque", "este", "esta", "esto", "ese", "esa"]
 )
 _EN = set(
-    "the a an of to in and or for with without how what which when where who is are was were there it its "
-    "do does can could i you my your this that these those be have has not but more very also why".split()
+    ["the", "a", "an", "of", "to", "in", "and", "or", "for", "with", "without", "how", "what", "which", "when", "where", "who", "is", "are", "was", "were", "there", "it", "its", "do", "does", "can", "could", "i", "you", "my", "your", "this", "that", "these", "those", "be", "have", "has", "not", "but", "more", "very", "also", "why"]
 )
 
 

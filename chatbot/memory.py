@@ -19,6 +19,7 @@ from typing import Any
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL DEFAULT '',  -- who may see it: a login name, or a browser session's key
     title TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations(owner, updated_at);
 -- Read by finetune/ to build chat examples: answers rated +1, and corrections.
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,6 +65,7 @@ class Message:
 @dataclass
 class Conversation:
     id: str
+    owner: str
     title: str
     created_at: float
     updated_at: float
@@ -89,11 +92,14 @@ class Conversations:
         finally:
             db.close()
 
-    def create(self, title: str = "New conversation") -> str:
+    def create(self, title: str = "New conversation", owner: str = "") -> str:
         conv_id = uuid.uuid4().hex
         now = time.time()
         with self._db() as db:
-            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?)", (conv_id, title, now, now))
+            db.execute(
+                "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (conv_id, owner, title, now, now),
+            )
         return conv_id
 
     def exists(self, conv_id: str) -> bool:
@@ -103,7 +109,7 @@ class Conversations:
     def get(self, conv_id: str) -> Conversation:
         with self._db() as db:
             row = db.execute(
-                "SELECT c.id, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
+                "SELECT c.id, c.owner, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
                 "LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.id = ? GROUP BY c.id",
                 (conv_id,),
             ).fetchone()
@@ -111,12 +117,15 @@ class Conversations:
             raise ConversationNotFound(conv_id)
         return Conversation(*row)
 
-    def list(self) -> list[Conversation]:
-        """All conversations, most recently active first."""
+    def list(self, owner: str | None = None) -> list[Conversation]:
+        """Conversations (of ``owner`` only, when given), most recently active first."""
+        where, args = ("WHERE c.owner = ?", (owner,)) if owner is not None else ("", ())
         with self._db() as db:
             rows = db.execute(
-                "SELECT c.id, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
-                "LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id ORDER BY c.updated_at DESC"
+                "SELECT c.id, c.owner, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
+                f"LEFT JOIN messages m ON m.conversation_id = c.id {where} GROUP BY c.id "
+                "ORDER BY c.updated_at DESC",
+                args,
             ).fetchall()
         return [Conversation(*r) for r in rows]
 
@@ -138,7 +147,10 @@ class Conversations:
     ) -> int:
         now = time.time()
         with self._db() as db:
-            if db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount == 0:
+            if (
+                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount
+                == 0
+            ):
                 raise ConversationNotFound(conv_id)
             cur = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, sources, created_at) VALUES (?,?,?,?,?)",
@@ -179,8 +191,15 @@ class Conversations:
                 "INSERT INTO feedback (conversation_id, message_id, question, answer, rating, correction, "
                 "created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(message_id) DO UPDATE SET "
                 "rating = excluded.rating, correction = excluded.correction, created_at = excluded.created_at",
-                (row[0], message_id, question[0] if question else "", row[2], rating,
-                 (correction or "").strip() or None, time.time()),
+                (
+                    row[0],
+                    message_id,
+                    question[0] if question else "",
+                    row[2],
+                    rating,
+                    (correction or "").strip() or None,
+                    time.time(),
+                ),
             )
 
     def feedback(self) -> list[dict[str, Any]]:

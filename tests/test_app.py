@@ -1,4 +1,4 @@
-"""The Streamlit chat page, driven by streamlit.testing.v1.AppTest on the tiny models."""
+"""The Streamlit app, page by page, driven by streamlit.testing.v1.AppTest on the tiny models."""
 
 from pathlib import Path
 
@@ -6,40 +6,166 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from chatbot.memory import Conversations
 from chatbot.settings import load_settings
 from retrieval.collection import Collection
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120  # seconds: the first question loads the model
 
 
 @pytest.fixture
-def app(app_env, monkeypatch):
+def env(app_env, monkeypatch):
     for key, value in app_env.items():
         monkeypatch.setenv(key, value)
+    st.cache_resource.clear()  # services are cached per process: rebuild them from this test's settings
+    return app_env
+
+
+@pytest.fixture
+def indexed(env):
     Collection.open(load_settings(), "sample").sync(ROOT / "data" / "sample")
-    st.cache_resource.clear()  # the service is cached per process: build it from this test's settings
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
+    return env
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "chatbot" / "ui" / f"{name}_page.py"), default_timeout=TIMEOUT)
+    at.query_params["s"] = "0123456789abcdef0123456789abcdef"  # this browser session's key
     return at
 
 
-def test_chat_answers_with_sources_and_keeps_the_conversation(app):
-    assert app.selectbox[0].value == "sample"
-    app.chat_input[0].set_value("How do I delete a collection?").run()
-    assert not app.exception, app.exception
-    messages = app.chat_message
-    assert [m.name for m in messages] == ["user", "assistant"]
-    assert messages[0].markdown[0].value == "How do I delete a collection?"
-    assert app.expander[0].label.startswith("Sources (")
-    conversation_id = app.session_state["conversation_id"]
+def test_main_script_shows_the_chat_page(indexed):
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.chat_input[0].placeholder == "Ask a question about the documents"
 
-    app.chat_input[0].set_value("And is the folder touched?").run()
-    assert [m.name for m in app.chat_message] == ["user", "assistant", "user", "assistant"]
-    assert app.session_state["conversation_id"] == conversation_id  # one conversation across reruns
 
-    app.sidebar.button[0].click().run()  # New conversation
-    assert len(app.chat_message) == 0 and "conversation_id" not in app.session_state
+def test_chat_streams_answer_with_sources_and_keeps_the_conversation(indexed):
+    at = page("chat")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox[0].value == "sample"
+    at.chat_input[0].set_value("How do I delete a collection?").run()
+    assert not at.exception, at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert at.chat_message[0].markdown[0].value == "How do I delete a collection?"
+    assert at.expander[0].label.startswith("Sources (")
+    conversation_id = at.session_state["conversation_id"]
+
+    at.chat_input[0].set_value("And is the folder touched?").run()
+    assert [m.name for m in at.chat_message] == ["user", "assistant", "user", "assistant"]
+    assert at.session_state["conversation_id"] == conversation_id
+    # persisted, under this browser session's owner key
+    store = Conversations(load_settings().data_dir / "conversations.sqlite")
+    assert [c.id for c in store.list(owner="browser:0123456789abcdef0123456789abcdef")] == [conversation_id]
+
+
+def test_conversations_are_listed_switched_renamed_deleted(indexed):
+    at = page("chat")
+    at.run()
+    at.chat_input[0].set_value("How do I delete a collection?").run()
+    conv = at.session_state["conversation_id"]
+    at.sidebar.button(key="new_conversation").click().run()
+    assert "conversation_id" not in at.session_state and len(at.chat_message) == 0
+    at.sidebar.button(key=f"conv-{conv}").click().run()  # switch back
+    assert at.session_state["conversation_id"] == conv and len(at.chat_message) == 2
+    at.sidebar.text_input(key=f"title-{conv}").set_value("Deleting").run()
+    at.sidebar.button(key="rename").click().run()
+    assert Conversations(load_settings().data_dir / "conversations.sqlite").get(conv).title == "Deleting"
+    at.sidebar.button(key="delete").click().run()
+    assert Conversations(load_settings().data_dir / "conversations.sqlite").list() == []
+
+
+def test_another_browser_session_does_not_see_the_conversation(indexed):
+    first = page("chat")
+    first.run()
+    first.chat_input[0].set_value("How do I delete a collection?").run()
+    other = AppTest.from_file(str(ROOT / "chatbot" / "ui" / "chat_page.py"), default_timeout=TIMEOUT)
+    other.query_params["s"] = "fedcba9876543210fedcba9876543210"
+    other.run()
+    assert not any(b.key and b.key.startswith("conv-") for b in other.sidebar.button)
+
+
+def test_feedback_is_stored_for_the_fine_tuning_data(indexed):
+    at = page("chat")
+    at.run()
+    at.chat_input[0].set_value("How do I delete a collection?").run()
+    store = Conversations(load_settings().data_dir / "conversations.sqlite")
+    answer_id = store.messages(at.session_state["conversation_id"])[1].id
+    at.text_area(key=f"fix-{answer_id}").set_value("Run chatbot collections delete NAME.").run()
+    at.button(key=f"save-{answer_id}").click().run()
+    rows = store.feedback()
+    assert rows and rows[0]["correction"] == "Run chatbot collections delete NAME."
+    assert rows[0]["question"] == "How do I delete a collection?"
+
+
+def test_bad_generation_setting_is_explained(indexed):
+    at = page("chat")
+    at.run()
+    at.sidebar.number_input[0].set_value(0).run()  # top_k = 0 is allowed ...
+    assert not at.sidebar.error
+    at.sidebar.slider[0].set_value(1.5).run()  # temperature within range
+    assert not at.exception
+
+
+def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Opening hours\n\nThe office opens at nine.\n")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    at = page("documents")
+    at.run()
+    assert not at.exception, at.exception
+    at.text_input[0].set_value("handbook")
+    at.button[0].click().run()  # the create form's submit button
+    assert at.selectbox[0].value == "handbook"
+    folder_input = [w for w in at.text_input if w.label == "Folder path"][0]
+    folder_input.set_value(str(docs))
+    [b for b in at.button if b.label == "Sync"][0].click().run()
+    import time
+
+    from chatbot.ui.jobs import sync_jobs
+
+    deadline = time.time() + 60
+    while (job := sync_jobs().get("handbook")) is not None and job.running and time.time() < deadline:
+        time.sleep(0.2)
+    at.run()
+    assert any("Sync finished: 1 added" in s.value for s in at.success)
+    assert at.metric[0].value == "1"  # files
+    assert any("broken.pdf" in str(df.value) for df in at.dataframe)
+
+
+def test_training_page_lists_versions_and_is_idle(env):
+    at = page("training")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("No training is running" in c.value for c in at.caption)
+    assert any("No trained version yet" in c.value for c in at.caption)
+
+
+def test_spanish_interface(indexed, monkeypatch):
+    monkeypatch.setenv("APP_UI__LANGUAGE", "es")
+    st.cache_resource.clear()
+    at = page("chat")
+    at.run()
+    assert at.chat_input[0].placeholder == "Haga una pregunta sobre los documentos"
+    assert at.sidebar.button(key="new_conversation").label == "Nueva conversación"
+
+
+def test_password_login(indexed, monkeypatch):
+    monkeypatch.setenv("APP_UI__AUTH", "password")
+    monkeypatch.setenv("APP_UI__PASSWORD", "s3cret")
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.chat_input  # nothing but the login form
+    at.text_input[0].set_value("wrong")
+    at.button[0].click().run()
+    assert at.error and not at.chat_input
+    at.text_input[0].set_value("s3cret")
+    at.button[0].click().run()
+    assert at.chat_input
 
 
 def test_answer_markdown_never_loads_images():

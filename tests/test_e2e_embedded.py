@@ -17,7 +17,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     settings = load_settings(
-        data_dir=tmp_path_factory.mktemp("e2e") / "var", models={"device": "cpu"}, generation={"max_new_tokens": 48}
+        data_dir=tmp_path_factory.mktemp("e2e") / "var",
+        models={"device": "cpu"},
+        generation={"max_new_tokens": 48},
     )
     report = Collection.open(settings, "sample").sync(SAMPLE)
     assert sorted(report.added) == sorted(p.name for p in SAMPLE.iterdir())

@@ -54,3 +54,12 @@ def test_feedback_pairs_answer_with_its_question_and_updates(tmp_path):
     question_id = answer_id - 1
     with pytest.raises(ValueError, match="not an assistant answer"):
         store.add_feedback(question_id, 1)
+
+
+def test_owners_see_only_their_conversations(tmp_path):
+    store = Conversations(tmp_path / "c.sqlite")
+    mine = store.create("mine", owner="alice")
+    store.create("theirs", owner="bob")
+    assert [c.id for c in store.list(owner="alice")] == [mine]
+    assert len(store.list()) == 2  # the unfiltered list is for administrators (CLI, API)
+    assert store.get(mine).owner == "alice"

@@ -12,7 +12,9 @@ def test_embedded_models_are_installed():
 
 
 def test_missing_local_directory_names_the_setting(settings):
-    bad = settings.model_copy(update={"models": settings.models.model_copy(update={"generator": "./no/such"})})
+    bad = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"generator": "./no/such"})}
+    )
     with pytest.raises(ModelNotFoundError) as err:
         load_generator(bad)
     text = str(err.value)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from chatbot.cli import chat_cmds, retrieval_cmds  # noqa: F401  (registers commands)
+from chatbot.cli import (  # noqa: F401  (each module registers its commands)
+    chat_cmds,
+    eval_cmds,
+    retrieval_cmds,
+    settings_cmds,
+    train_cmds,
+)
 from chatbot.cli.app import app
 
 

@@ -31,13 +31,15 @@ def ask(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     collection: Annotated[
-        str | None, typer.Option("--collection", "-C", help="Collection to search (default: chat.collection).")
+        str | None,
+        typer.Option("--collection", "-C", help="Collection to search (default: chat.collection)."),
     ] = None,
     conversation: Annotated[
         str | None, typer.Option("--conversation", help="Continue this conversation (its id).")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"answer", "sources": [{"source", "text", "score"}]} as JSON.')
+        bool,
+        typer.Option("--json", help='Print {"answer", "sources": [{"source", "text", "score"}]} as JSON.'),
     ] = False,
 ) -> None:
     """Answer one question from the documents, citing the sources it used."""
@@ -51,8 +53,15 @@ def ask(
             payload = {
                 "answer": result.text,
                 "sources": [
-                    {"source": s.source, "text": s.text, "score": s.score, "number": s.number, "cited": s.cited,
-                     "title": s.title, "page": s.page}
+                    {
+                        "source": s.source,
+                        "text": s.text,
+                        "score": s.score,
+                        "number": s.number,
+                        "cited": s.cited,
+                        "title": s.title,
+                        "page": s.page,
+                    }
                     for s in result.sources
                 ],
                 "conversation_id": result.conversation_id,
@@ -94,9 +103,12 @@ CHAT_HELP = """Commands: /new (new conversation), /history (this conversation), 
 def chat(
     ctx: typer.Context,
     collection: Annotated[
-        str | None, typer.Option("--collection", "-C", help="Collection to search (default: chat.collection).")
+        str | None,
+        typer.Option("--collection", "-C", help="Collection to search (default: chat.collection)."),
     ] = None,
-    conversation: Annotated[str | None, typer.Option("--conversation", help="Continue this conversation.")] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Continue this conversation.")
+    ] = None,
 ) -> None:
     """Chat interactively in the terminal, with streaming answers and conversation memory."""
     from chatbot.memory import ConversationNotFound

@@ -1,0 +1,201 @@
+"""``chatbot train``, ``chatbot retrain`` and ``chatbot models list|promote|rollback|export``.
+
+Exit codes: 0 success (retrain: a new version promoted), 1 error, 2 bad settings or arguments,
+3 retrain candidate rejected by the gate (current model kept), 4 nothing new to train on, 5 another retrain
+is running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from chatbot.cli.app import app, fail, settings_of
+from chatbot.settings import Settings
+
+models_app = typer.Typer(help="Model versions: list, promote, roll back, export.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+log = logging.getLogger(__name__)
+
+
+def _with(settings: Settings, **finetune: Any) -> Settings:
+    changes = {k: v for k, v in finetune.items() if v is not None}
+    return settings.model_copy(update={"finetune": settings.finetune.model_copy(update=changes)})
+
+
+def _progress_logging() -> None:
+    # The Trainer's tqdm bar shows progress and ETA; INFO from finetune says what is being done.
+    logging.getLogger("finetune").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(levelname)s %(message)s")
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    docs: Annotated[list[Path] | None, typer.Option("--docs", help="Folder of .txt/.md documents.")] = None,
+    chat: Annotated[list[Path] | None, typer.Option("--chat", help="JSONL file of chat examples.")] = None,
+    feedback: Annotated[
+        bool | None, typer.Option("--feedback/--no-feedback", help="Use rated answers.")
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="'lora' or 'full' (default: finetune.method).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    run: Annotated[str | None, typer.Option("--run-name", help="Run name (default: run-<UTC time>).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the latest (or --run-name) unfinished run exactly.")
+    ] = False,
+    search: Annotated[int, typer.Option(help="Run N Optuna trials instead and report the best.")] = 0,
+    promote: Annotated[bool, typer.Option(help="Make the trained version current.")] = False,
+) -> None:
+    """Train on documents, chat examples and feedback; register the result as a model version."""
+    from finetune.data import DataError, build_trainset, collect
+    from finetune.registry import load_tokenizer
+    from finetune.train import TrainError
+    from finetune.train import train as run_training
+
+    _progress_logging()
+    settings = _with(settings_of(ctx), method=method, max_steps=max_steps)
+    if resume and docs is None and chat is None and feedback is None:
+        docs, chat, feedback = _sources_of_run(settings, run)  # resume reads the data the run started with
+    try:
+        found = collect(
+            settings.finetune, settings.data_dir, docs_dirs=docs, chat_files=chat, use_feedback=feedback
+        )
+        for issue in found.issues:
+            typer.echo(f"warning: skipped {issue}", err=True)
+        trainset = build_trainset(found.items, load_tokenizer(settings), settings.finetune)
+        if search:
+            from finetune.search import search as run_search
+
+            result = run_search(settings, trainset, search)
+            for t in result.trials:
+                typer.echo(json.dumps(t))
+            typer.echo(f"best (val loss {result.best_val_loss:.4f}): {json.dumps(result.best_params)}")
+            return
+        cfg = settings.finetune
+        sources = {
+            "docs_dirs": [str(p) for p in (cfg.docs_dirs if docs is None else docs)],
+            "chat_files": [str(p) for p in (cfg.chat_files if chat is None else chat)],
+            "use_feedback": cfg.use_feedback if feedback is None else feedback,
+        }
+        outcome = run_training(settings, trainset, run_name=run, resume=resume, sources=sources)
+    except (DataError, TrainError) as exc:
+        fail(str(exc))
+    if outcome.version is None:
+        return  # a non-zero rank of a distributed launch
+    if promote:
+        from finetune.registry import Registry
+
+        Registry(settings).promote(outcome.version.id)
+    m = outcome.metrics
+    typer.echo(
+        f"version {outcome.version.id}{' (current)' if promote else ''}: {m['steps']} steps, "
+        f"val loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.2f}, "
+        f"{m['tokens_per_second']} tokens/s; run {outcome.run_dir}"
+    )
+
+
+def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any]:
+    from finetune.train import find_run_to_resume, runs_dir
+
+    run_dir = runs_dir(settings) / run if run else find_run_to_resume(settings)
+    record = run_dir / "run.json" if run_dir else None
+    if record is None or not record.is_file():
+        fail(f"nothing to resume: no unfinished run{' ' + run if run else ''} under {runs_dir(settings)}")
+    sources = json.loads(record.read_text()).get("sources", {})
+    return (
+        [Path(p) for p in sources.get("docs_dirs", [])],
+        [Path(p) for p in sources.get("chat_files", [])],
+        sources.get("use_feedback"),
+    )
+
+
+@app.command()
+def retrain(ctx: typer.Context) -> None:
+    """Train on what is new since the current version; promote only if the evaluation gate passes."""
+    from finetune.data import DataError
+    from finetune.retrain import retrain as run_retrain
+
+    _progress_logging()
+    settings = settings_of(ctx)
+    try:
+        report = run_retrain(settings)
+    except DataError as exc:
+        fail(str(exc))
+    typer.echo(f"{report.status}: {report.message}")
+    for metric, values in report.scores.items():
+        typer.echo(f"  {metric}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    raise typer.Exit(report.exit_code)
+
+
+@models_app.command("list")
+def list_versions(ctx: typer.Context) -> None:
+    """Every version, oldest first; '*' marks the current one."""
+    from finetune.registry import Registry
+
+    registry = Registry(settings_of(ctx))
+    current = registry.current_id()
+    for v in registry.list():
+        ppl = v.metrics.get("val_perplexity")
+        shown = f"{ppl:.2f}" if isinstance(ppl, float) else "-"
+        typer.echo(
+            f"{'*' if v.id == current else ' '} {v.id}  {v.kind:4}  {v.created_at}  "
+            f"val_ppl {shown:>8}  parent {v.parent or '-':5}  {v.note}"
+        )
+    if current is None:
+        typer.echo("(no current version: the chat uses the base model)")
+
+
+@models_app.command()
+def promote(
+    ctx: typer.Context, version: Annotated[str, typer.Argument(help="Version id, e.g. v0003.")]
+) -> None:
+    """Make VERSION the current model (the chat picks it up without a restart)."""
+    from finetune.registry import Registry, RegistryError
+
+    try:
+        Registry(settings_of(ctx)).promote(version)
+    except RegistryError as exc:
+        fail(str(exc))
+    typer.echo(f"{version} is now current")
+
+
+@models_app.command()
+def rollback(ctx: typer.Context) -> None:
+    """Return to the version that was current before the last promotion."""
+    from finetune.registry import Registry, RegistryError
+
+    try:
+        now = Registry(settings_of(ctx)).rollback()
+    except RegistryError as exc:
+        fail(str(exc))
+    typer.echo(f"current: {now.id if now else 'the base model'}")
+
+
+@models_app.command()
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the merged model to.")],
+    version: Annotated[str | None, typer.Argument(help="Version id (default: current).")] = None,
+    int8: Annotated[
+        bool, typer.Option(help="Mark for int8 dynamic quantisation; report size and speed.")
+    ] = False,
+    hub: Annotated[str | None, typer.Option(help="Also upload to this Hugging Face repo id.")] = None,
+) -> None:
+    """Merge a version's adapter into its base and save a standard model directory."""
+    from finetune.export import export as run_export
+    from finetune.registry import Registry, RegistryError
+
+    settings = settings_of(ctx)
+    try:
+        registry = Registry(settings)
+        chosen = registry.get(version) if version else registry.current()
+    except RegistryError as exc:
+        fail(str(exc))
+    if chosen is None:
+        fail("no current version to export; name one (chatbot models list)")
+    typer.echo(json.dumps(run_export(settings, chosen, out, int8=int8, hub_repo=hub), indent=1))

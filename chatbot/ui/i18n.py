@@ -1,0 +1,98 @@
+"""The interface's words in English and Spanish. Model answers are never translated, only the interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+LANGUAGES = ("en", "es")
+
+STRINGS: dict[str, dict[str, str]] = {
+    "app_title": {"en": "Domain Assistant", "es": "Asistente de Dominio"},
+    "page_chat": {"en": "Chat", "es": "Chat"},
+    "page_documents": {"en": "Documents", "es": "Documentos"},
+    "page_training": {"en": "Training", "es": "Entrenamiento"},
+    "ask_placeholder": {
+        "en": "Ask a question about the documents",
+        "es": "Haga una pregunta sobre los documentos",
+    },
+    "new_conversation": {"en": "New conversation", "es": "Nueva conversación"},
+    "conversations": {"en": "Conversations", "es": "Conversaciones"},
+    "no_conversations": {"en": "No conversations yet.", "es": "Todavía no hay conversaciones."},
+    "rename": {"en": "Rename", "es": "Renombrar"},
+    "delete": {"en": "Delete", "es": "Borrar"},
+    "title": {"en": "Title", "es": "Título"},
+    "collection": {"en": "Collection", "es": "Colección"},
+    "model_version": {"en": "Model version", "es": "Versión del modelo"},
+    "version_current": {"en": "current (registry)", "es": "actual (registro)"},
+    "version_base": {"en": "base model", "es": "modelo base"},
+    "generation": {"en": "Generation settings", "es": "Parámetros de generación"},
+    "no_collection": {
+        "en": "No collection yet: create one on the Documents page.",
+        "es": "Todavía no hay colecciones: cree una en la página Documentos.",
+    },
+    "sources": {"en": "Sources", "es": "Fuentes"},
+    "loading_model": {"en": "Loading the model…", "es": "Cargando el modelo…"},
+    "relevance": {"en": "relevance", "es": "relevancia"},
+    "page": {"en": "page", "es": "página"},
+    "cited": {"en": "cited", "es": "citada"},
+    "feedback_prompt": {"en": "Was this answer good?", "es": "¿Fue buena esta respuesta?"},
+    "correction": {"en": "Correct answer (optional)", "es": "Respuesta correcta (opcional)"},
+    "save_feedback": {"en": "Save feedback", "es": "Guardar valoración"},
+    "feedback_saved": {"en": "Thank you: feedback saved.", "es": "Gracias: valoración guardada."},
+    "error": {"en": "Something went wrong", "es": "Algo salió mal"},
+    "collections": {"en": "Collections", "es": "Colecciones"},
+    "create_collection": {"en": "Create a collection", "es": "Crear una colección"},
+    "name": {"en": "Name", "es": "Nombre"},
+    "create": {"en": "Create", "es": "Crear"},
+    "upload": {"en": "Upload files", "es": "Subir archivos"},
+    "upload_and_sync": {"en": "Add and index", "es": "Añadir e indexar"},
+    "server_folder": {"en": "Sync a folder on the server", "es": "Sincronizar una carpeta del servidor"},
+    "folder_path": {"en": "Folder path", "es": "Ruta de la carpeta"},
+    "sync": {"en": "Sync", "es": "Sincronizar"},
+    "syncing": {"en": "Indexing…", "es": "Indexando…"},
+    "sync_done": {"en": "Sync finished", "es": "Sincronización terminada"},
+    "added": {"en": "added", "es": "añadidos"},
+    "updated": {"en": "updated", "es": "actualizados"},
+    "deleted": {"en": "deleted", "es": "borrados"},
+    "unchanged": {"en": "unchanged", "es": "sin cambios"},
+    "failed": {"en": "failed", "es": "con errores"},
+    "files": {"en": "Files", "es": "Archivos"},
+    "chunks": {"en": "Passages", "es": "Fragmentos"},
+    "last_sync": {"en": "Last sync", "es": "Última sincronización"},
+    "failures": {"en": "Files that could not be indexed", "es": "Archivos que no se pudieron indexar"},
+    "delete_collection": {"en": "Delete this collection", "es": "Borrar esta colección"},
+    "confirm_delete": {"en": "Yes, delete it", "es": "Sí, borrarla"},
+    "start_retrain": {"en": "Retrain on what is new", "es": "Reentrenar con lo nuevo"},
+    "start_training": {"en": "Train on chosen data", "es": "Entrenar con datos elegidos"},
+    "training_running": {"en": "Training is running", "es": "El entrenamiento está en marcha"},
+    "training_idle": {"en": "No training is running.", "es": "No hay ningún entrenamiento en marcha."},
+    "stop": {"en": "Stop", "es": "Detener"},
+    "loss_curve": {"en": "Loss", "es": "Pérdida"},
+    "log": {"en": "Log", "es": "Registro"},
+    "versions": {"en": "Model versions", "es": "Versiones del modelo"},
+    "promote": {"en": "Promote", "es": "Promover"},
+    "rollback": {"en": "Roll back", "es": "Volver atrás"},
+    "no_versions": {"en": "No trained version yet.", "es": "Todavía no hay versiones entrenadas."},
+    "password": {"en": "Password", "es": "Contraseña"},
+    "log_in": {"en": "Log in", "es": "Iniciar sesión"},
+    "log_out": {"en": "Log out", "es": "Cerrar sesión"},
+    "wrong_password": {"en": "Wrong password.", "es": "Contraseña incorrecta."},
+    "language": {"en": "Language", "es": "Idioma"},
+    "data": {"en": "Training data", "es": "Datos de entrenamiento"},
+}
+
+
+def pick_language(setting: str, browser_locale: str | None) -> str:
+    """The setting if it names a language; else the browser's when supported; else English."""
+    if setting in LANGUAGES:
+        return setting
+    primary = (browser_locale or "").replace("_", "-").split("-")[0].lower()
+    return primary if primary in LANGUAGES else "en"
+
+
+def translator(language: str) -> Callable[[str], str]:
+    def t(key: str) -> str:
+        entry = STRINGS[key]
+        return entry.get(language) or entry["en"]
+
+    return t

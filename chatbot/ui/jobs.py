@@ -1,0 +1,95 @@
+"""Work that outlives one Streamlit rerun: collection syncs in background threads.
+
+A sync runs in a thread of the server process, so the page stays responsive and polls its progress; the jobs
+live in ``st.cache_resource`` (one table per process), so a page reload finds a running sync again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from chatbot.settings import Settings
+from retrieval.types import SyncReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncJob:
+    collection: str
+    folder: Path
+    started: float = field(default_factory=time.time)
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    report: SyncReport | None = None
+    error: str | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def progress(self, done: int, total: int, path: str) -> None:
+        self.done, self.total, self.current = done, total, path
+
+
+class SyncJobs:
+    """The sync jobs of this process, one at most per collection."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, SyncJob] = {}
+        self._lock = threading.Lock()
+
+    def get(self, collection: str) -> SyncJob | None:
+        return self._jobs.get(collection)
+
+    def start(self, settings: Settings, collection: str, folder: Path) -> SyncJob:
+        """Start syncing ``collection`` from ``folder``; if one is already running, return that one."""
+        with self._lock:
+            job = self._jobs.get(collection)
+            if job is not None and job.running:
+                return job
+            job = SyncJob(collection, folder)
+            job.thread = threading.Thread(target=self._run, args=(settings, job), daemon=True, name="sync")
+            self._jobs[collection] = job
+            job.thread.start()
+            return job
+
+    @staticmethod
+    def _run(settings: Settings, job: SyncJob) -> None:
+        from retrieval.collection import Collection
+
+        try:
+            job.report = Collection.open(settings, job.collection).sync(job.folder, progress=job.progress)
+        except Exception as exc:  # reported on the page; a sync never takes the app down
+            log.exception("sync of %s failed", job.collection)
+            job.error = str(exc)
+
+
+@st.cache_resource(show_spinner=False)
+def sync_jobs() -> SyncJobs:
+    """The process-wide table of sync jobs (kept across reruns and page reloads)."""
+    return SyncJobs()
+
+
+def save_uploads(target: Path, files: list[tuple[str, bytes]]) -> list[Path]:
+    """Write uploaded files into ``target`` under their base names (no directory parts); returns the paths."""
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in files:
+        safe = Path(name).name
+        if not safe or safe in (".", ".."):
+            raise ValueError(f"cannot save an upload named {name!r}")
+        path = target / safe
+        tmp = path.with_name(f".{safe}.part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        written.append(path)
+    return written

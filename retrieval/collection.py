@@ -1,0 +1,189 @@
+"""A named document collection: the public surface the chat chain, the CLI and the UI call.
+
+col = Collection.open(settings, "handbook")
+report = col.sync(Path("docs/"))          # incremental; atomic; one sync at a time per collection
+hits = col.search("¿A qué hora abre?", k=5)  # hybrid BM25 + dense, best first
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrieval import snapshot, store
+from retrieval.errors import CollectionError
+from retrieval.search import MODES, Mode, View, hits, rank
+from retrieval.sync import Progress, run_sync
+from retrieval.types import Hit, SyncReport
+
+if TYPE_CHECKING:
+    from chatbot.settings import Settings
+    from retrieval.embedding import Embedder
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise CollectionError(
+            f"invalid collection name {name!r}: use 1 to 64 letters, digits, '_' or '-' "
+            "(no spaces, dots or slashes)"
+        )
+    return name
+
+
+def collections_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "collections"
+
+
+class Collection:
+    """One collection on disk. Thread-safe for searching; syncs are serialised by a file lock."""
+
+    def __init__(self, settings: Settings, name: str, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.name = validate_name(name)
+        self.root = collections_dir(settings) / name
+        self._embedder = embedder
+        self._view: View | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings, name: str, embedder: Embedder | None = None) -> Collection:
+        """Open the collection ``name``, creating it (empty) if it does not exist."""
+        collection = cls(settings, name, embedder)
+        collection.root.mkdir(parents=True, exist_ok=True)
+        return collection
+
+    @classmethod
+    def list(cls, settings: Settings) -> list[str]:
+        base = collections_dir(settings)
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.match(p.name))
+
+    @classmethod
+    def exists(cls, settings: Settings, name: str) -> bool:
+        return (collections_dir(settings) / validate_name(name)).is_dir()
+
+    @classmethod
+    def delete(cls, settings: Settings, name: str) -> None:
+        """Delete a collection and all its snapshots; refused while a sync of it is running."""
+        root = collections_dir(settings) / validate_name(name)
+        if not root.is_dir():
+            raise CollectionError(f"collection {name!r} does not exist")
+        with snapshot.sync_lock(root, name):
+            shutil.rmtree(root)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from retrieval.embedding import Embedder
+
+            self._embedder = Embedder(self.settings)
+        return self._embedder
+
+    # -- sync ------------------------------------------------------------------------------------------
+
+    def sync(self, folder: str | Path, progress: Progress | None = None) -> SyncReport:
+        """Make the collection match ``folder``: add new files, re-index changed ones, drop deleted ones.
+
+        ``progress(done, total, path)`` is called after each file. Raises CollectionLockedError when another
+        sync of this collection is running.
+        """
+        folder = Path(folder).expanduser().resolve()
+        if not folder.is_dir():
+            raise CollectionError(f"cannot sync collection {self.name!r}: {folder} is not a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with snapshot.sync_lock(self.root, self.name):
+            report = run_sync(self.root, self.name, folder, self.settings, self.embedder, progress)
+        log.info(
+            "Synced %s from %s: %d added, %d updated, %d deleted, %d unchanged, %d failed",
+            self.name, folder, len(report.added), len(report.updated), len(report.deleted),
+            len(report.unchanged), len(report.failed),
+        )  # fmt: skip
+        return report
+
+    # -- search ----------------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 5, mode: Mode | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``query``, best first; ``mode``: 'hybrid' (default), 'bm25', 'dense'."""
+        mode = mode or self.settings.retrieval.search_mode
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        if k < 1 or not query.strip():
+            return []
+        view = self._current_view()
+        if view is None:
+            return []
+        vector = self.embedder.embed_query(query) if mode != "bm25" else None
+        want = max(k, self.settings.retrieval.rerank_candidates) if self.settings.retrieval.reranker else k
+        found = hits(view, rank(view, query, vector, want, mode, self.settings.retrieval))
+        if self.settings.retrieval.reranker:
+            from retrieval.rerank import rerank
+
+            found = rerank(self.settings, query, found)
+        return found[:k]
+
+    def _current_view(self) -> View | None:
+        folder = snapshot.current(self.root) if self.root.is_dir() else None
+        with self._lock:
+            if folder is None:
+                self._close_view()
+                return None
+            if self._view is None or self._view.version != folder.name:
+                self._close_view()
+                self._view = View.open(folder, self.settings.retrieval)
+            return self._view
+
+    def _close_view(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_view()
+
+    # -- stats -----------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Files, chunks, last sync time, failures {path: reason} and the current snapshot version."""
+        last = snapshot.read_last_sync(self.root)
+        out: dict[str, Any] = {"name": self.name, "files": 0, "chunks": 0, "last_sync": last.get("time"),
+                               "failures": {}, "version": None, "folder": last.get("folder")}  # fmt: skip
+        folder = snapshot.current(self.root) if self.root.is_dir() else None
+        if folder is None:
+            return out
+        conn = store.connect(folder / store.DB_NAME, readonly=True)
+        try:
+            records = store.files(conn).values()
+            out["files"] = sum(r.status == "ok" for r in records)
+            out["chunks"] = store.count_chunks(conn)
+            out["failures"] = _failures(records)
+            out["embedding_model"] = json.loads(store.get_meta(conn, "fingerprint") or "{}").get("embedding")
+            out["folder"] = store.get_meta(conn, "folder") or out["folder"]
+        finally:
+            conn.close()
+        out["version"] = folder.name
+        out["index_type"] = self.settings.retrieval.index_type
+        out["last_sync_summary"] = {k: v for k, v in last.items() if k not in ("time", "folder")}
+        return out
+
+
+def _failures(records) -> dict[str, str]:
+    failures: dict[str, str] = {}
+    for record in records:
+        if record.status == "failed":
+            failures[record.path] = record.reason or "failed"
+        elif record.part_failures:
+            failures.update(json.loads(record.part_failures))
+    return failures

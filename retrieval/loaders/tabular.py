@@ -1,0 +1,91 @@
+"""CSV/TSV (groups of rows, each row with its column headers), JSON and JSON Lines (one record a block)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from retrieval.errors import LoadError
+from retrieval.loaders import Document, Loaded
+from retrieval.text import decode
+
+if TYPE_CHECKING:
+    from retrieval.config import RetrievalSettings
+
+csv.field_size_limit(10_000_000)
+
+
+def load(data: bytes, source: str, settings: RetrievalSettings) -> Loaded:
+    ext = PurePosixPath(source).suffix.lower()
+    text = decode(data)
+    if ext in (".csv", ".tsv"):
+        return Loaded(
+            [csv_document(text, source, settings.csv_rows_per_chunk, "\t" if ext == ".tsv" else None)]
+        )
+    if ext == ".json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LoadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        return Loaded([json_document(value if isinstance(value, list) else [value], source)])
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise LoadError(f"invalid JSON on line {number}: {exc.msg} at column {exc.colno}") from exc
+    return Loaded([json_document(records, source)])
+
+
+def csv_document(text: str, source: str, rows_per_group: int, delimiter: str | None) -> Document:
+    """Rows as ``header: value; ...`` lines, ``rows_per_group`` to a section titled with the row range."""
+    if delimiter is None:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delimiter = ","
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise LoadError(f"invalid CSV: {exc}") from exc
+    if not rows:
+        raise LoadError("no rows in CSV")
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    doc = Document(source, title=PurePosixPath(source).name)
+    body = rows[1:] or rows
+    for first in range(0, len(body), rows_per_group):
+        group = body[first : first + rows_per_group]
+        lines = [_row(header, row) for row in group]
+        # Row numbers as in a spreadsheet: the header is row 1.
+        doc.add("\n".join(lines), title=f"{doc.title} rows {first + 2}-{first + 1 + len(group)}")
+    return doc
+
+
+def _row(header: list[str], row: list[str]) -> str:
+    cells = [f"{header[i] if i < len(header) else f'column {i + 1}'}: {v.strip()}" for i, v in enumerate(row)]
+    return "; ".join(c for c in cells if not c.endswith(": "))
+
+
+def json_document(records: list[Any], source: str) -> Document:
+    """Each record flattened to ``a.b: value`` lines; records separated by blank lines."""
+    doc = Document(source, title=PurePosixPath(source).name)
+    blocks = ["\n".join(_flatten(r, "")) for r in records]
+    doc.add("\n\n".join(b for b in blocks if b))
+    return doc
+
+
+def _flatten(value: Any, prefix: str) -> list[str]:
+    if isinstance(value, dict):
+        return [line for k, v in value.items() for line in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            joined = ", ".join("" if v is None else str(v) for v in value)
+            return [f"{prefix}: {joined}" if prefix else joined]
+        return [line for i, v in enumerate(value) for line in _flatten(v, f"{prefix}[{i}]")]
+    if value is None or value == "":
+        return []
+    return [f"{prefix}: {value}" if prefix else str(value)]

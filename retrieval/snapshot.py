@@ -1,0 +1,157 @@
+"""Snapshots of a collection on disk, the atomic switch between them, and the sync lock.
+
+Layout of ``<data_dir>/collections/<name>/``::
+
+    CURRENT          "v000007": the version searches read (replaced atomically: temp file, fsync, rename)
+    v000006/         the previous snapshot, kept for readers that still have it open
+    v000007/         records.sqlite (files, chunks, vectors, FTS5 BM25) + vectors.faiss
+    sync.lock        flock'd by the running sync; holds its pid, host and start time
+    last_sync.json   when the last sync ran and what it did (informational)
+
+A sync builds ``.staging-v000008-<pid>/`` from a copy of the current snapshot, fsyncs every file and the
+folder, renames it to ``v000008`` and only then points CURRENT at it. A crash at any moment leaves CURRENT
+naming a complete snapshot; leftovers (staging folders, versions newer than CURRENT) are removed by the next
+sync, under the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from retrieval.errors import CollectionLockedError
+
+log = logging.getLogger(__name__)
+
+POINTER = "CURRENT"
+LOCK = "sync.lock"
+LAST_SYNC = "last_sync.json"
+_VERSION = re.compile(r"^v(\d{6,})$")
+
+
+def version_name(number: int) -> str:
+    return f"v{number:06d}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    for item in path.iterdir():
+        if item.is_file():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def current(root: Path) -> Path | None:
+    """The current snapshot folder, or None for a collection never synced."""
+    try:
+        name = (root / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not _VERSION.match(name) or not (root / name).is_dir():
+        raise RuntimeError(
+            f"collection {root.name}: {POINTER} names {name!r}, which is not a snapshot folder"
+        )
+    return root / name
+
+
+def versions(root: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def clean_incomplete(root: Path) -> None:
+    """Remove what an interrupted sync left: staging folders and versions newer than CURRENT."""
+    now = current(root)
+    now_number = int(now.name[1:]) if now else 0
+    for path in root.iterdir():
+        stale = path.name.startswith(".staging-") or (
+            (m := _VERSION.match(path.name)) is not None and int(m.group(1)) > now_number
+        )
+        if stale:
+            log.info("Removing %s left by an interrupted sync", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def stage(root: Path) -> tuple[str, Path]:
+    """A new, empty staging folder for the next version, and that version's name."""
+    numbers = [n for n, _ in versions(root)]
+    name = version_name((max(numbers) if numbers else 0) + 1)
+    staging = root / f".staging-{name}-{os.getpid()}"
+    staging.mkdir()
+    return name, staging
+
+
+def publish(root: Path, staging: Path, name: str, keep: int) -> Path:
+    """fsync the staged snapshot, rename it into place, switch CURRENT to it, then drop old versions."""
+    fsync_tree(staging)
+    final = root / name
+    os.replace(staging, final)
+    fsync_dir(root)
+    write_atomic(root / POINTER, name + "\n")
+    for _, old in versions(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def record_last_sync(root: Path, summary: dict) -> None:
+    write_atomic(root / LAST_SYNC, json.dumps(summary, indent=1))
+
+
+def read_last_sync(root: Path) -> dict:
+    try:
+        return json.loads((root / LAST_SYNC).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+@contextlib.contextmanager
+def sync_lock(root: Path, collection: str) -> Iterator[None]:
+    """Hold the collection's sync lock (non-blocking); a second sync gets an error naming the holder."""
+    path = root / LOCK
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (closed below, after the lock is released)
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            raise CollectionLockedError(
+                f"collection {collection!r} is being synced by another process ({holder}); "
+                "wait for it to finish, or stop that process"
+            ) from None
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the flock

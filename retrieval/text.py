@@ -1,0 +1,89 @@
+"""Text hygiene at ingestion: decoding bytes with a detected encoding, stripping invisible characters."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from retrieval.errors import LoadError
+
+# Zero-width and joiner characters, word joiner, BOM, bidi embeddings/overrides/isolates and marks, the
+# Arabic letter mark, soft hyphen, and the Unicode "tag" block (U+E0000-E007F, which hides text from readers).
+_INVISIBLE = re.compile(
+    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f]"
+)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+PREFERRED_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
+# A decoded "text" with more than 5% control characters is a binary file that happened to decode.
+MAX_CONTROL_SHARE = 0.05
+
+
+def clean(text: str) -> str:
+    """NFC-normalise, unify newlines, drop invisible and control characters (keeping tab and newline)."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROL.sub("", _INVISIBLE.sub("", text))
+
+
+def decode(data: bytes) -> str:
+    """Decode ``data`` with its BOM, as UTF-8, or with the encoding charset-normalizer detects.
+
+    Raises :class:`LoadError` for binary content; nothing is decoded with ``errors="ignore"``.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _strict(data[len(bom) :], encoding)
+    if b"\x00" in data[:8192]:
+        encoding = _utf16_without_bom(data)
+        if encoding is None:
+            raise LoadError("binary content, not text (NUL bytes)")
+        return _strict(data, encoding)
+    try:
+        return _checked(data.decode("utf-8", errors="strict"), "utf-8")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise LoadError("binary content, not text (no text encoding fits)")
+    best = matches[0]
+    # Short texts fit several single-byte code pages equally well (cp1250 vs cp1252 differ in a few letters);
+    # among equally plausible guesses, the Western European ones win: this is a Spanish/English deployment.
+    ties = [m for m in matches if m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.01]
+    for preferred in PREFERRED_ENCODINGS:
+        if any(m.encoding == preferred for m in ties):
+            return _strict(data, preferred)
+    return _checked(str(best), best.encoding)
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """UTF-16 without a BOM: Latin-script text has a NUL in every other byte (odd bytes for little-endian)."""
+    sample = data[:4096]
+    if len(sample) < 4 or len(data) % 2:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) > 0.4 * len(odd) and even.count(0) == 0:
+        return "utf-16-le"
+    if even.count(0) > 0.4 * len(even) and odd.count(0) == 0:
+        return "utf-16-be"
+    return None
+
+
+def _strict(data: bytes, encoding: str) -> str:
+    try:
+        return _checked(data.decode(encoding, errors="strict"), encoding)
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"not valid {encoding} text at byte {exc.start}") from exc
+
+
+def _checked(text: str, encoding: str) -> str:
+    if text and len(_CONTROL.findall(text[:100_000])) > MAX_CONTROL_SHARE * min(len(text), 100_000):
+        raise LoadError(f"binary content, not text (control characters after decoding as {encoding})")
+    return text

@@ -1,0 +1,96 @@
+"""The commands end to end: train, models list/promote/rollback, retrain exit codes, and a 2-process run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ft_helpers import write_config
+from typer.testing import CliRunner
+
+from chatbot.cli import (
+    app,
+    train_cmds,  # noqa: F401  (until chatbot/cli/__init__.py imports it)
+)
+from finetune.checkpoints import read_metrics
+from finetune.registry import Registry
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_train_models_and_retrain_commands(ft_settings, tmp_path):
+    config = str(write_config(ft_settings, tmp_path / "settings.yaml"))
+    runner = CliRunner()
+
+    def chatbot(*args: str):
+        return runner.invoke(app, ["-c", config, *args])
+
+    result = chatbot("train", "--max-steps", "2", "--promote")
+    assert result.exit_code == 0, result.output
+    assert "version v0001 (current)" in result.output
+    assert chatbot("train", "--max-steps", "1").exit_code == 0
+    listing = chatbot("models", "list").output
+    assert "* v0001" in listing and "  v0002" in listing
+    assert chatbot("models", "promote", "v0002").exit_code == 0
+    assert Registry(ft_settings).current_id() == "v0002"
+    assert "current: v0001" in chatbot("models", "rollback").output
+    assert chatbot("models", "promote", "v0042").exit_code == 1
+    nothing = chatbot("retrain")
+    assert nothing.exit_code == 4 and nothing.output.startswith("nothing-new")
+    (tmp_path / "bad.jsonl").write_text('{"messages": []}\n')
+    result = chatbot("train", "--chat", str(tmp_path / "bad.jsonl"), "--max-steps", "1")
+    assert f"{tmp_path / 'bad.jsonl'}:1:" in result.output
+
+
+def test_resume_command_reads_the_sources_the_run_started_with(ft_settings, tmp_path):
+    cfg = ft_settings.finetune
+    no_sources = cfg.model_copy(update={"docs_dirs": [], "chat_files": [], "keep_checkpoints": True})
+    settings = ft_settings.model_copy(update={"finetune": no_sources})
+    config = str(write_config(settings, tmp_path / "settings.yaml"))
+    runner = CliRunner()
+    sources = ["--docs", str(cfg.docs_dirs[0]), "--chat", str(cfg.chat_files[0])]
+    result = runner.invoke(app, ["-c", config, "train", *sources, "--max-steps", "4", "--run-name", "r"])
+    assert result.exit_code == 0, result.output
+    run_json = settings.data_dir / "models" / "runs" / "r" / "run.json"
+    run_json.write_text(
+        run_json.read_text().replace('"status": "done"', '"status": "running"')
+    )  # as if killed
+    result = runner.invoke(app, ["-c", config, "train", "--resume", "--max-steps", "6"])
+    assert result.exit_code == 0, result.output
+    assert "version v0002" in result.output and "6 steps" in result.output
+    assert (
+        Registry(settings).get("v0002").metrics["resumed_from"] == "checkpoint-4"
+    )  # saved at the last step too
+    assert runner.invoke(app, ["-c", config, "train", "--resume"]).exit_code == 1  # nothing left to resume
+
+
+def test_training_runs_data_parallel_under_torchrun(ft_settings, tmp_path):
+    """The same command on 2 CPU processes (gloo): one run, one version, steps logged once, world size 2."""
+    config = write_config(ft_settings, tmp_path / "settings.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "finetune",
+        "-c",
+        str(config),
+        "train",
+        "--max-steps",
+        "3",
+        "--run-name",
+        "ddp",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = ft_settings.data_dir / "models" / "runs" / "ddp"
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3]
+    versions = Registry(ft_settings).list()
+    assert len(versions) == 1 and versions[0].metrics["world_size"] == 2

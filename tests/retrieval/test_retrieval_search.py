@@ -1,0 +1,113 @@
+"""Search modes, calibrated fusion, approximate index types, reranking and watching a folder."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from retrieval_helpers import chunk_table, faiss_count
+
+from retrieval.collection import Collection
+from retrieval.search import fuse, match_expression
+
+DOCS = {
+    "hours.txt": "La biblioteca abre a las nueve de la mañana y cierra a las ocho.",
+    "cats.txt": "Cats sleep for most of the day and hunt at night.",
+    "rain.txt": "Rain is frequent in the northern valleys during spring.",
+    "lang.txt": "El asistente responde preguntas sobre los documentos.",
+}
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_fusion_follows_the_stronger_retriever_and_breaks_its_ties():
+    bm25 = {1: 10.0, 2: 9.9, 3: 2.0}
+    dense = {2: 0.9, 4: 0.8, 1: 0.2}
+    fused = fuse(bm25, dense, weight=0.3)
+    assert set(fused) == {1, 2, 3, 4}
+    assert max(fused, key=fused.get) == 2  # near-tie in BM25, clearly better dense score
+    assert fused[4] < fused[1]  # dense-only candidate does not beat a strong BM25 match
+    assert fuse(bm25, dense, weight=0.0)[1] == 1.0 and fuse({}, {}, 0.5) == {}
+
+
+def test_match_expression_quotes_words_and_ignores_operators():
+    expected = '"qué" OR "hora" OR "abre" OR "or" OR "not" OR "x"'
+    assert match_expression('¿Qué "hora" abre? OR NOT x*') == expected
+    assert match_expression("¿?!") is None
+
+
+def test_modes_rank_with_accents_folded(settings, docs):
+    col = Collection.open(settings, "modes")
+    col.sync(docs)
+    bm25 = col.search("BIBLIOTECA manana", k=2, mode="bm25")  # case and accents folded
+    assert bm25[0].source == "hours.txt" and bm25[0].metadata["bm25"] > 0
+    for mode in ("dense", "hybrid"):
+        found = col.search("biblioteca mañana", k=3, mode=mode)
+        assert len(found) == 3 and [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+    assert col.search("biblioteca mañana", k=1)[0].source == "hours.txt"  # hybrid, the default
+    assert len(col.search("night", k=10)) == 4
+    with pytest.raises(ValueError, match="unknown search mode"):
+        col.search("x", mode="fuzzy")
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_approximate_index_types_stay_in_sync(settings, docs, index_type):
+    settings.retrieval.index_type = index_type
+    col = Collection.open(settings, f"approx-{index_type}")
+    col.sync(docs)
+    (docs / "cats.txt").unlink()
+    (docs / "owls.txt").write_text("Owls hunt at night in the forest.", encoding="utf-8")
+    col.sync(docs)
+    assert faiss_count(col) == len(chunk_table(col)) == 4
+    assert {h.source for h in col.search("night hunt", k=4, mode="dense")} == {
+        "hours.txt",
+        "rain.txt",
+        "lang.txt",
+        "owls.txt",
+    }
+
+
+def test_cross_encoder_reranks_candidates(settings, docs, tiny_embedder_dir, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    raw = tiny_embedder_dir.parent / "raw"
+    torch.manual_seed(0)
+    config = BertConfig.from_pretrained(raw, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "reranker")
+    AutoTokenizer.from_pretrained(raw).save_pretrained(tmp_path / "reranker")
+    settings.retrieval.reranker = str(tmp_path / "reranker")
+    col = Collection.open(settings, "rerank")
+    col.sync(docs)
+    found = col.search("biblioteca", k=3)
+    assert len(found) == 3 and all("fused" in h.metadata for h in found)
+    assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+
+
+def test_watch_syncs_after_changes(settings, docs):
+    from retrieval.watch import watch
+
+    col = Collection.open(settings, "watched")
+    col.sync(docs)
+    reports, stop = [], threading.Event()
+    watcher = threading.Thread(target=watch, args=(col, docs, reports.append, stop), kwargs={"debounce": 0.3})
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        (docs / "new.txt").write_text("Fresh text about axolotls.", encoding="utf-8")
+        deadline = time.monotonic() + 30
+        while not any(r.added == ["new.txt"] for r in reports) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert any(r.added == ["new.txt"] for r in reports)
+    assert col.search("axolotls", k=1, mode="bm25")[0].source == "new.txt"

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from chatbot.cli import app
+from chatbot.evaluation import (
+    QAFileError,
+    answer_rank,
+    exact_match,
+    load_squad,
+    normalize_answer,
+    spread,
+    token_f1,
+)
+
+SQUAD = {
+    "version": "1.1",
+    "data": [
+        {
+            "title": "Biblioteca",
+            "paragraphs": [
+                {
+                    "context": "La biblioteca abre a las nueve de la mañana y cierra a las ocho de la tarde.",
+                    "qas": [
+                        {
+                            "id": "q1",
+                            "question": "¿A qué hora abre la biblioteca?",
+                            "answers": [{"text": "a las nueve de la mañana", "answer_start": 19}],
+                        },
+                        {
+                            "id": "q2",
+                            "question": "¿Cuándo cierra la biblioteca?",
+                            "answers": [{"text": "a las ocho de la tarde", "answer_start": 53}],
+                        },
+                    ],
+                }
+            ],
+        },
+        {
+            "title": "Museo",
+            "paragraphs": [
+                {
+                    "context": "El museo guarda tres mil cuadros del siglo diecinueve.",
+                    "qas": [
+                        {
+                            "id": "q3",
+                            "question": "¿Cuántos cuadros guarda el museo?",
+                            "answers": [{"text": "tres mil", "answer_start": 16}],
+                        }
+                    ],
+                }
+            ],
+        },
+    ],
+}
+
+
+def test_squad_normalisation_and_scores():
+    assert normalize_answer("¡El  Museo, del Prado!") == "museo del prado"
+    assert exact_match("The Prado.", ["prado"]) == 1.0
+    assert token_f1("tres mil cuadros", ["tres mil"]) == pytest.approx(0.8)
+    assert token_f1("nada", ["tres mil"]) == 0.0
+    assert answer_rank(["x", "Son TRES   mil cuadros"], ["tres mil"]) == 2
+    assert answer_rank(["x"], ["tres mil"]) is None
+
+
+def test_load_and_spread(tmp_path):
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(SQUAD), encoding="utf-8")
+    qa = load_squad(path)
+    assert len(qa.contexts) == 2 and [i.id for i in qa.items] == ["q1", "q2", "q3"]
+    assert [i.id for i in spread(qa.items, 2)] == ["q1", "q2"]
+    assert spread(qa.items, None) == qa.items
+
+
+def test_malformed_file_names_the_place(tmp_path):
+    bad = {
+        "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": []}]}]}]
+    }
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(QAFileError, match=r"data\[0\]\.paragraphs\[0\]\.qas\[0\]"):
+        load_squad(path)
+    path.write_text("{oops")
+    with pytest.raises(QAFileError, match="bad.json"):
+        load_squad(path)
+
+
+def test_eval_rag_command_builds_the_collection_and_reports(tmp_path, app_env):
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(SQUAD), encoding="utf-8")
+    out = tmp_path / "report.json"
+    args = ["eval", "rag", "--qa", str(path), "--collection", "squad", "--json", str(out)]
+    result = CliRunner().invoke(app, args, env=app_env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["questions"] == 3
+    assert 0 <= report["hit@1"] <= report["hit@5"] <= report["hit@10"] <= 1
+    assert report["hit@10"] == 1.0  # two documents only: every answer is within the top 10
+    for key in ("mrr@10", "exact_match", "f1", "abstention_rate", "ttft_p50_s", "tokens_per_s_mean"):
+        assert key in report
+    # the collection now exists: a second run reuses it
+    again = CliRunner().invoke(app, [*args[:-2], "--retrieval-only"], env=app_env)
+    assert again.exit_code == 0 and "Indexed" not in again.output

@@ -1,0 +1,55 @@
+"""The chat picks up a promoted or rolled-back fine-tuned version at the next question, with no restart."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from chatbot.models import ModelNotFoundError, load_generator
+from chatbot.service import ChatService
+from finetune.registry import Registry
+
+
+def _register_variant(settings, tiny_llm_dir, tmp_path):
+    """A 'full' version: the tiny model with its embedding shifted, so it is told apart by its weights."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.add_(1.0)
+    out = tmp_path / "variant"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_llm_dir).save_pretrained(out)
+    return Registry(settings).add(
+        out, kind="full", base_model=str(tiny_llm_dir), manifest={}, settings={}, metrics={}
+    )
+
+
+def _embedding(llm):
+    return llm.generator.model.get_input_embeddings().weight.detach().clone()
+
+
+def test_promote_and_rollback_switch_the_model_without_restart(settings, tiny_llm_dir, tmp_path):
+    service = ChatService(settings)
+    base = _embedding(service.llm)
+    version = _register_variant(settings, tiny_llm_dir, tmp_path)
+    assert torch.equal(_embedding(service.llm), base)  # registered, not promoted: still the base model
+
+    Registry(settings).promote(version.id)
+    promoted = service.llm
+    assert torch.allclose(_embedding(promoted), base + 1.0)
+    assert promoted.generator.name.endswith(f"@{version.id}")
+    assert service.llm is promoted  # not reloaded while nothing changes
+
+    Registry(settings).rollback()
+    assert torch.equal(_embedding(service.llm), base)
+
+
+def test_version_setting_base_and_explicit_and_unknown(settings, tiny_llm_dir, tmp_path):
+    version = _register_variant(settings, tiny_llm_dir, tmp_path)
+    Registry(settings).promote(version.id)
+    as_base = settings.model_copy(update={"models": settings.models.model_copy(update={"version": "base"})})
+    assert load_generator(as_base).name == str(tiny_llm_dir)
+    service = ChatService(settings)
+    assert service.llm_for("base").generator.name == str(tiny_llm_dir)
+    assert service.llm_for(version.id).generator.name.endswith(version.id)
+    unknown = settings.model_copy(update={"models": settings.models.model_copy(update={"version": "v9999"})})
+    with pytest.raises(ModelNotFoundError, match="models.version = 'v9999'"):
+        load_generator(unknown)
