@@ -1,5 +1,5 @@
 """Fine-tuning benchmarks on the embedded SmolLM2-135M, CPU. Each prints one JSON line; results in
-docs/benchmarks-finetune.md.
+docs/benchmarks.md.
 
     python benchmarks/finetune_bench.py throughput --method lora   # training tokens/s and peak memory
     python benchmarks/finetune_bench.py throughput --method full

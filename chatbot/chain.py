@@ -104,7 +104,7 @@ def build_chain(
         )
 
     def answer(x: dict[str, Any]) -> Runnable | str:
-        if not x["hits"]:
+        if not x["hits"] or not x["prompt"].hits:  # nothing relevant, or no room left for a source
             return ABSTAIN[detect_language(x["question"])]
         built = x["prompt"]
         return (

@@ -104,7 +104,8 @@ def build_prompt(
             break
         shown.append(hit)
     if not shown and hits:
-        shown = [_shorten(hits[0], lambda h: count_tokens(assemble([h], [])) <= limit)]
+        best = _shorten(hits[0], lambda h: count_tokens(assemble([h], [])) <= limit)
+        shown = [best] if best is not None else []
     kept = 0
     for n in range(1, len(history) + 1):
         if count_tokens(assemble(shown, history[-n:])) > limit:
@@ -115,9 +116,11 @@ def build_prompt(
     return BuiltPrompt(messages=messages, hits=shown, history_kept=kept, tokens=count_tokens(messages))
 
 
-def _shorten(hit: Hit, fits: Callable[[Hit], bool]) -> Hit:
-    """The longest prefix (in words, by bisection) of ``hit.text`` that fits."""
+def _shorten(hit: Hit, fits: Callable[[Hit], bool]) -> Hit | None:
+    """The longest prefix (in words, by bisection) of ``hit.text`` that fits; None if not even none does."""
     words = hit.text.split()
+    if not fits(_with_text(hit, TRUNCATED.strip())):
+        return None
     lo, hi = 0, len(words)
     while lo < hi:
         mid = (lo + hi + 1) // 2

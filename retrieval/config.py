@@ -74,7 +74,7 @@ class RetrievalSettings(BaseModel):
         ge=0.0,
         le=1.0,
         description="Weight of the min-max normalised dense score in hybrid fusion (BM25 gets 1 - weight). "
-        "0.2 was tuned on half of squad-es-dev and checked on the other half (docs/benchmarks-retrieval.md).",
+        "0.2 was tuned on half of squad-es-dev and checked on the other half (docs/benchmarks.md).",
     )
     candidates: int = Field(
         50, ge=1, description="Results taken from each retriever before fusion (and before reranking)."

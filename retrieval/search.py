@@ -3,7 +3,7 @@
 Why not reciprocal-rank fusion: on Spanish questions with the English default embedder, BM25 ranks the right
 paragraph first ~92% of the time and dense ~49%; RRF weighs both ranks equally and lands at ~72%, below
 BM25 alone. Here both scores are computed for every candidate of either retriever, min-max normalised over
-the candidates, and mixed with ``dense_weight`` (tuned on data, see docs/benchmarks-retrieval.md), so the
+the candidates, and mixed with ``dense_weight`` (tuned on data, see docs/benchmarks.md), so the
 weaker retriever only breaks near-ties of the stronger one.
 """
 

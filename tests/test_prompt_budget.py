@@ -57,3 +57,9 @@ def test_single_huge_source_is_shortened_not_dropped(llm):
 def test_question_too_long_is_refused_clearly(llm):
     with pytest.raises(PromptTooLong, match="shorten"):
         build_prompt(SENTENCE * 50, [], [], llm.count_tokens, 100)
+
+
+def test_no_room_for_any_source_shows_none(llm):
+    base = build_prompt("When?", [], [], llm.count_tokens, 10_000).tokens
+    built = build_prompt("When?", hits(2, 3000), [], llm.count_tokens, base + 2)
+    assert built.hits == [] and built.tokens <= base + 2
