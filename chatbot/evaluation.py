@@ -178,3 +178,25 @@ def evaluate_rag(
             tokens_per_s_mean=statistics.fmean(tps) if tps else None,
         )
     return report
+
+
+def rag_scorer(settings: Any, qa_file: Path, collection: str, limit: int) -> Callable[[Any, Any], float]:
+    """A ``(model, tokenizer) -> token F1`` function for the retraining gate: the model answers ``limit``
+    questions of ``qa_file`` through the real chat chain, from ``collection`` (built from the file if
+    missing)."""
+    from chatbot.device import model_device
+    from chatbot.llm import LocalChatModel
+    from chatbot.models import Generator
+
+    qa = load_squad(qa_file)
+    items = spread(qa.items, limit)
+
+    def score(model: Any, tokenizer: Any) -> float:
+        generator = Generator(model, tokenizer, model_device(model), "candidate")
+        service = ChatService(
+            settings, llm=LocalChatModel(generator=generator, generation=settings.generation)
+        )
+        ensure_collection(service, collection, qa)
+        return float(evaluate_rag(service, collection, items)["f1"])
+
+    return score

@@ -34,7 +34,6 @@ def main() -> None:
         box.fill(args.question)
         box.press("Enter")
         expect(page.get_by_text("Was this answer good?")).to_be_visible(timeout=300_000)
-        page.get_by_test_id("stExpander").filter(has_text="Sources (").first.click()
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "chat.png"))
         key = page.url.split("s=")[-1]

@@ -96,7 +96,13 @@ class FinetuneSettings(BaseModel):
         ge=0.0,
         description="Candidate's earlier-data perplexity may exceed the current's by this share.",
     )
-    gate_rag_eval: bool = Field(False, description="Also run the RAG evaluation harness in the gate.")
+    gate_rag_eval: bool = Field(
+        False,
+        description="Also run the RAG evaluation harness in the gate (token F1 of answers on gate_rag_qa).",
+    )
+    gate_rag_qa: str | None = Field(None, description="SQuAD v1.1 file the gate's RAG evaluation asks from.")
+    gate_rag_collection: str = Field("gate-eval", description="Collection built from gate_rag_qa's contexts.")
+    gate_rag_limit: int = Field(50, ge=1, description="Questions the gate's RAG evaluation asks.")
     gate_rag_max_drop: float = Field(
         0.02, ge=0.0, description="Largest allowed drop of the RAG evaluation score."
     )

@@ -103,3 +103,18 @@ def test_eval_rag_command_builds_the_collection_and_reports(tmp_path, app_env):
     # the collection now exists: a second run reuses it
     again = CliRunner().invoke(app, [*args[:-2], "--retrieval-only"], env=app_env)
     assert again.exit_code == 0 and "Indexed" not in again.output
+
+
+def test_rag_scorer_scores_a_model_through_the_chain(tmp_path, settings):
+    from chatbot.evaluation import rag_scorer
+    from chatbot.models import load_generator
+
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(SQUAD), encoding="utf-8")
+    score = rag_scorer(settings, path, "gate-eval", limit=2)
+    gen = load_generator(settings)
+    value = score(gen.model, gen.tokenizer)
+    assert 0.0 <= value <= 1.0
+    from retrieval.collection import Collection
+
+    assert "gate-eval" in Collection.list(settings)  # built from the file's contexts on first use

@@ -122,8 +122,16 @@ def retrain(ctx: typer.Context) -> None:
 
     _progress_logging()
     settings = settings_of(ctx)
+    cfg = settings.finetune
+    rag_eval = None
+    if cfg.gate_rag_eval:
+        if not cfg.gate_rag_qa:
+            fail("finetune.gate_rag_eval is on but finetune.gate_rag_qa names no SQuAD file", code=2)
+        from chatbot.evaluation import rag_scorer
+
+        rag_eval = rag_scorer(settings, Path(cfg.gate_rag_qa), cfg.gate_rag_collection, cfg.gate_rag_limit)
     try:
-        report = run_retrain(settings)
+        report = run_retrain(settings, rag_eval=rag_eval)
     except DataError as exc:
         fail(str(exc))
     typer.echo(f"{report.status}: {report.message}")

@@ -83,7 +83,7 @@ def stats_panel(ctx: PageContext, name: str) -> None:
     a, b, c = st.columns(3)
     a.metric(t("files"), stats["files"])
     b.metric(t("chunks"), stats["chunks"])
-    c.metric(t("last_sync"), (stats.get("last_sync") or "—")[:19].replace("T", " "))
+    c.metric(t("last_sync"), (stats.get("last_sync") or "—")[:16].replace("T", " "))
     if stats.get("failures"):
         st.caption(t("failures"))
         st.dataframe([{"file": p, "reason": why} for p, why in stats["failures"].items()], hide_index=True)

@@ -34,20 +34,20 @@ def start_controls(ctx: PageContext) -> None:
 def live(ctx: PageContext) -> None:
     t = ctx.t
     job = current_job(ctx.settings)
-    if job is None:
-        st.caption(t("training_idle"))
-        return
-    if job.alive():
+    if job is not None and job.alive():
         st.info(f"{t('training_running')}: `{' '.join(job.command[2:])}` (pid {job.pid})")
         if st.button(t("stop")):
             stop_job(job)
-    records = latest_metrics(ctx.settings)
+    else:
+        st.caption(t("training_idle"))
+    records = latest_metrics(ctx.settings)  # the latest run, started here or from the command line
     losses = [{"step": r["step"], "loss": r["loss"]} for r in records if "loss" in r]
     if losses:
         st.caption(t("loss_curve"))
         st.line_chart(losses, x="step", y="loss")
-    with st.expander(t("log"), expanded=job.alive()):
-        st.code(job.log_tail() or "…", language=None)
+    if job is not None:
+        with st.expander(t("log"), expanded=job.alive()):
+            st.code(job.log_tail() or "…", language=None)
 
 
 def versions(ctx: PageContext) -> None:
