@@ -37,8 +37,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check chatbot retrieval finetune tests streamlit_app.py benchmarks
-	$(BIN)/ruff format --check chatbot retrieval finetune tests streamlit_app.py benchmarks
+	$(BIN)/ruff check chatbot retrieval finetune tests streamlit_app.py benchmarks docs
+	$(BIN)/ruff format --check chatbot retrieval finetune tests streamlit_app.py benchmarks docs
 
 clean:
 	rm -rf $(VENV) var

@@ -12,22 +12,20 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
+from chatbot.llm import StreamingChatModel
 from chatbot.settings import GenerationSettings, Settings
 
 REMOTE_CONTEXT_DEFAULT = 4096  # when the server's window is unknown and models.max_context_tokens is unset
 
 
-class RemoteChatModel(BaseChatModel):
+class RemoteChatModel(StreamingChatModel):
     """An OpenAI-compatible chat endpoint, streaming, with our generation settings mapped onto its API."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     client: Any = Field(exclude=True, description="a langchain_openai.ChatOpenAI")
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
 
     @property
     def _llm_type(self) -> str:
@@ -59,20 +57,7 @@ class RemoteChatModel(BaseChatModel):
         for piece in self.client.stream(messages, stop=stop, **params):
             text = str(piece.content)
             if text:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                if run_manager:
-                    run_manager.on_llm_new_token(text, chunk=chunk)
-                yield chunk
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = "".join(str(c.message.content) for c in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+                yield self._chunk(text, run_manager)
 
 
 def build_llm(settings: Settings) -> BaseChatModel:

@@ -53,13 +53,36 @@ class _StopFlag:
         return self.event.is_set()
 
 
-class LocalChatModel(BaseChatModel):
-    """Chat model backed by a :class:`~chatbot.models.Generator` (transformers, in-process)."""
+class StreamingChatModel(BaseChatModel):
+    """A chat model whose answer is its stream, joined: subclasses write ``_stream`` only (yielding
+    :meth:`_chunk`s) and take a per-call ``generation=GenerationSettings`` argument."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    generator: Any = Field(exclude=True, description="The loaded chatbot.models.Generator.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    @staticmethod
+    def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        if run_manager:
+            run_manager.on_llm_new_token(text, chunk=chunk)
+        return chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = "".join(str(c.message.content) for c in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+class LocalChatModel(StreamingChatModel):
+    """Chat model backed by a :class:`~chatbot.models.Generator` (transformers, in-process)."""
+
+    generator: Any = Field(exclude=True, description="The loaded chatbot.models.Generator.")
     lock: Any = Field(default_factory=threading.Lock, exclude=True)
 
     @property
@@ -110,22 +133,6 @@ class LocalChatModel(BaseChatModel):
             finally:
                 flag.event.set()  # the consumer stopped early: end generation at the next token
                 worker.join()
-
-    def _chunk(self, text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
-        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-        if run_manager:
-            run_manager.on_llm_new_token(text, chunk=chunk)
-        return chunk
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = "".join(str(c.message.content) for c in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
     def count_tokens(self, messages: list[BaseMessage]) -> int:
         """Tokens of ``messages`` once the chat template is applied (generation prompt included)."""

@@ -4,6 +4,7 @@ import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -113,27 +114,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_http_round_trip(service):
+@contextmanager
+def serving(service):
+    """Our API on a free loopback port, in a thread, for as long as the block runs; yields the port."""
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error")
-    )
+    config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         deadline = time.time() + 20
         while not server.started and time.time() < deadline:
             time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_real_http_round_trip(service):
+    with serving(service) as port:
         r = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             json=ask("How do I delete a collection?"),
             timeout=60,
         )
-        assert r.status_code == 200
-        assert r.json()["choices"][0]["message"]["content"].startswith("Run `chatbot collections delete")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"].startswith("Run `chatbot collections delete")
 
 
 def test_openai_compatible_backend_streams_from_a_server(service, settings):
@@ -141,22 +148,11 @@ def test_openai_compatible_backend_streams_from_a_server(service, settings):
     own API, serving a scripted model; vLLM, TGI, llama.cpp and Ollama speak the same protocol)."""
     from chatbot.backends import RemoteChatModel, build_llm
 
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-        remote = settings.model_copy(
-            update={
-                "models": settings.models.model_copy(
-                    update={"backend": "openai", "endpoint_url": f"http://127.0.0.1:{port}/v1"}
-                )
-            }
+    with serving(service) as port:
+        models = settings.models.model_copy(
+            update={"backend": "openai", "endpoint_url": f"http://127.0.0.1:{port}/v1"}
         )
+        remote = settings.model_copy(update={"models": models})
         llm = build_llm(remote)
         assert isinstance(llm, RemoteChatModel)
         pieces = [c.content for c in llm.stream("How do I delete a collection?")]
@@ -164,9 +160,6 @@ def test_openai_compatible_backend_streams_from_a_server(service, settings):
         assert "".join(pieces).startswith("Run `chatbot collections delete NAME`")
         answer = ChatService(remote, llm=llm).answer("How do I delete a collection?")
         assert answer.sources and answer.text.startswith("Run `chatbot collections delete NAME`")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_openai_backend_needs_an_endpoint(settings):
