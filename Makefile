@@ -37,8 +37,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check chatbot retrieval finetune tests streamlit_app.py benchmarks docs
-	$(BIN)/ruff format --check chatbot retrieval finetune tests streamlit_app.py benchmarks docs
+	$(BIN)/ruff check chatbot retrieval finetune tests streamlit_app.py benchmarks docs/make_screenshots.py
+	$(BIN)/ruff format --check chatbot retrieval finetune tests streamlit_app.py benchmarks docs/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) var
