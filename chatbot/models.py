@@ -203,12 +203,24 @@ def load_generator(settings: Settings) -> Generator:
                 "models.generator", settings.models.generator, f"cannot be loaded ({exc})"
             ) from exc
         name = settings.models.generator
+        if settings.models.adapter:
+            model = _with_adapter(model, settings.models.adapter)
+            name = f"{name}+{settings.models.adapter}"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     if settings.models.quantize == "int8":
         model = quantize_int8(model, device)
     return Generator(model=model, tokenizer=tokenizer, device=device, name=name)
+
+
+def _with_adapter(model: PreTrainedModel, adapter: str) -> PreTrainedModel:
+    """``model`` with the LoRA adapter in directory ``adapter`` merged into its weights."""
+    from peft import PeftModel
+
+    if not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+        raise _not_found("models.adapter", adapter, "no peft adapter (adapter_config.json) in that directory")
+    return PeftModel.from_pretrained(model, str(Path(adapter).expanduser())).merge_and_unload()
 
 
 def quantize_int8(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:

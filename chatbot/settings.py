@@ -60,6 +60,11 @@ class ModelSettings(BaseModel):
         "version, or the plain generator when none is promoted), 'base' (never a fine-tuned one), or a version "
         "id from `chatbot models list`.",
     )
+    adapter: str | None = Field(
+        None,
+        description="A peft LoRA adapter directory applied (merged) on top of `generator`; for adapters "
+        "trained elsewhere (the registry's versions need no setting). Ignored when a registry version is used.",
+    )
     generator_gguf_file: str | None = Field(
         None, description="GGUF file name inside `generator` when that directory or repo holds GGUF weights."
     )

@@ -53,3 +53,26 @@ def test_version_setting_base_and_explicit_and_unknown(settings, tiny_llm_dir, t
     unknown = settings.model_copy(update={"models": settings.models.model_copy(update={"version": "v9999"})})
     with pytest.raises(ModelNotFoundError, match="models.version = 'v9999'"):
         load_generator(unknown)
+
+
+def test_external_lora_adapter_is_merged_on_the_generator(settings, tiny_llm_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    expected = peft_model.merge_and_unload().model.layers[0].self_attn.q_proj.weight.detach().clone()
+
+    with_adapter = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"adapter": str(adapter_dir), "version": "base"})}
+    )
+    loaded = load_generator(with_adapter)
+    assert torch.allclose(loaded.model.model.layers[0].self_attn.q_proj.weight, expected, atol=1e-6)
+    missing = with_adapter.model_copy(
+        update={"models": with_adapter.models.model_copy(update={"adapter": str(tmp_path)})}
+    )
+    with pytest.raises(ModelNotFoundError, match="models.adapter"):
+        load_generator(missing)
