@@ -144,7 +144,8 @@ def evaluate_rag(
 
     col = Collection.open(service.settings, collection)
     ranks: list[int | None] = []
-    em, f1, abstained, ttft, tps = [], [], [], [], []
+    em, f1, abstained, ttft = [], [], [], []
+    decoded_tokens, decode_seconds = 0, 0.0
     started = time.perf_counter()
     for i, item in enumerate(items):
         hits = col.search(item.question, max(K_VALUES))
@@ -156,8 +157,9 @@ def evaluate_rag(
             abstained.append(float(answer.abstained))
             if answer.seconds_to_first_token is not None:
                 ttft.append(answer.seconds_to_first_token)
-            if answer.tokens_per_second is not None:
-                tps.append(answer.tokens_per_second)
+            if answer.seconds_generating and answer.completion_tokens > 1:
+                decoded_tokens += answer.completion_tokens - 1
+                decode_seconds += answer.seconds_generating
         if progress:
             progress(i + 1, len(items))
     n = len(items)
@@ -175,7 +177,9 @@ def evaluate_rag(
             abstention_rate=statistics.fmean(abstained),
             ttft_p50_s=statistics.median(ttft) if ttft else None,
             ttft_mean_s=statistics.fmean(ttft) if ttft else None,
-            tokens_per_s_mean=statistics.fmean(tps) if tps else None,
+            # all decoded tokens over all decoding time: a mean of per-answer rates would let one-word
+            # answers (whose few tokens arrive in one piece) dominate
+            tokens_per_s=decoded_tokens / decode_seconds if decode_seconds > 0 else None,
         )
     return report
 

@@ -55,6 +55,7 @@ class ChatAnswer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds_to_first_token: float | None = None
+    seconds_generating: float | None = None  # from the first streamed piece to the end
     tokens_per_second: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +210,7 @@ class ChatService:
             prompt_tokens=state["prompt"].tokens,
             completion_tokens=0 if not shown else n_tokens,
             seconds_to_first_token=(first - started) if first else None,
+            seconds_generating=(ended - first) if first else None,
             tokens_per_second=(n_tokens - 1) / (ended - first)
             if first and n_tokens > 1 and ended > first
             else None,
