@@ -11,9 +11,9 @@ from chatbot.ui.state import PageContext, page_context
 from retrieval.collection import Collection
 
 
-def upload_folder(ctx: PageContext, name: str) -> Path:
+def upload_folder(ctx: PageContext, name: str, stats: dict) -> Path:
     """Where uploads to ``name`` go: the folder the collection is synced from, or its own uploads folder."""
-    folder = Collection.open(ctx.settings, name).stats().get("folder")
+    folder = stats.get("folder")
     return Path(folder) if folder else ctx.settings.data_dir / "uploads" / name
 
 
@@ -33,19 +33,18 @@ def create_form(ctx: PageContext) -> None:
             st.rerun()
 
 
-def sync_controls(ctx: PageContext, name: str) -> None:
+def sync_controls(ctx: PageContext, name: str, stats: dict) -> None:
     t, jobs = ctx.t, sync_jobs()
     running = (job := jobs.get(name)) is not None and job.running
     uploads = st.file_uploader(t("upload"), accept_multiple_files=True, key=f"up-{name}")
     if st.button(t("upload_and_sync"), disabled=running or not uploads):
-        target = upload_folder(ctx, name)
+        target = upload_folder(ctx, name, stats)
         save_uploads(target, [(f.name, f.getvalue()) for f in uploads])
         jobs.start(ctx.settings, name, target)
         st.rerun()
     with st.form(f"folder-{name}"):
         st.caption(t("server_folder"))
-        known = Collection.open(ctx.settings, name).stats().get("folder") or ""
-        folder = st.text_input(t("folder_path"), value=known)
+        folder = st.text_input(t("folder_path"), value=stats.get("folder") or "")
         submitted = st.form_submit_button(t("sync"), disabled=running)
     if submitted and folder:
         path = Path(folder).expanduser()
@@ -77,9 +76,8 @@ def sync_progress(ctx: PageContext, name: str) -> None:
             st.dataframe([{"file": p, "reason": why} for p, why in r.failed.items()], hide_index=True)
 
 
-def stats_panel(ctx: PageContext, name: str) -> None:
+def stats_panel(ctx: PageContext, stats: dict) -> None:
     t = ctx.t
-    stats = Collection.open(ctx.settings, name).stats()
     a, b, c = st.columns(3)
     a.metric(t("files"), stats["files"])
     b.metric(t("chunks"), stats["chunks"])
@@ -107,8 +105,9 @@ def main() -> None:
         index = names.index(chosen) if chosen in names else 0
         name = st.selectbox(ctx.t("collections"), names, index=index)
         st.session_state.collection = name
-        stats_panel(ctx, name)
-        sync_controls(ctx, name)
+        stats = Collection.open(ctx.settings, name).stats()  # read once per rerun: it opens the snapshot
+        stats_panel(ctx, stats)
+        sync_controls(ctx, name, stats)
         sync_progress(ctx, name)
         delete_panel(ctx, name)
     create_form(ctx)
