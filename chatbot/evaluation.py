@@ -1,95 +1,59 @@
-"""The RAG evaluation harness: retrieval hit@k and MRR, answer exact match and token F1, abstention, speed.
+"""The RAG evaluation harness: retrieval, answers, citations, abstention and speed, through the real chain.
 
-Input is a SQuAD v1.1 file (``data[].paragraphs[].context`` / ``qas[].question`` / ``qas[].answers[].text``).
-Every context becomes one document of the evaluated collection (written under ``<data_dir>/eval/<name>/``
-and synced when the collection does not exist yet). Each question is asked in a fresh conversation.
+Input is a SQuAD v1.1/v2.0 file (read by :mod:`finetune.qa`, which the grounded-QA recipe shares). Every
+context becomes one document of the evaluated collection (written under ``<data_dir>/eval/<name>/`` and
+synced when the collection does not exist yet). Each question is asked in a fresh conversation.
+
+Two ways to ask (``modes``):
+- ``present``: the collection as it is. Scored: exact match, token F1 and "answer contained" of the answer
+  text (citation markers removed: they are scored on their own), citation accuracy (of the answers given,
+  the share whose cited sources hold a reference answer; an answer citing nothing counts as wrong), and
+  wrong abstention (declining although retrieval found the answer's paragraph or not).
+- ``absent``: the same question with its own paragraph taken out of every search, as if the collection
+  did not hold it; the right reply is the abstention sentence. Scored: abstention rate.
 
 Answer normalisation is SQuAD's (lower case, no punctuation, no articles, single spaces), with the Spanish
-articles added to the English ones because the shared evaluation set is Spanish.
+articles added to the English ones.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import string
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatbot.citations import cited_numbers, clean_markers
+from chatbot.prompt import is_abstention
 from chatbot.service import ChatService
+from finetune.qa import QAFileError, QAItem, QASet, contains_answer, load_squad, slug, spread
+from retrieval.types import Hit
+
+__all__ = ["QAFileError", "QAItem", "QASet", "load_squad", "spread", "slug"]
+MODES = ("present", "absent")
 
 K_VALUES = (1, 5, 10)
 _ARTICLES = re.compile(r"\b(a|an|the|el|la|los|las|un|una|unos|unas)\b")
 _PUNCT = set(string.punctuation) | set("¿¡«»“”‘’")
 
 
-class QAFileError(ValueError):
-    pass
-
-
-@dataclass
-class QAItem:
-    id: str
-    question: str
-    answers: list[str]
-    doc: str  # the document (context) the question was written on
-
-
-@dataclass
-class QASet:
-    contexts: dict[str, str]  # document name -> context text
-    items: list[QAItem] = field(default_factory=list)
-
-
-def load_squad(path: Path) -> QASet:
-    """Read a SQuAD v1.1 file; malformed structure is reported with the file and the place in it."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise QAFileError(f"{path}: cannot read a SQuAD JSON file ({exc})") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
-        raise QAFileError(f"{path}: expected an object with a 'data' list (SQuAD v1.1 format)")
-    qa = QASet(contexts={})
-    for a, article in enumerate(raw["data"]):
-        title = _slug(str(article.get("title", f"article-{a}")))
-        for p, para in enumerate(article.get("paragraphs", [])):
-            where = f"{path}: data[{a}].paragraphs[{p}]"
-            if not isinstance(para.get("context"), str) or not isinstance(para.get("qas"), list):
-                raise QAFileError(f"{where}: needs a 'context' string and a 'qas' list")
-            doc = f"{title}-{p:03d}.txt"
-            qa.contexts[doc] = para["context"]
-            for q, item in enumerate(para["qas"]):
-                answers = [x.get("text", "") for x in item.get("answers", []) if isinstance(x, dict)]
-                if not isinstance(item.get("question"), str) or not any(answers):
-                    raise QAFileError(f"{where}.qas[{q}]: needs a 'question' and at least one answer text")
-                qa.items.append(QAItem(str(item.get("id", f"{a}-{p}-{q}")), item["question"], answers, doc))
-    if not qa.items:
-        raise QAFileError(f"{path}: holds no questions")
-    return qa
-
-
-def spread(items: list[QAItem], limit: int | None) -> list[QAItem]:
-    """``limit`` items taken evenly across the file (so every article is represented), deterministic."""
-    if not limit or limit >= len(items):
-        return items
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
-def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-")[:60] or "article"
-
-
 def normalize_answer(text: str) -> str:
     text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def strip_citations(text: str) -> str:
+    """The answer without its ``[n]`` markers (they are scored as citations, not as answer words)."""
+    return " ".join(clean_markers(text, 0).split())
+
+
+def answer_contained(prediction: str, answers: Iterable[str]) -> float:
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(f" {normalize_answer(a)} " in pred for a in answers if normalize_answer(a)))
 
 
 def exact_match(prediction: str, answers: Iterable[str]) -> float:
@@ -132,31 +96,58 @@ def ensure_collection(service: ChatService, name: str, qa: QASet) -> bool:
     return True
 
 
+def excluding(search: Callable[[str, int], list[Hit]], doc: str) -> Callable[[str, int], list[Hit]]:
+    """``search`` as if the collection did not hold document ``doc``."""
+
+    def without(query: str, k: int) -> list[Hit]:
+        return [h for h in search(query, k + 4) if h.source != doc][:k]
+
+    return without
+
+
 def evaluate_rag(
     service: ChatService,
     collection: str,
     items: list[QAItem],
     generate: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    modes: Iterable[str] = ("present",),
 ) -> dict[str, Any]:
-    """Score retrieval (and, with ``generate``, answers) on ``items``; returns the report as a dict."""
+    """Score retrieval (and, with ``generate``, answers in each of ``modes``) on ``items``; the report."""
     from retrieval.collection import Collection
 
+    modes = [m for m in MODES if m in set(modes)]
     col = Collection.open(service.settings, collection)
     ranks: list[int | None] = []
-    em, f1, abstained, ttft = [], [], [], []
+    scores: dict[str, list[float]] = {}
+    ttft, answer_tokens = [], []
     decoded_tokens, decode_seconds = 0, 0.0
     started = time.perf_counter()
+
+    def add(metric: str, value: float) -> None:
+        scores.setdefault(metric, []).append(value)
+
     for i, item in enumerate(items):
         hits = col.search(item.question, max(K_VALUES))
         ranks.append(answer_rank([h.text for h in hits], item.answers))
-        if generate:
-            answer = service.answer(item.question, collection=collection, remember=False)
-            em.append(exact_match(answer.text, item.answers))
-            f1.append(token_f1(answer.text, item.answers))
-            abstained.append(float(answer.abstained))
+        for mode in modes if generate else ():
+            search = excluding(col.search, item.doc) if mode == "absent" else None
+            answer = service.answer(item.question, collection=collection, remember=False, search=search)
+            declined = answer.abstained or is_abstention(answer.text)
+            if mode == "absent" or not item.answerable:
+                add("abstain_when_absent", float(declined))
+            else:
+                text = strip_citations(answer.text)
+                add("exact_match", exact_match(text, item.answers))
+                add("f1", token_f1(text, item.answers))
+                add("answer_contained", answer_contained(text, item.answers))
+                add("abstain_when_present", float(declined))
+                if not declined:
+                    add("citation_accuracy", citation_correct(answer.text, answer.sources, item.answers))
             if answer.seconds_to_first_token is not None:
                 ttft.append(answer.seconds_to_first_token)
+            if not answer.abstained:
+                answer_tokens.append(answer.completion_tokens)
             if answer.seconds_generating and answer.completion_tokens > 1:
                 decoded_tokens += answer.completion_tokens - 1
                 decode_seconds += answer.seconds_generating
@@ -171,10 +162,11 @@ def evaluate_rag(
         "seconds": round(time.perf_counter() - started, 1),
     }
     if generate:
+        report.update({metric: statistics.fmean(values) for metric, values in scores.items()})
         report.update(
-            exact_match=statistics.fmean(em),
-            f1=statistics.fmean(f1),
-            abstention_rate=statistics.fmean(abstained),
+            modes=modes,
+            abstention_rate=report.get("abstain_when_present", 0.0),
+            tokens_per_answer=statistics.fmean(answer_tokens) if answer_tokens else None,
             ttft_p50_s=statistics.median(ttft) if ttft else None,
             ttft_mean_s=statistics.fmean(ttft) if ttft else None,
             # all decoded tokens over all decoding time: a mean of per-answer rates would let one-word
@@ -184,23 +176,37 @@ def evaluate_rag(
     return report
 
 
-def rag_scorer(settings: Any, qa_file: Path, collection: str, limit: int) -> Callable[[Any, Any], float]:
+def citation_correct(text: str, sources: list[Any], answers: list[str]) -> float:
+    """1 when the answer cites at least one source and a cited source holds a reference answer."""
+    cited = set(cited_numbers(text))
+    return float(any(s.number in cited and contains_answer(s.text, answers) for s in sources))
+
+
+def rag_scorer(
+    settings: Any, qa_files: Iterable[Path], prefix: str, limit: int, split: str = "heldout"
+) -> Callable[[Any, Any], float]:
     """A ``(model, tokenizer) -> token F1`` function for the retraining gate: the model answers ``limit``
-    questions of ``qa_file`` through the real chat chain, from ``collection`` (built from the file if
-    missing)."""
+    questions of each file's ``split`` through the real chat chain, from a collection of that file's
+    contexts (``<prefix>-<file stem>``, built on first use)."""
     from chatbot.device import model_device
     from chatbot.llm import LocalChatModel
     from chatbot.models import Generator
 
-    qa = load_squad(qa_file)
-    items = spread(qa.items, limit)
+    asked = []
+    for path in qa_files:
+        qa = load_squad(Path(path))
+        items = spread(qa.subset(split).items, limit) or spread(qa.items, limit)
+        asked.append((f"{prefix}-{slug(Path(path).stem).lower()}", qa, items))
 
     def score(model: Any, tokenizer: Any) -> float:
         generator = Generator(model, tokenizer, model_device(model), "candidate")
         service = ChatService(
             settings, llm=LocalChatModel(generator=generator, generation=settings.generation)
         )
-        ensure_collection(service, collection, qa)
-        return float(evaluate_rag(service, collection, items)["f1"])
+        f1 = []
+        for collection, qa, items in asked:
+            ensure_collection(service, collection, qa)
+            f1 += [evaluate_rag(service, collection, items)["f1"]] * len(items)
+        return float(statistics.fmean(f1))
 
     return score

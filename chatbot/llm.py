@@ -43,6 +43,42 @@ def generate_kwargs(gen: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
     return kwargs
 
 
+class AnswerNoRepeatNGram:
+    """A logits processor that bans any token completing an n-gram the answer already contains.
+
+    transformers' own ``no_repeat_ngram_size`` counts the prompt too, which would forbid quoting three words of
+    a source; this one looks at the generated tokens only (from ``prompt_length`` on)."""
+
+    def __init__(self, n: int, prompt_length: int) -> None:
+        self.n, self.start = n, prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        n = self.n
+        for row in range(input_ids.shape[0]):
+            answer = input_ids[row, self.start :].tolist()
+            if len(answer) < n:
+                continue
+            prefix = tuple(answer[len(answer) - n + 1 :])
+            banned = {
+                answer[i + n - 1]
+                for i in range(len(answer) - n + 1)
+                if tuple(answer[i : i + n - 1]) == prefix
+            }
+            if banned:
+                scores[row, list(banned)] = float("-inf")
+        return scores
+
+
+def answer_processors(gen: GenerationSettings, prompt_length: int) -> list[Any]:
+    """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens."""
+    from transformers import LogitsProcessorList
+
+    processors = LogitsProcessorList()
+    if gen.no_repeat_ngram_size > 0:
+        processors.append(AnswerNoRepeatNGram(gen.no_repeat_ngram_size, prompt_length))
+    return processors
+
+
 class _StopFlag:
     """A stopping criterion that ends generation once the consumer has gone away."""
 
@@ -111,6 +147,7 @@ class LocalChatModel(StreamingChatModel):
         tok, model = self.generator.tokenizer, self.generator.model
         inputs = self.encode(messages)
         args = generate_kwargs(gen, tok)
+        args["logits_processor"] = answer_processors(gen, int(inputs["input_ids"].shape[1]))
         if stop:
             args.update(stop_strings=stop, tokenizer=tok)
         flag = _StopFlag()

@@ -8,6 +8,7 @@ the best source alone does not fit, its passage is shortened to what fits and ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,17 +50,38 @@ class BuiltPrompt:
     tokens: int
 
 
+# A line of a passage that looks like the prompt's own structure: a source header "[2] (...)" or a
+# "Question:" line. A document could otherwise forge a source or a question (prompt injection).
+_STRUCTURE_LINE = re.compile(r"(?im)^[ \t>]*(?:\[\s*(\d+)\s*\]|(question|pregunta|sources|fuentes)\s*:)")
+
+
 def source_label(hit: Hit) -> str:
     parts = [hit.source]
     if hit.page:
         parts.append(f"page {hit.page}")
     if hit.title:
         parts.append(hit.title)
-    return " — ".join(parts)
+    return " ".join(" — ".join(parts).split())  # one line, whatever the file name or title holds
+
+
+def defuse(text: str) -> str:
+    """``text`` with every line that could pass for a source header or a question line neutralised:
+    ``[2]`` at a line start becomes ``(2)``, ``Question:`` becomes ``Question -``."""
+
+    def neutral(m: re.Match[str]) -> str:
+        return f"({m.group(1)})" if m.group(1) else f"{m.group(2)} -"
+
+    return _STRUCTURE_LINE.sub(neutral, text)
 
 
 def format_sources(hits: Sequence[Hit]) -> str:
-    return "\n\n".join(f"[{i}] ({source_label(h)})\n{h.text.strip()}" for i, h in enumerate(hits, 1))
+    return "\n\n".join(f"[{i}] ({source_label(h)})\n{defuse(h.text.strip())}" for i, h in enumerate(hits, 1))
+
+
+def is_abstention(text: str) -> bool:
+    """Whether an answer is the abstention sentence (the model's own, or the chain's), in any language."""
+    flat = " ".join(text.lower().split()).strip(" .")
+    return any(flat.startswith(a.lower().rstrip(".")) for a in ABSTAIN.values())
 
 
 def user_turn(question: str, hits: Sequence[Hit]) -> str:

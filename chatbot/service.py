@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from chatbot.citations import cited_numbers
 from chatbot.memory import Conversations
-from chatbot.prompt import source_label
+from chatbot.prompt import is_abstention, source_label
 from chatbot.settings import GenerationSettings, Settings
 from retrieval.types import Hit
 
@@ -112,13 +112,26 @@ class ChatService:
         models = self.settings.models.model_copy(update={"version": version})
         return self.settings.model_copy(update={"models": models})
 
+    def model_name(self, version: str | None = None) -> str:
+        """What answers: the local generator with its version, or the remote endpoint's model."""
+        generator = getattr(self.llm_for(version), "generator", None)
+        return generator.name if generator is not None else self.settings.models.endpoint_model
+
     def collections(self) -> list[str]:
         from retrieval.collection import Collection
 
         return Collection.list(self.settings)
 
-    def _chain(self, collection: str, llm: Any) -> Any:
+    def _chain(self, collection: str, llm: Any, search: Any = None) -> Any:
         key = (collection, id(llm))
+        if search is not None:  # a one-off search (evaluation): a chain of its own, not cached
+            from chatbot.backends import context_window, token_counter
+            from chatbot.chain import build_chain
+
+            self._chain(collection, llm)  # the collection must exist all the same
+            return build_chain(
+                llm, search, token_counter(llm), context_window(self.settings, llm), self.settings.chat
+            )
         if key not in self._chains:
             from chatbot.backends import context_window, token_counter
             from chatbot.chain import build_chain
@@ -151,12 +164,14 @@ class ChatService:
         remember: bool = True,
         model_version: str | None = None,
         owner: str = "",
+        search: Any = None,
     ) -> Iterator[ChatEvent]:
         """Answer ``question``: a ``sources`` event, ``token`` events as the answer streams, then ``done``.
 
         The conversation so far comes from ``conversation_id`` (stored) or ``history`` (given by the caller,
         as ``(role, content)`` pairs). With ``remember`` the question and answer are appended to
-        ``conversation_id``, which is created when None.
+        ``conversation_id``, which is created when None. ``search`` (``(query, k) -> hits``) replaces the
+        collection's own search for this question (the evaluation asks "as if a document were absent").
         """
         question = question.strip()
         if not question:
@@ -169,7 +184,7 @@ class ChatService:
             conversation_id = self.conversations.create(title=question[:60], owner=owner)
         history = list(history or [])[-limit:] if limit else []
         llm = self.llm_for(model_version)
-        chain = self._chain(collection or self.settings.chat.collection, llm)
+        chain = self._chain(collection or self.settings.chat.collection, llm, search)
         inputs = {
             "question": question,
             "history": history,
@@ -206,7 +221,7 @@ class ChatService:
             sources=sources,
             conversation_id=conversation_id,
             query=state.get("query", question),
-            abstained=not shown,
+            abstained=not shown or is_abstention(text),
             prompt_tokens=state["prompt"].tokens,
             completion_tokens=0 if not shown else n_tokens,
             seconds_to_first_token=(first - started) if first else None,

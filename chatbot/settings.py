@@ -99,12 +99,23 @@ class ModelSettings(BaseModel):
 class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_new_tokens: int = Field(160, ge=1, le=8192, description="Most tokens generated for one answer.")
+    # Answers are short by default (the prompt and the shipped model answer in a phrase and a citation); the
+    # cap only stops an answer that runs on. 128 tokens are ~90 English words.
+    max_new_tokens: int = Field(128, ge=1, le=8192, description="Most tokens generated for one answer.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding (deterministic).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sampling only).")
     top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens; 0 disables.")
+    # transformers' repetition penalty also penalises every token of the prompt, i.e. the very words a grounded
+    # answer copies from its sources; loops are stopped by no_repeat_ngram_size instead (docs/benchmarks.md).
     repetition_penalty: float = Field(
-        1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens; 1 = none."
+        1.0, ge=1.0, le=2.0, description="Penalty on tokens already in the prompt or answer; 1 = none."
+    )
+    no_repeat_ngram_size: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="The answer never repeats a run of this many tokens of its own (the prompt is not "
+        "counted, so quoting a source stays possible); 0 disables.",
     )
     num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
 
@@ -279,8 +290,8 @@ def settings_yaml(settings: BaseModel, indent: int = 0) -> str:
             value = "**********" if value.get_secret_value() not in ("", "none") else value.get_secret_value()
         elif isinstance(value, Path):
             value = str(value)
-        elif isinstance(value, tuple):
-            value = list(value)
+        elif isinstance(value, tuple | list):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
         dumped = yaml.safe_dump({name: value}, allow_unicode=True, default_flow_style=True, width=10**6)
         lines.append(pad + dumped.strip().removeprefix("{").removesuffix("}"))
     return "\n".join(lines)

@@ -262,16 +262,24 @@ def encode_chat(
 
 
 def tokenize(
-    items: Sequence[Item], tokenizer: PreTrainedTokenizerBase, block_size: int, keep_tail: bool = False
+    items: Sequence[Item],
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    keep_tail: bool = False,
+    chat_max_len: int | None = None,
 ) -> list[dict[str, list[int]]]:
-    """Packed blocks of the passages followed by one sequence per conversation."""
+    """Packed blocks of the passages followed by one sequence per conversation (at most ``chat_max_len``
+    tokens, default ``block_size``)."""
+    chat_max_len = chat_max_len or block_size
     docs = sorted((i.source, i.text or "") for i in items if i.kind == "doc")
     examples = pack_texts(_natural(docs), tokenizer, block_size, keep_tail=keep_tail)
     for item in items:
         if item.kind != "doc":
-            encoded = encode_chat(item.as_messages(), tokenizer, block_size)
+            encoded = encode_chat(item.as_messages(), tokenizer, chat_max_len)
             if encoded is None:
-                log.warning("%s: the assistant reply lies beyond %d tokens; skipped", item.source, block_size)
+                log.warning(
+                    "%s: the assistant reply lies beyond %d tokens; skipped", item.source, chat_max_len
+                )
             else:
                 examples.append(encoded)
     return examples
@@ -320,8 +328,10 @@ def build_trainset(
 ) -> TrainSet:
     """Split ``items`` with the seeded hash, tokenise both sides; error if nothing is left to train on."""
     train_items, val_items = split(items, settings.seed, settings.val_fraction)
-    train = tokenize(train_items, tokenizer, settings.block_size)
-    val = tokenize(val_items, tokenizer, settings.block_size, keep_tail=True)
+    train = tokenize(train_items, tokenizer, settings.block_size, chat_max_len=settings.chat_max_tokens)
+    val = tokenize(
+        val_items, tokenizer, settings.block_size, keep_tail=True, chat_max_len=settings.chat_max_tokens
+    )
     if not train:
         raise DataError(
             f"no training examples: {len(items)} items gave no full {settings.block_size}-token block and no "

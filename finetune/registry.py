@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The grounded-QA adapter that ships with the project (docs/model-card.md): version "shipped", current
+# whenever nothing else has been promoted and the generator is the embedded one it was trained on.
+SHIPPED_ID = "shipped"
+SHIPPED_DIR = Path(__file__).resolve().parent / "adapters" / "grounded-qa"
+
 
 class RegistryError(ValueError):
     """Unknown version, nothing to roll back to, or a broken registry entry."""
@@ -80,16 +85,26 @@ class Registry:
         self.versions_dir = self.root / "versions"
 
     # ------------------------------------------------------------------------------------------------ reading
+    def shipped(self) -> Version | None:
+        """The adapter shipped with the project, when it fits the configured generator."""
+        if not (SHIPPED_DIR / "version.json").is_file():
+            return None
+        version = self._load(SHIPPED_DIR)
+        return version if version.base_setting == self.settings.models.generator else None
+
     def list(self) -> list[Version]:
+        shipped = self.shipped()
+        found = [shipped] if shipped else []
         if not self.versions_dir.is_dir():
-            return []
-        found = []
+            return found
         for d in sorted(self.versions_dir.iterdir()):
             if d.name.startswith("v") and (d / "version.json").is_file():
                 found.append(self._load(d))
         return found
 
     def get(self, version_id: str) -> Version:
+        if version_id == SHIPPED_ID and (shipped := self.shipped()) is not None:
+            return shipped
         d = self.versions_dir / version_id
         if not (d / "version.json").is_file():
             known = ", ".join(v.id for v in self.list()) or "none"
@@ -97,10 +112,14 @@ class Registry:
         return self._load(d)
 
     def current_id(self) -> str | None:
+        """The promoted version; else the shipped adapter (if it fits the generator); else None (base)."""
         try:
-            return (self.root / "current").read_text().strip() or None
+            promoted = (self.root / "current").read_text().strip()
         except FileNotFoundError:
-            return None
+            promoted = ""
+        if promoted:
+            return promoted
+        return SHIPPED_ID if self.shipped() is not None else None
 
     def current(self) -> Version | None:
         """The version the chat should use, or None (use the base model)."""
@@ -200,10 +219,12 @@ def base_source(settings: Settings, version: Version | None) -> tuple[str, dict[
         return resolve_generator(settings)
     if version.kind == "full":
         return str(version.path), {}
-    if Path(version.base_model).exists() or not version.base_model.startswith(("/", ".")):
+    if Path(version.base_model).exists():
         return version.base_model, {}
-    if version.base_setting == "embedded":  # data_dir moved: convert the embedded model again
+    if version.base_setting == "embedded":  # shipped, or data_dir moved: the converted embedded model
         return str(ensure_embedded_generator(settings)), {}
+    if not version.base_model.startswith(("/", ".")):
+        return version.base_model, {}  # a hub id
     raise RegistryError(f"version {version.id}: its base model {version.base_model} no longer exists")
 
 
@@ -230,8 +251,11 @@ def load_tokenizer(settings: Settings, version: Version | None = None) -> PreTra
     """The tokenizer saved with ``version`` (None: the configured generator's), with a pad token."""
     from transformers import AutoTokenizer
 
-    if version is not None:
+    if version is not None and (version.path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(version.path)
+    elif version is not None:  # an adapter saved without its tokenizer (the shipped one): the base's
+        source, kwargs = base_source(settings, version)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     else:
         source, kwargs = base_source(settings, None)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)

@@ -86,17 +86,25 @@ def single_run(path: Path) -> Iterator[bool]:
 
 
 def retrain(
-    settings: Settings, rag_eval: RagEval | None = None, items: list[Item] | None = None
+    settings: Settings,
+    rag_eval: RagEval | None = None,
+    items: list[Item] | None = None,
+    grounded: Callable[[], list[Item]] | None = None,
 ) -> RetrainReport:
+    """``grounded`` gives the grounded-QA examples to mix into the replay (the skill the shipped model has)."""
     models_dir = Path(settings.data_dir) / "models"
     with single_run(models_dir / "retrain.lock") as acquired:
         if not acquired:
             return RetrainReport("locked", "another retrain is running; nothing done")
-        return _retrain(settings, rag_eval, items, models_dir / "retrain-state.json")
+        return _retrain(settings, rag_eval, items, grounded, models_dir / "retrain-state.json")
 
 
 def _retrain(
-    settings: Settings, rag_eval: RagEval | None, items: list[Item] | None, state_path: Path
+    settings: Settings,
+    rag_eval: RagEval | None,
+    items: list[Item] | None,
+    grounded: Callable[[], list[Item]] | None,
+    state_path: Path,
 ) -> RetrainReport:
     cfg = settings.finetune
     registry = Registry(settings)
@@ -124,16 +132,19 @@ def _retrain(
     new_train, new_val = split(new, cfg.seed, cfg.val_fraction)
     old_train, old_val = split(old, cfg.seed, cfg.val_fraction)
     replay = replay_sample(old_train, len(new_train), cfg.replay_ratio, cfg.seed)
+    skill = grounded_replay(grounded() if grounded else [], len(new_train), settings)
     log.info(
-        "retrain: %d new items (%d train), replaying %d of %d earlier",
+        "retrain: %d new items (%d train), replaying %d of %d earlier and %d grounded-QA examples",
         len(new),
         len(new_train),
         len(replay),
         len(old_train),
+        len(skill),
     )
+    replay += skill
     tokenizer = load_tokenizer(settings, current)
     trainset = build_trainset(new_train + replay, tokenizer, cfg.model_copy(update={"val_fraction": 0.0}))
-    trainset.val = tokenize(new_val, tokenizer, cfg.block_size, keep_tail=True)
+    trainset.val = tokenize(new_val, tokenizer, cfg.block_size, True, cfg.chat_max_tokens)
     # The candidate's manifest covers all data present, so the next run sees only what arrives after it.
     trainset.manifest = manifest_of(new_train + old_train, new_val + old_val)
     run = train(
@@ -145,7 +156,7 @@ def _retrain(
     # 4. gate
     if cfg.gate_rag_eval and rag_eval is None:
         log.warning("finetune.gate_rag_eval is on but no RAG evaluation harness was given; the gate skips it")
-    val_old = tokenize(old_val, tokenizer, cfg.block_size, keep_tail=True)
+    val_old = tokenize(old_val, tokenizer, cfg.block_size, True, cfg.chat_max_tokens)
     report = RetrainReport(
         "rejected", "", candidate=candidate.id, current=cur_id, new_items=len(new), replayed_items=len(replay)
     )
@@ -179,6 +190,14 @@ def _retrain(
     return report
 
 
+def grounded_replay(examples: list[Item], n_new: int, settings: Settings) -> list[Item]:
+    """Grounded-QA examples for one retrain: ``grounded_replay_ratio`` per new item, at least
+    ``grounded_replay_min``, drawn with the seed (all of them when there are fewer)."""
+    cfg = settings.finetune
+    wanted = max(cfg.grounded_replay_min, round(n_new * cfg.grounded_replay_ratio))
+    return replay_sample(examples, wanted, 1.0, cfg.seed)
+
+
 def gate(scores: dict[str, dict[str, float]], settings: Settings) -> list[str]:
     """Why the candidate fails (empty = it passes); a metric with no data on either side is skipped."""
     cfg = settings.finetune
@@ -204,7 +223,10 @@ def gate(scores: dict[str, dict[str, float]], settings: Settings) -> list[str]:
                 f"finetune.gate_max_retention_loss={cfg.gate_max_retention_loss}): it forgot"
             )
     if (p := pair("rag_score")) is not None and not p[1] >= p[0] - cfg.gate_rag_max_drop:
-        reasons.append(f"RAG score {p[1]:.3f} dropped below {p[0] - cfg.gate_rag_max_drop:.3f}")
+        reasons.append(
+            f"grounded-QA F1 {p[1]:.3f} dropped below {p[0] - cfg.gate_rag_max_drop:.3f} (current {p[0]:.3f}, "
+            f"finetune.gate_rag_max_drop={cfg.gate_rag_max_drop})"
+        )
     return reasons
 
 

@@ -111,10 +111,66 @@ def test_rag_scorer_scores_a_model_through_the_chain(tmp_path, settings):
 
     path = tmp_path / "qa.json"
     path.write_text(json.dumps(SQUAD), encoding="utf-8")
-    score = rag_scorer(settings, path, "gate-eval", limit=2)
+    score = rag_scorer(settings, [path], "gate-eval", limit=2)
     gen = load_generator(settings)
     value = score(gen.model, gen.tokenizer)
     assert 0.0 <= value <= 1.0
     from retrieval.collection import Collection
 
-    assert "gate-eval" in Collection.list(settings)  # built from the file's contexts on first use
+    assert "gate-eval-qa" in Collection.list(settings)  # built from the file's contexts on first use
+
+
+def test_answer_scores_ignore_citations_and_credit_the_cited_source():
+    from chatbot.evaluation import answer_contained, citation_correct, strip_citations
+    from chatbot.service import Source
+
+    assert strip_citations("Los Denver Broncos [2].") == "Los Denver Broncos."
+    assert token_f1(strip_citations("Los Denver Broncos [2]."), ["Denver Broncos"]) == 1.0
+    assert answer_contained("Ganaron los Denver Broncos [1]", ["Denver Broncos"]) == 1.0
+    assert answer_contained("Denver", ["Denver Broncos"]) == 0.0
+    sources = [
+        Source(1, "a.txt", "Carolina Panthers", 1.0, "a.txt"),
+        Source(2, "b.txt", "los Denver Broncos", 0.9, "b.txt"),
+    ]
+    assert citation_correct("Denver Broncos [2].", sources, ["Denver Broncos"]) == 1.0
+    assert citation_correct("Denver Broncos [1].", sources, ["Denver Broncos"]) == 0.0
+    assert citation_correct("Denver Broncos.", sources, ["Denver Broncos"]) == 0.0  # cites nothing
+
+
+def test_eval_modes_and_split(tmp_path, app_env):
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(SQUAD), encoding="utf-8")
+    out = tmp_path / "report.json"
+    args = ["eval", "rag", "--qa", str(path), "--collection", "squad", "--json", str(out)]
+    result = CliRunner().invoke(
+        app, [*args, "--split", "heldout", "--mode", "present", "--mode", "absent"], env=app_env
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["questions"] == 1 and report["split"] == "heldout"  # the Museo article only
+    for key in ("f1", "answer_contained", "abstain_when_present", "abstain_when_absent", "tokens_per_answer"):
+        assert 0 <= report[key] <= 100, key
+    assert report["modes"] == ["present", "absent"]
+    bad = CliRunner().invoke(app, [*args, "--mode", "sometimes"], env=app_env)
+    assert bad.exit_code == 2 and "sometimes" in bad.output
+
+
+def test_absent_mode_hides_the_questions_own_paragraph(settings):
+    from chatbot.evaluation import excluding
+    from retrieval.types import Hit
+
+    hits = [Hit(i, f"text {i}", f"d{i % 3}.txt", 1.0 - i / 10) for i in range(6)]
+    search = excluding(lambda q, k: hits[:k], "d0.txt")
+    assert [h.source for h in search("q", 3)] == ["d1.txt", "d2.txt", "d1.txt"]
+
+
+def test_squad_v2_unanswerable_questions_are_read(tmp_path):
+    data = json.loads(json.dumps(SQUAD))
+    data["data"][0]["paragraphs"][0]["qas"].append(
+        {"id": "x", "question": "¿Quién la fundó?", "answers": [], "is_impossible": True}
+    )
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    qa = load_squad(path)
+    assert [i.answerable for i in qa.items] == [True, True, False, True]  # the new one is in article 0
+    assert [i.id for i in qa.subset("heldout").items] == ["q3"]

@@ -1,4 +1,4 @@
-"""``chatbot eval rag``: the evaluation harness on a SQuAD v1.1 file."""
+"""``chatbot eval rag``: the evaluation harness on a SQuAD v1.1/v2.0 file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("rag")
 def rag(
     ctx: typer.Context,
-    qa: Annotated[Path, typer.Option("--qa", help="SQuAD v1.1 JSON file.", exists=True, dir_okay=False)],
+    qa: Annotated[Path, typer.Option("--qa", help="SQuAD v1.1/v2.0 JSON file.", exists=True, dir_okay=False)],
     collection: Annotated[
         str,
         typer.Option(
@@ -31,21 +31,42 @@ def rag(
     retrieval_only: Annotated[
         bool, typer.Option("--retrieval-only", help="Score retrieval only (no generation; much faster).")
     ] = False,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Questions of 'all' articles, or of the 'heldout' (odd-numbered) ones that the grounded-QA "
+            "recipe never trains on, or the 'train' ones."
+        ),
+    ] = "all",
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="'present' (the collection as it is) and/or 'absent' (each question asked with its own "
+            "paragraph removed from the search; the right reply is to decline). Repeatable."
+        ),
+    ] = None,
 ) -> None:
-    """Retrieval hit@1/5/10 and MRR; answer exact match and token F1; abstention rate; TTFT and tokens/s."""
+    """Retrieval hit@k and MRR; answer EM, token F1, answer contained; citation accuracy; abstention when the
+    answer is absent and when it is present; tokens per answer; TTFT and tokens/s."""
     from tqdm import tqdm
 
-    from chatbot.evaluation import QAFileError, ensure_collection, evaluate_rag, load_squad, spread
+    from chatbot.evaluation import MODES, QAFileError, ensure_collection, evaluate_rag, load_squad, spread
     from chatbot.service import ChatService
 
+    modes = mode or ["present"]
+    if unknown := [m for m in modes if m not in MODES]:
+        fail(f"--mode {unknown[0]!r}: use {' or '.join(MODES)}", code=2)
     try:
         data = load_squad(qa)
+        asked = data.subset(split)
     except QAFileError as exc:
         fail(str(exc))
+    except ValueError as exc:  # an unknown --split
+        fail(str(exc), code=2)
     service = ChatService(settings_of(ctx))
     if ensure_collection(service, collection, data):
         typer.echo(f"Indexed {len(data.contexts)} contexts into collection '{collection}'.", err=True)
-    items = spread(data.items, limit)
+    items = spread(asked.items, limit)
     with tqdm(total=len(items), unit="q", desc="evaluating") as bar:
         report = evaluate_rag(
             service,
@@ -53,8 +74,9 @@ def rag(
             items,
             generate=not retrieval_only,
             progress=lambda done, total: bar.update(1),
+            modes=modes,
         )
-    report["qa_file"] = str(qa)
+    report.update(qa_file=str(qa), split=split, model=service.model_name())
     text = json.dumps(report, indent=2)
     typer.echo(text)
     if json_out:

@@ -50,8 +50,25 @@ def train(
     ] = False,
     search: Annotated[int, typer.Option(help="Run N Optuna trials instead and report the best.")] = 0,
     promote: Annotated[bool, typer.Option(help="Make the trained version current.")] = False,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="'domain': documents, chat examples and feedback; 'grounded-qa': answer from numbered "
+            "sources, built from --qa files (docs/model-card.md)."
+        ),
+    ] = "domain",
+    qa: Annotated[
+        list[Path] | None, typer.Option("--qa", help="SQuAD v1.1/v2.0 file (grounded-qa; repeatable).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Articles to train on: 'train' (even-numbered; odd are held out) or 'all'.")
+    ] = "train",
+    limit: Annotated[
+        int | None, typer.Option(help="Questions per --qa file, spread evenly over it (grounded-qa).")
+    ] = None,
 ) -> None:
-    """Train on documents, chat examples and feedback; register the result as a model version."""
+    """Train on documents, chat examples and feedback (or on grounded QA); register the result as a model
+    version."""
     from finetune.data import DataError, build_trainset, collect
     from finetune.registry import load_tokenizer
     from finetune.train import TrainError
@@ -59,15 +76,34 @@ def train(
 
     _progress_logging()
     settings = _with(settings_of(ctx), method=method, max_steps=max_steps)
-    if resume and docs is None and chat is None and feedback is None:
-        docs, chat, feedback = _sources_of_run(settings, run)  # resume reads the data the run started with
+    if recipe not in ("domain", "grounded-qa"):
+        fail(f"--recipe {recipe!r}: use 'domain' or 'grounded-qa'", code=2)
+    if resume and docs is None and chat is None and feedback is None and qa is None:
+        # resume reads the data the run started with
+        docs, chat, feedback, (recipe, qa, split, limit) = _sources_of_run(settings, run)
+    grounded = recipe == "grounded-qa"
+    if grounded:
+        if not qa:
+            fail("--recipe grounded-qa needs at least one --qa FILE (SQuAD format)", code=2)
+        chat = chat or []
+        feedback = bool(feedback)
     try:
+        tokenizer = load_tokenizer(settings)
         found = collect(
-            settings.finetune, settings.data_dir, docs_dirs=docs, chat_files=chat, use_feedback=feedback
+            settings.finetune,
+            settings.data_dir,
+            docs_dirs=docs if not grounded else docs or [],
+            chat_files=chat,
+            use_feedback=feedback,
         )
+        if grounded:
+            from chatbot.recipes import grounded_items
+            from finetune.data import dedupe
+
+            found.items = dedupe([*grounded_items(settings, qa, split, limit, tokenizer), *found.items])
         for issue in found.issues:
             typer.echo(f"warning: skipped {issue}", err=True)
-        trainset = build_trainset(found.items, load_tokenizer(settings), settings.finetune)
+        trainset = build_trainset(found.items, tokenizer, settings.finetune)
         if search:
             from finetune.search import search as run_search
 
@@ -81,6 +117,10 @@ def train(
             "docs_dirs": [str(p) for p in (cfg.docs_dirs if docs is None else docs)],
             "chat_files": [str(p) for p in (cfg.chat_files if chat is None else chat)],
             "use_feedback": cfg.use_feedback if feedback is None else feedback,
+            "recipe": recipe,
+            "qa_files": [str(p) for p in qa or []],
+            "split": split,
+            "limit": limit,
         }
         outcome = run_training(settings, trainset, run_name=run, resume=resume, sources=sources)
     except (DataError, TrainError) as exc:
@@ -99,7 +139,7 @@ def train(
     )
 
 
-def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any]:
+def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any, tuple[Any, ...]]:
     from finetune.train import find_run_to_resume, runs_dir
 
     run_dir = runs_dir(settings) / run if run else find_run_to_resume(settings)
@@ -111,6 +151,12 @@ def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any]
         [Path(p) for p in sources.get("docs_dirs", [])],
         [Path(p) for p in sources.get("chat_files", [])],
         sources.get("use_feedback"),
+        (
+            sources.get("recipe", "domain"),
+            [Path(p) for p in sources.get("qa_files", [])] or None,
+            sources.get("split", "train"),
+            sources.get("limit"),
+        ),
     )
 
 
@@ -124,14 +170,27 @@ def retrain(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     cfg = settings.finetune
     rag_eval = None
-    if cfg.gate_rag_eval:
-        if not cfg.gate_rag_qa:
-            fail("finetune.gate_rag_eval is on but finetune.gate_rag_qa names no SQuAD file", code=2)
+    qa_gate = [p for p in cfg.gate_rag_qa if Path(p).is_file()]
+    if cfg.gate_rag_eval and not qa_gate:
+        log.warning(
+            "finetune.gate_rag_eval: none of %s exists; the gate skips the grounded-QA evaluation",
+            [str(p) for p in cfg.gate_rag_qa],
+        )
+    elif cfg.gate_rag_eval:
         from chatbot.evaluation import rag_scorer
 
-        rag_eval = rag_scorer(settings, Path(cfg.gate_rag_qa), cfg.gate_rag_collection, cfg.gate_rag_limit)
+        rag_eval = rag_scorer(settings, qa_gate, cfg.gate_rag_collection, cfg.gate_rag_limit, split="heldout")
+
+    def grounded() -> list[Any]:
+        from chatbot.recipes import grounded_items
+        from finetune.registry import Registry, load_tokenizer
+
+        files = [p for p in cfg.grounded_qa_files if Path(p).is_file()]
+        tokenizer = load_tokenizer(settings, Registry(settings).current())
+        return grounded_items(settings, files, "train", None, tokenizer) if files else []
+
     try:
-        report = run_retrain(settings, rag_eval=rag_eval)
+        report = run_retrain(settings, rag_eval=rag_eval, grounded=grounded)
     except DataError as exc:
         fail(str(exc))
     typer.echo(f"{report.status}: {report.message}")

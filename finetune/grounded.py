@@ -1,0 +1,86 @@
+"""The grounded-QA recipe: retrieval-augmented fine-tuning (RAFT, Zhang et al. 2024) on question-answer files.
+
+    chatbot train --recipe grounded-qa --qa squad-es.json --split train --qa data/qa/sample-en.json ...
+
+Each question becomes one chat example built with the chat chain's own prompt code (the caller passes it in
+as a :class:`PromptStyle`, so this package needs nothing from ``chatbot``): the system prompt, ``k`` numbered
+sources and the question. The sources are the question's gold passage at a random position among
+distractors that the project's own search retrieves for the question, so the model learns to pick the
+passage that answers among the kind of near misses it will really be shown. The target is short: the
+reference answer followed by the gold source's number (``Los Denver Broncos [2].``). In a share of the
+examples (``negative_share``, and every unanswerable SQuAD v2.0 question) the gold passage is left out and
+the target is the abstention sentence in the question's language. The loss falls on the answer tokens only
+(``finetune.data.encode_chat``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from finetune.data import Item, content_key
+from finetune.qa import QASet, contains_answer
+from retrieval.types import Hit
+
+Search = Callable[[str, int], list[Hit]]
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How the chat chain shows sources to the model, and how it declines."""
+
+    messages: Callable[[str, Sequence[Hit]], list[tuple[str, str]]]  # (role, content): system + user turn
+    abstain: Callable[[str], str]  # the abstention sentence in the question's language
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    k: int = 3  # sources per example: the chat's default top_k, so training sees what the chat shows
+    negative_share: float = 0.2  # examples whose gold passage is removed (target: the abstention sentence)
+    pool: int = 12  # search depth from which distractors are taken (the best-ranked non-gold hits)
+    seed: int = 42
+
+
+def answer_target(answer: str, number: int) -> str:
+    """``Los Denver Broncos [2].``: the reference answer, its source's number, a full stop."""
+    text = answer.strip().rstrip(".")
+    return f"{text[:1].upper()}{text[1:]} [{number}]."
+
+
+def gold_hit(qa: QASet, doc: str, answers: list[str], found: Sequence[Hit]) -> Hit:
+    """The chunk of ``doc`` that holds the answer as the search returned it; the whole paragraph when the
+    search did not return it (or the question is unanswerable)."""
+    for hit in found:
+        if hit.source == doc and (not answers or contains_answer(hit.text, answers)):
+            return hit
+    return Hit(-1, qa.contexts[doc], doc, 0.0)
+
+
+def make_examples(
+    qa: QASet, search: Search, style: PromptStyle, options: RecipeOptions, origin: str
+) -> list[Item]:
+    """One chat example per question of ``qa``; ``origin`` names the file in each item's source."""
+    rng = random.Random(f"{options.seed}:{origin}")
+    items = []
+    for q in qa.items:
+        found = search(q.question, options.pool)
+        others = [h for h in found if h.source != q.doc]
+        negative = not q.answerable or rng.random() < options.negative_share
+        if not q.answerable:  # SQuAD v2.0: the paragraph is shown, it just does not answer the question
+            shown = others[: options.k - 1]
+            shown.insert(rng.randrange(len(shown) + 1), gold_hit(qa, q.doc, [], found))
+            target = style.abstain(q.question)
+        elif negative:
+            # a passage elsewhere that holds the answer would make "not in the documents" false
+            shown = [h for h in others if not contains_answer(h.text, q.answers)][: options.k]
+            target = style.abstain(q.question)
+        else:
+            shown = others[: options.k - 1]
+            position = rng.randrange(len(shown) + 1)
+            shown.insert(position, gold_hit(qa, q.doc, q.answers, found))
+            target = answer_target(q.answers[0], position + 1)
+        pairs = (*style.messages(q.question, shown), ("assistant", target))
+        kind = "negative" if negative else "positive"
+        items.append(Item("chat", f"{origin}:{q.id}:{kind}", content_key("chat", pairs), messages=pairs))
+    return items

@@ -1,0 +1,79 @@
+"""The grounded-QA adapter that ships with the project: its files, and how the registry serves it."""
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+import finetune.registry as registry_module
+from finetune.registry import SHIPPED_DIR, SHIPPED_ID, Registry, load_version_for_inference
+
+
+def test_the_shipped_adapter_is_a_small_float16_lora_on_the_embedded_model():
+    record = json.loads((SHIPPED_DIR / "version.json").read_text())
+    assert record["id"] == SHIPPED_ID and record["kind"] == "lora" and record["base_setting"] == "embedded"
+    config = json.loads((SHIPPED_DIR / "model" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and set(config["target_modules"]) >= {"q_proj", "down_proj"}
+    weights = SHIPPED_DIR / "model" / "adapter_model.safetensors"
+    assert weights.stat().st_size < 8_000_000  # "a few MB"
+    header_len = struct.unpack("<Q", weights.read_bytes()[:8])[0]
+    header = json.loads(weights.read_bytes()[8 : 8 + header_len])
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
+    assert len(json.loads((SHIPPED_DIR / "manifest.json").read_text())["items"]) > 500
+
+
+@pytest.fixture
+def shipped(settings, tiny_llm_dir, tmp_path, monkeypatch):
+    """A shipped adapter for the tiny model, in place of the real one (which fits the embedded model)."""
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    folder = tmp_path / "shipped"
+    lora.save_pretrained(folder / "model")  # no tokenizer: the base model's is used
+    record = {
+        "id": SHIPPED_ID,
+        "kind": "lora",
+        "base_model": "embedded",
+        "base_setting": str(tiny_llm_dir),
+        "created_at": "2026-11-24T00:00:00+00:00",
+        "note": "shipped",
+    }
+    (folder / "version.json").write_text(json.dumps(record))
+    (folder / "manifest.json").write_text(json.dumps({"items": {}}))
+    monkeypatch.setattr(registry_module, "SHIPPED_DIR", folder)
+    expected = lora.merge_and_unload().model.layers[0].self_attn.q_proj.weight.detach().clone()
+    return expected
+
+
+def test_shipped_version_is_current_until_another_is_promoted(settings, shipped, tiny_llm_dir, tmp_path):
+    registry = Registry(settings)
+    assert registry.current_id() == SHIPPED_ID and [v.id for v in registry.list()] == [SHIPPED_ID]
+    model, tokenizer = load_version_for_inference(settings)  # base weights + shipped adapter, base tokenizer
+    assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight, shipped, atol=1e-6)
+    assert tokenizer.eos_token == "<|im_end|>"
+    other = registry.add(
+        Path(tiny_llm_dir),
+        kind="full",
+        base_model=str(tiny_llm_dir),
+        manifest={},
+        settings={},
+        metrics={},
+        parent=SHIPPED_ID,
+    )
+    registry.promote(other.id)
+    assert registry.current_id() == other.id
+    assert registry.rollback().id == SHIPPED_ID  # back to the shipped adapter, not to the bare base
+
+
+def test_shipped_version_is_not_offered_for_another_generator(settings, shipped, tmp_path):
+    other = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"generator": str(tmp_path)})}
+    )
+    assert Registry(other).current_id() is None and Registry(other).list() == []
+    from chatbot.models import version_key
+
+    base = settings.model_copy(update={"models": settings.models.model_copy(update={"version": "base"})})
+    assert version_key(base) is None and version_key(settings) == SHIPPED_ID
