@@ -266,3 +266,24 @@ def export(
     if chosen is None:
         fail("no current version to export; name one (chatbot models list)")
     typer.echo(json.dumps(run_export(settings, chosen, out, int8=int8, hub_repo=hub), indent=1))
+
+
+@models_app.command()
+def ship(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="LoRA version id to ship, e.g. v0001.")],
+    figures: Annotated[
+        Path | None, typer.Option(help="JSON file of evaluation figures to record with it.")
+    ] = None,
+) -> None:
+    """Make a LoRA version the project's shipped adapter (finetune/adapters/grounded-qa/, float16)."""
+    from finetune.registry import Registry, RegistryError
+    from finetune.registry import ship as ship_version
+
+    try:
+        chosen = Registry(settings_of(ctx)).get(version)
+        out = ship_version(chosen, json.loads(figures.read_text()) if figures else {})
+    except (RegistryError, OSError, json.JSONDecodeError) as exc:
+        fail(str(exc))
+    size = (out / "model" / "adapter_model.safetensors").stat().st_size
+    typer.echo(f"shipped {version} to {out} ({size / 2**20:.1f} MiB)")
