@@ -214,13 +214,32 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    """Whether the field at ``loc`` holds a secret (a SecretStr), or is unknown (a misspelt secret is still a
+    secret): the value given for it is never echoed in an error."""
+    model: Any = Settings
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or fields is None:
+            return False
+        if part not in fields:
+            return True
+        model = fields[part].annotation
+    return "SecretStr" in str(model)
+
+
 def _describe(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid settings ({origin}):"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"])
         env = "APP_" + "__".join(str(p) for p in err["loc"]).upper()
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        if isinstance(value, dict):
+            shown = ""
+        elif _is_secret(err["loc"]):
+            shown = " (value not shown)"
+        else:
+            shown = f" (got {value!r})"
         lines.append(f"  - {field} [env {env}]: {err['msg']}{shown}")
     return "\n".join(lines)
 
