@@ -152,6 +152,17 @@ class ChatSettings(BaseModel):
     system_prompt: str | None = Field(
         None, description="Replaces the built-in system prompt (which asks to answer only from the sources)."
     )
+    # A 5 MB question once took 133 s and 1.5 GB before the prompt budget refused it; 4,000 characters is
+    # ~1,000 tokens, more than a question needs and well inside every supported model's window.
+    max_question_chars: int = Field(
+        4000, ge=1, description="Longest question accepted, in characters; a longer one is refused at once."
+    )
+    answer_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds one answer may take from the question to its last token; a slower one is stopped "
+        "(the model is freed) and reported as an error.",
+    )
 
 
 class UiSettings(BaseModel):
