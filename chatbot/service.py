@@ -36,6 +36,10 @@ class AnswerTimeout(TimeoutError):
     """The answer took longer than ``chat.answer_timeout``; generation was stopped."""
 
 
+class AnswerStopped(RuntimeError):
+    """The caller's stop event ended the answer before it was complete (nothing was stored)."""
+
+
 @dataclass
 class Source:
     """A passage shown to the model, numbered as in the prompt."""
@@ -161,6 +165,7 @@ class ChatService:
         remember: bool = True,
         model_version: str | None = None,
         owner: str | None = None,
+        stop: threading.Event | None = None,
     ) -> Iterator[ChatEvent]:
         """Answer ``question``: a ``sources`` event, ``token`` events as the answer streams, then ``done``.
 
@@ -170,7 +175,8 @@ class ChatService:
         answer leaves nothing behind). ``owner`` (None: anyone, for the operator's CLI) must own
         ``conversation_id`` and owns a new one.
 
-        Closing the iterator early (a client that went away) stops generation and frees the model at once.
+        Closing the iterator early, or setting ``stop`` (a client that went away), stops generation and frees
+        the model at once; so does ``chat.answer_timeout`` running out (AnswerTimeout).
         """
         question = question.strip()
         if not question:
@@ -194,20 +200,20 @@ class ChatService:
         }
 
         started = time.perf_counter()
-        deadline = started + self.settings.chat.answer_timeout
         first: float | None = None
         pieces: list[str] = []
         state: dict[str, Any] = {}
-        stop = threading.Event()
+        stop = stop or threading.Event()
+        timed_out = threading.Event()
+        timer = threading.Timer(self.settings.chat.answer_timeout, lambda: (timed_out.set(), stop.set()))
+        timer.daemon = True
+        timer.start()
         token = STOP.set(stop)  # seen by the model: LangChain runs each step in a copy of this context
         chunks = chain.stream(inputs)
         try:
             for chunk in chunks:
-                if time.perf_counter() > deadline:
-                    raise AnswerTimeout(
-                        f"the answer took longer than {self.settings.chat.answer_timeout:g} s "
-                        "(chat.answer_timeout) and was stopped"
-                    )
+                if stop.is_set():
+                    break
                 if "prompt" in chunk:
                     state["prompt"] = chunk["prompt"]
                     shown = chunk["prompt"].hits
@@ -221,11 +227,20 @@ class ChatService:
                     first = first or time.perf_counter()
                     pieces.append(piece)
                     yield ChatEvent("token", text=piece)
+            interrupted = stop.is_set()
         finally:
+            timer.cancel()
             stop.set()  # a no-op after a complete answer; else the model stops at its next token ...
             chunks.close()  # ... and what LangChain still drains from the closed stream ends with it
             with contextlib.suppress(ValueError):  # closed from another context (garbage collection)
                 STOP.reset(token)
+        if interrupted and timed_out.is_set():
+            raise AnswerTimeout(
+                f"the answer took longer than {self.settings.chat.answer_timeout:g} s (chat.answer_timeout) "
+                "and was stopped"
+            )
+        if interrupted:
+            raise AnswerStopped("the answer was stopped before it was complete")
         text = "".join(pieces).strip()
         ended = time.perf_counter()
 

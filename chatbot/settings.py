@@ -188,6 +188,26 @@ class UiSettings(BaseModel):
         return self
 
 
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A 5 MB question once took 133 s and 1.5 GB; 1 MB holds a long conversation sent as history.
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body the HTTP API reads; a larger one gets 413."
+    )
+    # 44 unbounded concurrent requests once made /health take 46 s. A local model answers one question at a
+    # time, so 4 is one answering and three waiting their turn.
+    max_concurrent: int = Field(
+        4,
+        ge=1,
+        description="Chat requests being answered or waiting for the model at once; one more gets 429 with a "
+        "Retry-After header.",
+    )
+    retry_after: int = Field(
+        5, ge=1, description="Seconds a client turned away with 429 is asked to wait (Retry-After)."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of the assistant. Build it with :func:`load_settings`."""
 
@@ -211,6 +231,7 @@ class Settings(BaseSettings):
     )
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings, description="Training and registry.")
     ui: UiSettings = Field(default_factory=UiSettings, description="The browser app.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API (chatbot serve-api).")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def test_answer_timeout_stops_generation_and_frees_the_model(indexed, long_llm_d
         }
     )
     service = ChatService(settings)
-    service.llm  # loaded before the clock starts
+    assert service.llm is not None  # loaded before the clock starts
     started = time.perf_counter()
     with pytest.raises(AnswerTimeout, match="chat.answer_timeout"):
         service.answer("How do I delete a collection?")
