@@ -180,6 +180,23 @@ class UiSettings(BaseModel):
     oidc_provider: str | None = Field(
         None, description="Provider name under [auth.<name>] in secrets.toml; None uses the [auth] section."
     )
+    login_max_failures: int = Field(
+        5, ge=1, description="Wrong passwords from one address before its logins are refused for a while."
+    )
+    login_lockout: float = Field(
+        300.0, gt=0, description="Seconds the login stays refused after login_max_failures wrong passwords."
+    )
+    allow_open_network: bool = Field(
+        False,
+        description="Let the app run on a network address with ui.auth = 'none' (anyone who can reach it "
+        "uses it, no login; a warning is shown). Off: such an app shows only how to turn on a login.",
+    )
+    sync_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders (with their subfolders) that the documents page may sync; none by "
+        "default, so browser users add documents by upload only. The CLI (`chatbot index`) may index any "
+        "folder: whoever runs it already has the server's files.",
+    )
 
     @model_validator(mode="after")
     def _password_needed(self) -> UiSettings:
@@ -330,8 +347,8 @@ def settings_yaml(settings: BaseModel, indent: int = 0) -> str:
             value = "**********" if value.get_secret_value() not in ("", "none") else value.get_secret_value()
         elif isinstance(value, Path):
             value = str(value)
-        elif isinstance(value, tuple):
-            value = list(value)
+        elif isinstance(value, tuple | list):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
         dumped = yaml.safe_dump({name: value}, allow_unicode=True, default_flow_style=True, width=10**6)
         lines.append(pad + dumped.strip().removeprefix("{").removesuffix("}"))
     return "\n".join(lines)
