@@ -5,6 +5,8 @@
   inside the folder are read like the files they point to.
 - FIFOs, sockets and devices are skipped and reported (opening a FIFO would wait forever).
 - A folder that cannot be listed is reported, not taken as empty: its files indexed before are kept.
+- A file name that is not valid UTF-8 is indexed under an escaped name (``caf\\xe9.md``); it used to stop
+  the whole sync.
 - Files are opened without following links (a file swapped for a link after the scan fails to open) and
   non-blocking, and checked to be regular files on the open descriptor, whose size is the one used.
 """
@@ -93,7 +95,10 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _rel(path: Path, folder: Path) -> str:
-    return path.relative_to(folder).as_posix() if path != folder else "."
+    """``path`` relative to ``folder``, as stored and shown: bytes of a name that are not UTF-8 (an old
+    Latin-1 file name) are written as ``\\xe9`` escapes, which SQLite and JSON can hold."""
+    rel = path.relative_to(folder).as_posix() if path != folder else "."
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def open_regular(path: Path) -> int:

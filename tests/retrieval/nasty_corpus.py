@@ -64,6 +64,11 @@ KINDS: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
+# Odd but harmless names: indexed like any file (a non-UTF-8 name used to stop the whole sync).
+# name on disk -> name in the index
+ODD_NAMES = {b"caf\xe9-latin1.md": "caf\\xe9-latin1.md", b"line\nbreak.md": "line\nbreak.md"}
+
+
 def make_corpus(folder: Path) -> dict[str, str]:
     """Every kind in ``folder``; returns {relative path: expected reason fragment}."""
     expected = {}
@@ -71,6 +76,8 @@ def make_corpus(folder: Path) -> dict[str, str]:
         make(folder / name)
         expected[name] = reason
     expected["loop-b.md"] = "broken symbolic link"
+    for raw in ODD_NAMES:
+        (folder / os.fsdecode(raw)).write_text("# Odd\n\nAn oddly named note about lemurs.\n")
     return expected
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from nasty_corpus import KINDS, LIMITS, make_corpus, sync_unprivileged, unprivileged
+from nasty_corpus import KINDS, LIMITS, ODD_NAMES, make_corpus, sync_unprivileged, unprivileged
 from retrieval_helpers import chunk_table
 
 from chatbot.settings import load_settings
@@ -66,19 +66,19 @@ def test_nasty_corpus_is_reported_file_by_file_and_nothing_indexed_is_lost(app_e
         "new-unreadable.md": "cannot read: Permission denied",
         "zz-vanishing.md": "cannot read: No such file or directory",
     }
-    assert len(KINDS) >= 15
+    assert len(KINDS) + len(ODD_NAMES) >= 15
     for rel, reason in expected.items():
         assert reason in report["failed"].get(rel, ""), (rel, report["failed"].get(rel))
     assert set(report["failed"]) == set(expected)
-    assert report["added"] == ["a-fresh.md"] and report["deleted"] == []
+    assert sorted(report["added"]) == sorted(["a-fresh.md", *ODD_NAMES.values()]) and report["deleted"] == []
     # Nothing indexed before is lost: the unreadable folder's and file's passages are all still there.
-    assert _sources(col) == {*GOOD, "a-fresh.md"}
+    assert _sources(col) == {*GOOD, "a-fresh.md", *ODD_NAMES.values()}
     assert col.search("herons stand still", k=1, mode="bm25")[0].source == "team/one.md"
     assert not any("root:" in text for _, text in chunk_table(col))  # /etc/passwd never indexed
 
     # Readable again: the kept files are simply unchanged; the vanished one never got in.
     again = col.sync(docs)
-    assert sorted(again.unchanged) == sorted([*GOOD, "a-fresh.md"])
+    assert sorted(again.unchanged) == sorted([*GOOD, "a-fresh.md", *ODD_NAMES.values()])
     assert again.added == ["new-unreadable.md"]
     assert again.deleted == ["zz-vanishing.md"]  # its failure record: it never was indexed
     assert set(again.failed) == set(make_corpus_reasons()) | {"loop-b.md"}
