@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make run    create .venv if missing, install, index the sample collection, start the app on :8501
+#   make run    create .venv if missing, install, index the sample collection, start the app on 127.0.0.1:8501
 #   make test   install the same way if needed, then run the whole test suite
 #
 # torch: the CPU build by default (torch==2.13.0, ~200 MB) rather than the ~5 GB CUDA build a plain `torch`
@@ -10,6 +10,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 8501
+# This machine only. `make run ADDRESS=0.0.0.0` serves the network: the app then wants a login (ui.auth) or
+# ui.allow_open_network = true (see docs/security.md).
+ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.installed
 
 .PHONY: install run index-sample test lint clean
@@ -30,8 +33,8 @@ index-sample: install
 	$(BIN)/chatbot index sample data/sample
 
 run: index-sample
-	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT) --server.headless true \
-		--browser.gatherUsageStats false
+	$(BIN)/streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
 
 test: install
 	$(BIN)/python -m pytest

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from chatbot.ui.access import exposure_gate, login_gate
 from chatbot.ui.i18n import LANGUAGES, translator
-from chatbot.ui.state import get_service, language, login_gate
+from chatbot.ui.state import get_service, language
 
 st.set_page_config(page_title="Domain Assistant", page_icon="💬", layout="wide")
 
 settings = get_service().settings
 t = translator(language(settings))
 
-if login_gate(settings, t):
+if exposure_gate(settings, t) and login_gate(settings, t):
     st.sidebar.selectbox(
         t("language"),
         LANGUAGES,

@@ -3,28 +3,40 @@ server-sent events) that answers with retrieval and returns the sources in an ex
 endpoints for collections and conversations. Started by ``chatbot serve-api``.
 
 Conversation state: with ``conversation_id`` the stored conversation is continued (and the new turn saved);
-without it, the request's own earlier messages are the history, as OpenAI clients send them, and nothing is
-stored.
+with ``store: true`` a new stored conversation is started (created once its first answer is complete);
+otherwise the request's own earlier messages are the history, as OpenAI clients send them, and nothing is
+stored. Conversations belong to the API key's owner: nobody else can list, read, rename or continue them.
+
+Safety (chatbot/api_guard.py): API keys, a request body cap, at most ``api.max_concurrent`` chat requests at
+once (429 with Retry-After beyond), ``chat.answer_timeout``, and a client that disconnects stops its answer
+and frees the model at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatbot.api_guard import BodyLimit, EventPump, Slots, caller_of, check_exposure
+from chatbot.api_keys import ApiKeys
 from chatbot.memory import ConversationNotFound
 from chatbot.prompt import PromptTooLong
-from chatbot.service import ChatService, CollectionNotFound
+from chatbot.service import AnswerStopped, AnswerTimeout, ChatService, CollectionNotFound
 from chatbot.settings import SettingsError, generation_with
+
+log = logging.getLogger(__name__)
 
 
 class ChatMessageIn(BaseModel):
@@ -48,20 +60,29 @@ class ChatCompletionRequest(BaseModel):
     num_beams: int | None = None
     collection: str | None = None
     conversation_id: str | None = None
+    store: bool = False  # as in OpenAI's API: keep this exchange (here: as a new conversation)
 
 
 class RenameRequest(BaseModel):
     title: str
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": kind}}, headers=headers
+    )
 
 
 def create_app(service: ChatService) -> FastAPI:
     """The FastAPI application for ``service``. A local model generates one answer at a time (its own lock);
     an OpenAI-compatible backend takes concurrent requests."""
+    limits = service.settings.api
     app = FastAPI(title="Domain Assistant API", version="1")
+    app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
+    caller = Depends(caller_of(ApiKeys.of(service.settings.data_dir)))
+    slots = Slots(limits.max_concurrent)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -72,53 +93,54 @@ def create_app(service: ChatService) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "error")
+        kinds = {404: "not_found", 401: "authentication_error", 413: "request_too_large"}
+        return _error(exc.status_code, str(exc.detail), kinds.get(exc.status_code, "error"), exc.headers)
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:  # async: answered on the event loop, never queued behind work
         return {"status": "ok"}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[caller])
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": "assistant", "object": "model", "owned_by": "local"}]}
 
-    @app.get("/v1/collections")
+    @app.get("/v1/collections", dependencies=[caller])
     def collections() -> dict[str, Any]:
         return {"collections": service.collections()}
 
     @app.get("/v1/conversations")
-    def conversations(owner: str | None = None) -> dict[str, Any]:
+    def conversations(owner: str = caller) -> dict[str, Any]:
         return {"conversations": [asdict(c) for c in service.conversations.list(owner=owner)]}
 
     @app.get("/v1/conversations/{conv_id}")
-    def conversation(conv_id: str) -> dict[str, Any]:
+    def conversation(conv_id: str, owner: str = caller) -> dict[str, Any]:
         try:
-            info = service.conversations.get(conv_id)
-            messages = service.conversations.messages(conv_id)
+            info = service.conversations.get(conv_id, owner=owner)
+            messages = service.conversations.messages(conv_id, owner=owner)
         except ConversationNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         return {**asdict(info), "messages": [asdict(m) for m in messages]}
 
     @app.patch("/v1/conversations/{conv_id}")
-    def rename(conv_id: str, body: RenameRequest) -> dict[str, Any]:
+    def rename(conv_id: str, body: RenameRequest, owner: str = caller) -> dict[str, Any]:
         try:
-            service.conversations.rename(conv_id, body.title)
+            service.conversations.rename(conv_id, body.title, owner=owner)
         except ConversationNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
-        return asdict(service.conversations.get(conv_id))
+        return asdict(service.conversations.get(conv_id, owner=owner))
 
     @app.delete("/v1/conversations/{conv_id}")
-    def delete(conv_id: str) -> dict[str, Any]:
+    def delete(conv_id: str, owner: str = caller) -> dict[str, Any]:
         try:
-            service.conversations.delete(conv_id)
+            service.conversations.delete(conv_id, owner=owner)
         except ConversationNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         return {"deleted": conv_id}
 
     @app.post("/v1/chat/completions", response_model=None)
-    def completions(req: ChatCompletionRequest) -> Any:
+    async def completions(req: ChatCompletionRequest, request: Request, owner: str = caller) -> Any:
         question, history = _split(req)
         try:
             generation = generation_with(
@@ -139,26 +161,75 @@ def create_app(service: ChatService) -> FastAPI:
             "collection": req.collection,
             "generation": generation,
             "history": None if req.conversation_id else history,
-            "remember": req.conversation_id is not None,
+            "remember": req.conversation_id is not None or req.store,
+            "owner": owner,
         }
-        events = service.stream(question, **kwargs)
+        if not slots.take():
+            return _error(
+                429,
+                f"too many requests at once (api.max_concurrent = {limits.max_concurrent}); retry later",
+                "rate_limit_exceeded",
+                {"Retry-After": str(limits.retry_after)},
+            )
+        pump = EventPump(lambda stop: service.stream(question, stop=stop, **kwargs), slots.give_back)
         try:
-            first = next(events)  # errors in the request (unknown collection...) surface before streaming
-        except (CollectionNotFound, ConversationNotFound) as exc:
-            return _error(404, str(exc), "not_found")
-        except (PromptTooLong, ValueError) as exc:
-            return _error(400, str(exc))
+            first = (
+                await pump.next()
+            )  # errors in the request (unknown collection...) surface before streaming
+        except Exception as exc:
+            pump.stop.set()
+            return _failure(exc)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if req.stream:
-            return StreamingResponse(
-                _sse(completion_id, req.model, first, events), media_type="text/event-stream"
-            )
-        last = first
-        for last in events:  # noqa: B007 - the last event carries the answer
-            pass
-        return _completion(completion_id, req.model, last.answer)
+            body = _sse(completion_id, req.model, first, pump)
+            weakref.finalize(body, pump.stop.set)  # a response dropped before it started frees the model too
+            return StreamingResponse(body, media_type="text/event-stream")
+        return await _collect(completion_id, req.model, first, pump, request)
 
     return app
+
+
+def serve(service: ChatService, host: str, port: int) -> None:
+    """Run the API with uvicorn; refuses a network address while no API key exists (ExposureRefused)."""
+    import uvicorn
+
+    check_exposure(host, ApiKeys.of(service.settings.data_dir))
+    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+
+
+def _failure(exc: Exception) -> JSONResponse:
+    """The HTTP error for an answer that failed before its first event."""
+    if isinstance(exc, CollectionNotFound | ConversationNotFound):
+        return _error(404, str(exc), "not_found")
+    if isinstance(exc, AnswerTimeout):
+        return _error(504, str(exc), "timeout")
+    if isinstance(exc, PromptTooLong | ValueError):
+        return _error(400, str(exc))
+    log.exception("answering failed", exc_info=exc)
+    return _error(500, f"the answer failed: {type(exc).__name__}", "server_error")
+
+
+async def _collect(completion_id: str, model: str, first: Any, pump: EventPump, request: Request) -> Any:
+    """The whole answer, for a non-streaming request; stops the model if the client disconnects meanwhile."""
+    last = first
+    try:
+        while last is None or last.kind != "done":
+            try:
+                last = await pump.next(timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    pump.stop.set()
+                    return _error(499, "client disconnected", "client_closed")
+                continue
+            if last is None:
+                return _error(500, "the answer ended without a result", "server_error")
+    except AnswerStopped as exc:
+        return _error(499, str(exc), "client_closed")
+    except Exception as exc:
+        return _failure(exc)
+    finally:
+        pump.stop.set()
+    return _completion(completion_id, model, last.answer)
 
 
 def _split(req: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
@@ -207,25 +278,35 @@ def _chunk(
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def _sse(completion_id: str, model: str, first: Any, events: Iterator[Any]) -> Iterator[str]:
-    yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
-    for event in _chain_first(first, events):
-        if event.kind == "token":
-            yield _chunk(completion_id, model, {"content": event.text})
-        elif event.kind == "done":
-            answer = event.answer
-            yield _chunk(
-                completion_id,
-                model,
-                {},
-                "stop",
-                sources=_sources(answer),
-                conversation_id=answer.conversation_id,
-                abstained=answer.abstained,
-            )
-    yield "data: [DONE]\n\n"
-
-
-def _chain_first(first: Any, events: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from events
+async def _sse(completion_id: str, model: str, first: Any, pump: EventPump) -> AsyncIterator[str]:
+    """Server-sent events. A client that disconnects cancels this generator at its ``await``: the ``finally``
+    then stops the answer, and the model is free at its next token."""
+    try:
+        yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
+        event = first
+        while event is not None:
+            if event.kind == "token":
+                yield _chunk(completion_id, model, {"content": event.text})
+            elif event.kind == "done":
+                answer = event.answer
+                yield _chunk(
+                    completion_id,
+                    model,
+                    {},
+                    "stop",
+                    sources=_sources(answer),
+                    conversation_id=answer.conversation_id,
+                    abstained=answer.abstained,
+                )
+            try:
+                event = await pump.next()
+            except Exception as exc:  # after the first event the status is sent: report in the stream
+                kind = "timeout" if isinstance(exc, AnswerTimeout) else "server_error"
+                yield f"data: {json.dumps({'error': {'message': str(exc), 'type': kind}})}\n\n"
+                break
+        yield "data: [DONE]\n\n"
+    except asyncio.CancelledError:
+        log.info("client disconnected from %s: answer stopped", completion_id)
+        raise
+    finally:
+        pump.stop.set()

@@ -16,6 +16,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
+from chatbot.cancel import STOP
 from chatbot.llm import StreamingChatModel
 from chatbot.settings import GenerationSettings, Settings
 
@@ -54,7 +55,10 @@ class RemoteChatModel(StreamingChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         params = self.request_params(generation or self.generation)
+        halt = STOP.get()
         for piece in self.client.stream(messages, stop=stop, **params):
+            if halt is not None and halt.is_set():
+                break  # leaving the loop closes the HTTP stream: the server stops generating
             text = str(piece.content)
             if text:
                 yield self._chunk(text, run_manager)

@@ -2,6 +2,9 @@
 
 Generation runs in a worker thread and hands text to the caller through ``TextIteratorStreamer``. One lock per
 loaded model serialises generation: on a 2-core CPU two concurrent decodes only slow each other down.
+
+A caller that goes away frees the model at once: generation ends at the next token once the caller's stop
+event (:mod:`chatbot.cancel`) is set, or this stream is closed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
+from chatbot.cancel import STOP
 from chatbot.device import model_device, to_device
 from chatbot.settings import GenerationSettings
 
@@ -80,13 +84,15 @@ def answer_processors(gen: GenerationSettings, prompt_length: int) -> list[Any]:
 
 
 class _StopFlag:
-    """A stopping criterion that ends generation once the consumer has gone away."""
+    """A stopping criterion that ends generation once the consumer has gone away (``event``, set when our
+    stream is closed) or asked to stop (``outer``, from :data:`STOP`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, outer: threading.Event | None = None) -> None:
         self.event = threading.Event()
+        self.outer = outer
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-        return self.event.is_set()
+        return self.event.is_set() or (self.outer is not None and self.outer.is_set())
 
 
 class StreamingChatModel(BaseChatModel):
@@ -150,18 +156,27 @@ class LocalChatModel(StreamingChatModel):
         args["logits_processor"] = answer_processors(gen, int(inputs["input_ids"].shape[1]))
         if stop:
             args.update(stop_strings=stop, tokenizer=tok)
-        flag = _StopFlag()
+        flag = _StopFlag(STOP.get())
         args["stopping_criteria"] = StoppingCriteriaList([flag])
         with self.lock:
+            if flag(None, None):  # stopped while waiting for the model
+                return
             if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
                 out = model.generate(**inputs, **args)
                 text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
                 yield self._chunk(text, run_manager)
                 return
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
-            worker = threading.Thread(
-                target=model.generate, kwargs={**inputs, **args, "streamer": streamer}, daemon=True
-            )
+            failed: list[BaseException] = []
+
+            def generate() -> None:
+                try:
+                    model.generate(**inputs, **args, streamer=streamer)
+                except BaseException as exc:  # re-raised below; ending the stream now, not at its timeout
+                    failed.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=generate, daemon=True, name="generate")
             worker.start()
             try:
                 for text in streamer:
@@ -170,6 +185,8 @@ class LocalChatModel(StreamingChatModel):
             finally:
                 flag.event.set()  # the consumer stopped early: end generation at the next token
                 worker.join()
+            if failed:
+                raise failed[0]
 
     def count_tokens(self, messages: list[BaseMessage]) -> int:
         """Tokens of ``messages`` once the chat template is applied (generation prompt included)."""

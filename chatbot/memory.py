@@ -2,6 +2,10 @@
 
 Each call opens its own connection, so one store can be shared by Streamlit sessions and API workers. WAL mode
 lets readers go on while a message is written.
+
+Every conversation has an owner (a login name, a browser session's key, an API key's owner). The methods that
+read or change one conversation take an optional ``owner``: given, a conversation of someone else is reported
+as not found, exactly like one that does not exist; None (the operator's CLI) reaches every conversation.
 """
 
 from __future__ import annotations
@@ -102,18 +106,49 @@ class Conversations:
             )
         return conv_id
 
-    def exists(self, conv_id: str) -> bool:
+    def save_turn(
+        self,
+        conv_id: str | None,
+        question: str,
+        answer: str,
+        sources: list[dict[str, Any]] | None = None,
+        owner: str = "",
+        title: str | None = None,
+    ) -> tuple[str, int]:
+        """Store a question and its answer in one transaction; ``conv_id`` None creates the conversation (so a
+        conversation exists only once its first answer does). Returns (conversation id, answer message id)."""
+        now = time.time()
         with self._db() as db:
-            return db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is not None
+            if conv_id is None:
+                conv_id = uuid.uuid4().hex
+                db.execute(
+                    "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?,?,?,?,?)",
+                    (conv_id, owner, (title or question[:60]).strip() or "New conversation", now, now),
+                )
+            elif (
+                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount
+                == 0
+            ):
+                raise ConversationNotFound(conv_id)
+            insert = "INSERT INTO messages (conversation_id, role, content, sources, created_at) VALUES (?,?,?,?,?)"
+            db.execute(insert, (conv_id, "user", question, "[]", now))
+            cur = db.execute(
+                insert, (conv_id, "assistant", answer, json.dumps(sources or [], ensure_ascii=False), now)
+            )
+            return conv_id, int(cur.lastrowid)
 
-    def get(self, conv_id: str) -> Conversation:
+    def exists(self, conv_id: str, owner: str | None = None) -> bool:
+        with self._db() as db:
+            return _owned(db, conv_id, owner)
+
+    def get(self, conv_id: str, owner: str | None = None) -> Conversation:
         with self._db() as db:
             row = db.execute(
                 "SELECT c.id, c.owner, c.title, c.created_at, c.updated_at, COUNT(m.id) FROM conversations c "
                 "LEFT JOIN messages m ON m.conversation_id = c.id WHERE c.id = ? GROUP BY c.id",
                 (conv_id,),
             ).fetchone()
-        if row is None:
+        if row is None or (owner is not None and row[1] != owner):
             raise ConversationNotFound(conv_id)
         return Conversation(*row)
 
@@ -129,18 +164,20 @@ class Conversations:
             ).fetchall()
         return [Conversation(*r) for r in rows]
 
-    def rename(self, conv_id: str, title: str) -> None:
+    def rename(self, conv_id: str, title: str, owner: str | None = None) -> None:
         title = title.strip()
         if not title:
             raise ValueError("a conversation title cannot be empty")
         with self._db() as db:
-            if db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id)).rowcount == 0:
+            if not _owned(db, conv_id, owner):
                 raise ConversationNotFound(conv_id)
+            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id))
 
-    def delete(self, conv_id: str) -> None:
+    def delete(self, conv_id: str, owner: str | None = None) -> None:
         with self._db() as db:
-            if db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount == 0:
+            if not _owned(db, conv_id, owner):
                 raise ConversationNotFound(conv_id)
+            db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
 
     def add_message(
         self, conv_id: str, role: str, content: str, sources: list[dict[str, Any]] | None = None
@@ -158,9 +195,9 @@ class Conversations:
             )
             return int(cur.lastrowid)
 
-    def messages(self, conv_id: str) -> list[Message]:
+    def messages(self, conv_id: str, owner: str | None = None) -> list[Message]:
         with self._db() as db:
-            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
+            if not _owned(db, conv_id, owner):
                 raise ConversationNotFound(conv_id)
             rows = db.execute(
                 "SELECT id, role, content, sources, created_at FROM messages WHERE conversation_id = ? "
@@ -206,3 +243,9 @@ class Conversations:
         with self._db() as db:
             db.row_factory = sqlite3.Row
             return [dict(r) for r in db.execute("SELECT * FROM feedback ORDER BY id")]
+
+
+def _owned(db: sqlite3.Connection, conv_id: str, owner: str | None) -> bool:
+    """``conv_id`` exists and (when ``owner`` is given) belongs to ``owner``."""
+    row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+    return row is not None and (owner is None or row[0] == owner)

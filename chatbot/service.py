@@ -5,6 +5,7 @@ The CLI, the Streamlit app and the HTTP API all call :class:`ChatService`; ``ans
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from chatbot.cancel import STOP
 from chatbot.citations import cited_numbers
 from chatbot.memory import Conversations
 from chatbot.prompt import is_abstention, source_label
@@ -24,6 +26,18 @@ log = logging.getLogger(__name__)
 
 class CollectionNotFound(LookupError):
     pass
+
+
+class QuestionTooLong(ValueError):
+    """The question is over ``chat.max_question_chars``."""
+
+
+class AnswerTimeout(TimeoutError):
+    """The answer took longer than ``chat.answer_timeout``; generation was stopped."""
+
+
+class AnswerStopped(RuntimeError):
+    """The caller's stop event ended the answer before it was complete (nothing was stored)."""
 
 
 @dataclass
@@ -163,25 +177,34 @@ class ChatService:
         history: list[tuple[str, str]] | None = None,
         remember: bool = True,
         model_version: str | None = None,
-        owner: str = "",
+        owner: str | None = None,
+        stop: threading.Event | None = None,
         search: Any = None,
     ) -> Iterator[ChatEvent]:
         """Answer ``question``: a ``sources`` event, ``token`` events as the answer streams, then ``done``.
 
         The conversation so far comes from ``conversation_id`` (stored) or ``history`` (given by the caller,
         as ``(role, content)`` pairs). With ``remember`` the question and answer are appended to
-        ``conversation_id``, which is created when None. ``search`` (``(query, k) -> hits``) replaces the
-        collection's own search for this question (the evaluation asks "as if a document were absent").
+        ``conversation_id``; when it is None a conversation is created, once the answer is complete (a failed
+        answer leaves nothing behind). ``owner`` (None: anyone, for the operator's CLI) must own
+        ``conversation_id`` and owns a new one. ``search`` (``(query, k) -> hits``) replaces the collection's
+        own search for this question (the evaluation asks "as if a document were absent").
+
+        Closing the iterator early, or setting ``stop`` (a client that went away), stops generation and frees
+        the model at once; so does ``chat.answer_timeout`` running out (AnswerTimeout).
         """
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
+        if len(question) > self.settings.chat.max_question_chars:
+            raise QuestionTooLong(
+                f"the question is {len(question)} characters long, over the limit of "
+                f"{self.settings.chat.max_question_chars} (chat.max_question_chars)"
+            )
         limit = self.settings.chat.history_messages
         if conversation_id is not None:
-            past = self.conversations.messages(conversation_id)  # raises ConversationNotFound
+            past = self.conversations.messages(conversation_id, owner=owner)  # raises ConversationNotFound
             history = [(m.role, m.content) for m in past]
-        elif remember:
-            conversation_id = self.conversations.create(title=question[:60], owner=owner)
         history = list(history or [])[-limit:] if limit else []
         llm = self.llm_for(model_version)
         chain = self._chain(collection or self.settings.chat.collection, llm, search)
@@ -195,20 +218,44 @@ class ChatService:
         first: float | None = None
         pieces: list[str] = []
         state: dict[str, Any] = {}
-        for chunk in chain.stream(inputs):
-            if "prompt" in chunk:
-                state["prompt"] = chunk["prompt"]
-                shown = chunk["prompt"].hits
-                yield ChatEvent(
-                    "sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)]
-                )
-            for key in ("query", "hits"):
-                if key in chunk:
-                    state[key] = chunk[key]
-            if piece := chunk.get("answer"):
-                first = first or time.perf_counter()
-                pieces.append(piece)
-                yield ChatEvent("token", text=piece)
+        stop = stop or threading.Event()
+        timed_out = threading.Event()
+        timer = threading.Timer(self.settings.chat.answer_timeout, lambda: (timed_out.set(), stop.set()))
+        timer.daemon = True
+        timer.start()
+        token = STOP.set(stop)  # seen by the model: LangChain runs each step in a copy of this context
+        chunks = chain.stream(inputs)
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                if "prompt" in chunk:
+                    state["prompt"] = chunk["prompt"]
+                    shown = chunk["prompt"].hits
+                    yield ChatEvent(
+                        "sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)]
+                    )
+                for key in ("query", "hits"):
+                    if key in chunk:
+                        state[key] = chunk[key]
+                if piece := chunk.get("answer"):
+                    first = first or time.perf_counter()
+                    pieces.append(piece)
+                    yield ChatEvent("token", text=piece)
+            interrupted = stop.is_set()
+        finally:
+            timer.cancel()
+            stop.set()  # a no-op after a complete answer; else the model stops at its next token ...
+            chunks.close()  # ... and what LangChain still drains from the closed stream ends with it
+            with contextlib.suppress(ValueError):  # closed from another context (garbage collection)
+                STOP.reset(token)
+        if interrupted and timed_out.is_set():
+            raise AnswerTimeout(
+                f"the answer took longer than {self.settings.chat.answer_timeout:g} s (chat.answer_timeout) "
+                "and was stopped"
+            )
+        if interrupted:
+            raise AnswerStopped("the answer was stopped before it was complete")
         text = "".join(pieces).strip()
         ended = time.perf_counter()
 
@@ -230,10 +277,9 @@ class ChatService:
             if first and n_tokens > 1 and ended > first
             else None,
         )
-        if remember and conversation_id is not None:
-            self.conversations.add_message(conversation_id, "user", question)
-            answer.message_id = self.conversations.add_message(
-                conversation_id, "assistant", text, [asdict(s) for s in sources]
+        if remember:
+            answer.conversation_id, answer.message_id = self.conversations.save_turn(
+                conversation_id, question, text, [asdict(s) for s in sources], owner=owner or ""
             )
         yield ChatEvent("done", text=text, sources=sources, answer=answer)
 

@@ -163,6 +163,17 @@ class ChatSettings(BaseModel):
     system_prompt: str | None = Field(
         None, description="Replaces the built-in system prompt (which asks to answer only from the sources)."
     )
+    # A 5 MB question once took 133 s and 1.5 GB before the prompt budget refused it; 4,000 characters is
+    # ~1,000 tokens, more than a question needs and well inside every supported model's window.
+    max_question_chars: int = Field(
+        4000, ge=1, description="Longest question accepted, in characters; a longer one is refused at once."
+    )
+    answer_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds one answer may take from the question to its last token; a slower one is stopped "
+        "(the model is freed) and reported as an error.",
+    )
 
 
 class UiSettings(BaseModel):
@@ -180,12 +191,49 @@ class UiSettings(BaseModel):
     oidc_provider: str | None = Field(
         None, description="Provider name under [auth.<name>] in secrets.toml; None uses the [auth] section."
     )
+    login_max_failures: int = Field(
+        5, ge=1, description="Wrong passwords from one address before its logins are refused for a while."
+    )
+    login_lockout: float = Field(
+        300.0, gt=0, description="Seconds the login stays refused after login_max_failures wrong passwords."
+    )
+    allow_open_network: bool = Field(
+        False,
+        description="Let the app run on a network address with ui.auth = 'none' (anyone who can reach it "
+        "uses it, no login; a warning is shown). Off: such an app shows only how to turn on a login.",
+    )
+    sync_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders (with their subfolders) that the documents page may sync; none by "
+        "default, so browser users add documents by upload only. The CLI (`chatbot index`) may index any "
+        "folder: whoever runs it already has the server's files.",
+    )
 
     @model_validator(mode="after")
     def _password_needed(self) -> UiSettings:
         if self.auth == "password" and not (self.password and self.password.get_secret_value()):
             raise ValueError("ui.auth = 'password' needs ui.password (APP_UI__PASSWORD)")
         return self
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A 5 MB question once took 133 s and 1.5 GB; 1 MB holds a long conversation sent as history.
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body the HTTP API reads; a larger one gets 413."
+    )
+    # 44 unbounded concurrent requests once made /health take 46 s. A local model answers one question at a
+    # time, so 4 is one answering and three waiting their turn.
+    max_concurrent: int = Field(
+        4,
+        ge=1,
+        description="Chat requests being answered or waiting for the model at once; one more gets 429 with a "
+        "Retry-After header.",
+    )
+    retry_after: int = Field(
+        5, ge=1, description="Seconds a client turned away with 429 is asked to wait (Retry-After)."
+    )
 
 
 class Settings(BaseSettings):
@@ -211,6 +259,7 @@ class Settings(BaseSettings):
     )
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings, description="Training and registry.")
     ui: UiSettings = Field(default_factory=UiSettings, description="The browser app.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API (chatbot serve-api).")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -225,13 +274,32 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    """Whether the field at ``loc`` holds a secret (a SecretStr), or is unknown (a misspelt secret is still a
+    secret): the value given for it is never echoed in an error."""
+    model: Any = Settings
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or fields is None:
+            return False
+        if part not in fields:
+            return True
+        model = fields[part].annotation
+    return "SecretStr" in str(model)
+
+
 def _describe(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid settings ({origin}):"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"])
         env = "APP_" + "__".join(str(p) for p in err["loc"]).upper()
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        if isinstance(value, dict):
+            shown = ""
+        elif _is_secret(err["loc"]):
+            shown = " (value not shown)"
+        else:
+            shown = f" (got {value!r})"
         lines.append(f"  - {field} [env {env}]: {err['msg']}{shown}")
     return "\n".join(lines)
 

@@ -50,6 +50,33 @@ class RetrievalSettings(BaseModel):
         20.0, gt=0, description="A file whose extracted text exceeds this many MB is skipped and reported."
     )
     skip_hidden: bool = Field(True, description="Ignore files and folders whose name starts with a dot.")
+    follow_symlinks: bool = Field(
+        False,
+        description="Index files that symbolic links point to outside the synced folder (off: such links are "
+        "skipped and reported, so a link to /etc/passwd is never indexed). Links to folders are never followed.",
+    )
+    # 100,000 nested <div>s held a sync for over 5 minutes (parsing time grows with the square of the depth);
+    # real pages nest a few dozen levels, old ones with unclosed <p>s a few hundred.
+    max_html_depth: int = Field(
+        2048, ge=16, description="HTML nested deeper than this is skipped and reported, before it is parsed."
+    )
+    # A 39 MB DOCX that passed the bomb checks (~190 MB of XML) took 400 s and 1.15 GB; a 300-page text-only
+    # document has ~5 MB of XML.
+    max_docx_xml_mb: float = Field(
+        25.0, gt=0, description="A DOCX whose XML parts inflate past this many MB is skipped and reported."
+    )
+    load_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds one file may take to parse; a slower one is stopped and reported as failed (files are "
+        "parsed in a separate process, which is killed).",
+    )
+    loader_memory_mb: int = Field(
+        2048,
+        ge=256,
+        description="Memory (address space, MB) of the process that parses files; a file that "
+        "needs more is reported as failed.",
+    )
 
     # Index
     index_type: Literal["flat", "hnsw", "ivf"] = Field(
@@ -81,6 +108,10 @@ class RetrievalSettings(BaseModel):
     )
     bm25_depth: int = Field(
         1000, ge=1, description="BM25 results read per hybrid query to score the dense candidates too."
+    )
+    # BM25 ORs every word of the query: a 5 MB question made SQLite score the whole index per word.
+    max_query_words: int = Field(
+        64, ge=1, description="Distinct words of a query that BM25 searches for; the rest are ignored."
     )
     reranker: str | None = Field(
         None, description="Cross-encoder (hub id or local directory) that reorders the fused candidates; off."

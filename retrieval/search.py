@@ -50,19 +50,24 @@ class View:
         self.conn.close()
 
 
-def match_expression(query: str) -> str | None:
-    """FTS5 query matching any word of ``query`` (quoted, so no word is read as an operator)."""
-    words = dict.fromkeys(w.lower() for w in _WORD.findall(query))
+def match_expression(query: str, max_words: int = 64) -> str | None:
+    """FTS5 query matching any of the first ``max_words`` distinct words of ``query`` (quoted, so no word is
+    read as an operator)."""
+    words: dict[str, None] = {}
+    for match in _WORD.finditer(query):
+        words.setdefault(match.group().lower())
+        if len(words) >= max_words:
+            break
     return " OR ".join(f'"{w}"' for w in words) or None
 
 
-def bm25_scores(view: View, query: str, n: int) -> dict[int, float]:
+def bm25_scores(view: View, query: str, n: int, max_words: int = 64) -> dict[int, float]:
     """Chunk id -> BM25 score (higher is better) of the ``n`` best matches, best first.
 
     FTS5 scores every matching row to sort them, so a deep list costs little more than a short one; ask
     for one query with a deep list rather than re-running the MATCH for particular rows (which FTS5 does
     once per row: ~50x slower)."""
-    expression = match_expression(query)
+    expression = match_expression(query, max_words)
     if expression is None:
         return {}
     rank = f"bm25(fts, {BM25_WEIGHTS[0]}, {BM25_WEIGHTS[1]})"
@@ -104,10 +109,16 @@ def fuse(bm25: dict[int, float], dense: dict[int, float], weight: float) -> dict
 
 
 def pool(
-    view: View, query: str, vector: np.ndarray, dense: dict[int, float], n: int, depth: int
+    view: View,
+    query: str,
+    vector: np.ndarray,
+    dense: dict[int, float],
+    n: int,
+    depth: int,
+    max_words: int = 64,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """BM25 and dense scores for every chunk among the top ``n`` of either retriever."""
-    deep = bm25_scores(view, query, max(n, depth))
+    deep = bm25_scores(view, query, max(n, depth), max_words)
     bm25 = dict(list(deep.items())[:n])
     # Dense candidates get their BM25 score from the deep list; beyond it they count as 0, which min-max
     # normalisation puts at (or next to) the bottom, where a chunk ranked past ``depth`` belongs anyway.
@@ -122,12 +133,14 @@ def rank(
     """(chunk id, score, component scores) best first."""
     n = max(k, settings.candidates)
     if mode == "bm25":
-        return [(i, s, {"bm25": s}) for i, s in _top(bm25_scores(view, query, n), k)]
+        return [
+            (i, s, {"bm25": s}) for i, s in _top(bm25_scores(view, query, n, settings.max_query_words), k)
+        ]
     assert vector is not None
     dense = dense_scores(view, vector, n)
     if mode == "dense":
         return [(i, s, {"dense": s}) for i, s in _top(dense, k)]
-    bm25, dense = pool(view, query, vector, dense, n, settings.bm25_depth)
+    bm25, dense = pool(view, query, vector, dense, n, settings.bm25_depth, settings.max_query_words)
     fused = fuse(bm25, dense, settings.dense_weight)
     return [(i, s, {"bm25": bm25.get(i, 0.0), "dense": dense[i]}) for i, s in _top(fused, k)]
 

@@ -178,3 +178,22 @@ def chunk_rows(conn: sqlite3.Connection, ids: list[int]) -> dict[int, sqlite3.Ro
 
 def count_chunks(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+
+def copy_file(
+    source: sqlite3.Connection, target: sqlite3.Connection, path: str, hash_prefix: str = ""
+) -> None:
+    """Copy a file's record and its chunks (with their vectors) from one snapshot's database to another's;
+    ``hash_prefix`` marks the copied record's hash, so that the next sync reads the file again."""
+    row = source.execute(
+        "SELECT path, hash, size, status, reason, part_failures, indexed_at FROM files WHERE path = ?",
+        (path,),
+    ).fetchone()
+    if row is None:
+        return
+    target.execute("DELETE FROM chunks WHERE file = ?", (path,))
+    target.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (row[0], hash_prefix + row[1], *tuple(row)[2:]))  # fmt: skip
+    columns = "file, source, ordinal, text, title, page, start, end, text_hash, vector"
+    for chunk in source.execute(f"SELECT {columns} FROM chunks WHERE file = ? ORDER BY id", (path,)):
+        target.execute(f"INSERT INTO chunks ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(chunk))

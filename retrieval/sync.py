@@ -1,5 +1,10 @@
 """One incremental sync of a folder into a collection: plan by content hash, load and chunk what changed,
-embed only texts never embedded before, write a new snapshot and switch to it atomically."""
+embed only texts never embedded before, write a new snapshot and switch to it atomically.
+
+Files are parsed in a child process under a deadline (retrieval/isolation.py); whatever goes wrong with one
+file (unreadable, vanished, too slow, too big, malformed) is reported as that file's failure and the sync goes
+on; a file or folder that cannot be read keeps what was indexed from it (retrieval/plan.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -20,8 +24,10 @@ import numpy as np
 from retrieval import snapshot, store, vectors
 from retrieval.chunking import chunk_document
 from retrieval.errors import LoadError
-from retrieval.loaders import PIPELINE_VERSION, is_supported, load_file
+from retrieval.isolation import ParserProcess
+from retrieval.plan import Plan, fingerprint, keep_rows, plan
 from retrieval.types import SyncReport
+from retrieval.walk import read_file
 
 if TYPE_CHECKING:
     from chatbot.settings import Settings
@@ -33,95 +39,11 @@ Progress = Callable[[int, int, str], None]
 
 
 @dataclass
-class Plan:
-    folder: Path
-    files: dict[str, Path]  # supported files found: relative path -> absolute path
-    hashes: dict[str, str]
-    sizes: dict[str, int]
-    unsupported: list[str]
-    previous: dict[str, store.FileRecord]
-    rebuild: bool  # the chunking/embedding settings changed: every file is re-read
-
-    @property
-    def deleted(self) -> list[str]:
-        return sorted(set(self.previous) - set(self.files))
-
-    def unchanged(self, rel: str) -> bool:
-        old = self.previous.get(rel)
-        return not self.rebuild and old is not None and old.hash == self.hashes[rel]
-
-
-@dataclass
 class Pending:
     """Files loaded and chunked, waiting for their embeddings to be written in one batch."""
 
     records: list[tuple[store.FileRecord, list[store.NewChunk]]] = field(default_factory=list)
     chunks: int = 0
-
-
-def fingerprint(settings: Settings) -> str:
-    """What the stored chunks and vectors depend on; when it changes, every file is re-indexed."""
-    r = settings.retrieval
-    parts = {
-        "pipeline": PIPELINE_VERSION,
-        "embedding": settings.models.embedding,
-        "chunk_tokens": r.chunk_tokens,
-        "chunk_overlap": r.chunk_overlap,
-        "csv_rows_per_chunk": r.csv_rows_per_chunk,
-        "embed_with_title": r.embed_with_title,
-        "passage_prefix": r.passage_prefix,
-        "index_type": r.index_type,  # rebuilding re-reads files but reuses every vector (same texts)
-    }
-    return json.dumps(parts, sort_keys=True)
-
-
-def scan(folder: Path, skip_hidden: bool, exclude: Path | None = None) -> tuple[dict[str, Path], list[str]]:
-    """Supported files under ``folder`` by relative POSIX path, and the unsupported ones; ``exclude`` (the
-    data directory, when it sits inside the folder) is never entered."""
-    found: dict[str, Path] = {}
-    unsupported: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        if skip_hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if exclude is not None:
-            dirnames[:] = [d for d in dirnames if (Path(dirpath) / d).resolve() != exclude]
-        dirnames.sort()
-        for name in sorted(filenames):
-            if skip_hidden and name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(folder).as_posix()
-            if not path.is_file():
-                continue
-            if is_supported(name):
-                found[rel] = path
-            else:
-                unsupported.append(rel)
-    return found, unsupported
-
-
-def file_hash(path: Path, size: int, limit: float) -> str:
-    if size > limit:  # never read a file that will be refused anyway; size + mtime identify its content
-        return f"oversize:{size}:{path.stat().st_mtime_ns}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def plan(root: Path, folder: Path, settings: Settings) -> Plan:
-    files, unsupported = scan(folder, settings.retrieval.skip_hidden, Path(settings.data_dir).resolve())
-    limit = settings.retrieval.max_file_mb * 1_000_000
-    sizes = {rel: path.stat().st_size for rel, path in files.items()}
-    hashes = {rel: file_hash(path, sizes[rel], limit) for rel, path in files.items()}
-    previous: dict[str, store.FileRecord] = {}
-    rebuild = False
-    if (now := snapshot.current(root)) is not None:
-        with _closing(store.connect(now / store.DB_NAME, readonly=True)) as conn:
-            previous = store.files(conn)
-            rebuild = store.get_meta(conn, "fingerprint") != fingerprint(settings)
-    return Plan(folder, files, hashes, sizes, unsupported, previous, rebuild)
 
 
 class _closing:
@@ -143,8 +65,12 @@ def run_sync(
     snapshot.clean_incomplete(root)
     p = plan(root, folder, settings)
     report = SyncReport(unsupported=p.unsupported, deleted=p.deleted)
-    todo = [rel for rel in p.files if not p.unchanged(rel)]
-    for rel in p.files:
+    for where, reason in p.lost_dirs.items():
+        kept = sum(1 for folder in p.unseen.values() if folder == where)
+        report.failed[f"{where}/"] = f"{reason}; the {kept} files indexed from it before are kept"
+    report.failed.update(p.kept)
+    todo = [rel for rel in p.entries if not p.unchanged(rel)]
+    for rel in p.entries:
         if p.unchanged(rel):
             old = p.previous[rel]
             report.failed.update(
@@ -153,9 +79,10 @@ def run_sync(
             if old.status == "ok":
                 report.unchanged.append(rel)
     if todo or p.deleted or p.rebuild:
-        _write_version(root, p, todo, settings, embedder, report, progress)
+        with ParserProcess(settings.retrieval) as parser:
+            _write_version(root, p, todo, settings, embedder, report, progress, parser)
     elif progress:
-        progress(len(p.files), len(p.files), "")
+        progress(len(p.entries), len(p.entries), "")
     previous = snapshot.current(root)
     if previous is not None:
         with _closing(store.connect(previous / store.DB_NAME, readonly=True)) as conn:
@@ -166,7 +93,7 @@ def run_sync(
     return report
 
 
-def _write_version(root, p: Plan, todo, settings, embedder, report, progress) -> None:
+def _write_version(root, p: Plan, todo, settings, embedder, report, progress, parser: ParserProcess) -> None:
     name, staging = snapshot.stage(root)
     previous = snapshot.current(root)
     conn = reuse = None
@@ -183,12 +110,15 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress) ->
         writer = _Writer(conn, reuse, settings, embedder)
         for rel in p.deleted:
             writer.removed += store.delete_file(conn, rel)
-        done = len(p.files) - len(todo)
+        if p.rebuild and reuse is not None:  # a fresh database: bring along what cannot be read again now
+            for rel in p.untouched:
+                keep_rows(reuse, conn, rel)
+        done = len(p.entries) - len(todo)
         for rel in todo:
-            _load_one(rel, p, settings, embedder, writer, report)
+            _load_one(rel, p, settings, embedder, writer, report, parser)
             done += 1
             if progress:
-                progress(done, len(p.files), rel)
+                progress(done, len(p.entries), rel)
         writer.flush()
         store.set_meta(conn, "fingerprint", fingerprint(settings))
         store.set_meta(conn, "folder", str(p.folder))
@@ -209,10 +139,20 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress) ->
             reuse.close()
 
 
-def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report: SyncReport) -> None:
+def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, parser: ParserProcess) -> None:
     old = p.previous.get(rel)
+    if rel in p.problems:  # skipped (a link out of the folder...) or unreadable since the scan: not read
+        report.failed[rel] = p.problems[rel]
+        writer.add(store.FileRecord(rel, p.hashes[rel], 0, "failed", p.problems[rel], None), [])
+        return
+    limit = settings.retrieval.max_file_mb * 1_000_000
     try:
-        loaded = load_file(p.files[rel], rel, settings.retrieval)
+        if p.sizes[rel] > limit:
+            raise LoadError(
+                f"file is {p.sizes[rel] / 1e6:.1f} MB, over the limit retrieval.max_file_mb="
+                f"{settings.retrieval.max_file_mb}"
+            )
+        loaded = parser.load(read_file(p.files[rel], limit), rel)
         chunks = [
             chunk
             for doc in loaded.documents
@@ -224,9 +164,15 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report: Sy
         report.failed[rel] = str(exc)
         writer.add(store.FileRecord(rel, p.hashes[rel], p.sizes[rel], "failed", str(exc), None), [])
         return
-    except OSError as exc:
-        report.failed[rel] = f"cannot read: {exc.strerror or exc}"
-        writer.add(store.FileRecord(rel, p.hashes[rel], p.sizes[rel], "failed", report.failed[rel], None), [])
+    except OSError as exc:  # vanished, or made unreadable, since the plan
+        reason = f"cannot read: {exc.strerror or exc}"
+        if old is not None and old.status == "ok":
+            report.failed[rel] = f"{reason}; the version indexed before is kept"
+            if p.rebuild and writer.reuse is not None:
+                keep_rows(writer.reuse, writer.conn, rel)
+            return
+        report.failed[rel] = reason
+        writer.add(store.FileRecord(rel, "unreadable", p.sizes[rel], "failed", reason, None), [])
         return
     report.failed.update(loaded.failures)
     # A file that failed before was not in the index: indexing it now adds it.

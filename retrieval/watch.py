@@ -37,8 +37,10 @@ def watch(
     stop: threading.Event,
     debounce: float = 1.0,
     poll_seconds: float = 30.0,
+    retry_seconds: float = 5.0,
 ) -> None:
-    """Sync ``folder`` after each burst of changes until ``stop`` is set.
+    """Sync ``folder`` after each burst of changes until ``stop`` is set. A sync that fails is logged and
+    tried again ``retry_seconds`` later (files that fail are only reported: they never fail a sync).
 
     Uses watchdog's native file-system events; without watchdog it falls back to a sync every
     ``poll_seconds`` (cheap when nothing changed: files are only hashed, never re-embedded).
@@ -64,6 +66,10 @@ def watch(
             except CollectionLockedError as exc:
                 log.warning("%s; retrying in %.0f s", exc, max(debounce, 1.0))
                 stop.wait(max(debounce, 1.0))
+                changes.touch()
+            except Exception as exc:  # a full disk, a folder gone for a moment: report it, keep watching
+                log.error("sync of %s failed: %s; retrying in %.0f s", folder, exc, retry_seconds)
+                stop.wait(retry_seconds)
                 changes.touch()
     finally:
         if observer is not None:

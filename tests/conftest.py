@@ -116,6 +116,13 @@ def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with room for ~8k tokens: random weights rarely emit end-of-text, so it generates for as
+    long as ``max_new_tokens`` allows (~8 s for 3,000 tokens here), which tests of stopping need."""
+    return build_tiny_llm(tmp_path_factory.mktemp("long-llm"), max_positions=8192)
+
+
+@pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
 

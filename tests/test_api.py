@@ -1,19 +1,16 @@
 """The HTTP API: FastAPI's TestClient for the contract, and one real HTTP round trip through uvicorn."""
 
 import json
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from api_helpers import ask, serving
 from fastapi.testclient import TestClient
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from chatbot.api import create_app
+from chatbot.api_keys import ApiKeys
 from chatbot.service import ChatService
 from retrieval.collection import Collection
 
@@ -29,11 +26,8 @@ def service(settings):
 
 @pytest.fixture
 def client(service):
-    return TestClient(create_app(service))
-
-
-def ask(text, **extra):
-    return {"model": "assistant", "messages": [{"role": "user", "content": text}], **extra}
+    _, token = ApiKeys.of(service.settings.data_dir).create("tester")
+    return TestClient(create_app(service), headers={"Authorization": f"Bearer {token}"})
 
 
 def test_completion_has_openai_shape_and_sources(client):
@@ -65,14 +59,17 @@ def test_streaming_is_server_sent_events(client):
     assert len(chunks) > 4  # streamed in pieces, not one block
 
 
-def test_conversations_are_stored_when_named_and_manageable(client, service):
-    conv = service.conversations.create("support")
-    r = client.post("/v1/chat/completions", json=ask("How do I delete a collection?", conversation_id=conv))
+def test_conversations_are_stored_when_asked_and_manageable(client, service):
+    r = client.post("/v1/chat/completions", json=ask("How do I delete a collection?", store=True))
+    conv = r.json()["conversation_id"]
+    assert r.status_code == 200 and conv
+    r = client.post("/v1/chat/completions", json=ask("And the folder?", conversation_id=conv))
     assert r.status_code == 200 and r.json()["conversation_id"] == conv
     listed = client.get("/v1/conversations").json()["conversations"]
-    assert [c["id"] for c in listed] == [conv] and listed[0]["messages"] == 2
+    assert [c["id"] for c in listed] == [conv] and listed[0]["messages"] == 4
+    assert listed[0]["owner"] == "api:tester"
     assert client.patch(f"/v1/conversations/{conv}", json={"title": "renamed"}).json()["title"] == "renamed"
-    assert len(client.get(f"/v1/conversations/{conv}").json()["messages"]) == 2
+    assert len(client.get(f"/v1/conversations/{conv}").json()["messages"]) == 4
     assert client.delete(f"/v1/conversations/{conv}").status_code == 200
     assert client.get(f"/v1/conversations/{conv}").status_code == 404
     assert client.get("/v1/collections").json() == {"collections": ["sample"]}
@@ -108,31 +105,7 @@ def test_malformed_json_body(client):
     assert r.status_code == 422 and "malformed request" in r.json()["error"]["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(service):
-    """Our API on a free loopback port, in a thread, for as long as the block runs; yields the port."""
-    port = _free_port()
-    config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 20
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def test_real_http_round_trip(service):
+def test_real_http_round_trip(service):  # no API key exists: served to this machine's own clients
     with serving(service) as port:
         r = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",

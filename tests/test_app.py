@@ -1,9 +1,12 @@
 """The Streamlit app, page by page, driven by streamlit.testing.v1.AppTest on the tiny models."""
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import streamlit as st
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from chatbot.memory import Conversations
@@ -19,7 +22,20 @@ def env(app_env, monkeypatch):
     for key, value in app_env.items():
         monkeypatch.setenv(key, value)
     st.cache_resource.clear()  # services are cached per process: rebuild them from this test's settings
-    return app_env
+    with loopback():
+        yield app_env
+
+
+@contextmanager
+def loopback(address: str = "127.0.0.1"):
+    """The app as served on ``address`` (as `make run` and .streamlit/config.toml serve it: 127.0.0.1),
+    whatever folder the tests run from."""
+    before = st_config.get_option("server.address")
+    st_config.set_option("server.address", address)
+    try:
+        yield
+    finally:
+        st_config.set_option("server.address", before)
 
 
 @pytest.fixture
@@ -109,9 +125,11 @@ def test_bad_generation_setting_is_explained(indexed):
     assert not at.exception
 
 
-def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path):
+def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     docs.mkdir()
+    monkeypatch.setenv("APP_UI__SYNC_ROOTS", json.dumps([str(tmp_path)]))  # server folders the page may sync
+    st.cache_resource.clear()
     (docs / "a.md").write_text("# Opening hours\n\nThe office opens at nine.\n")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
     at = page("documents")

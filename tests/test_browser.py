@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,13 @@ def server(app_env, monkeypatch, tmp_path):
     for key, value in app_env.items():
         monkeypatch.setenv(key, value)
     Collection.open(load_settings(), "sample").sync(ROOT / "data" / "sample")
+    with running_app(app_env, tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def running_app(app_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """`streamlit run streamlit_app.py` on a free loopback port with ``app_env``; yields its URL."""
     port = _free_port()
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - open while the server runs
     proc = subprocess.Popen(
@@ -63,6 +72,8 @@ def server(app_env, monkeypatch, tmp_path):
             "streamlit",
             "run",
             "streamlit_app.py",
+            "--server.address",
+            "127.0.0.1",
             "--server.port",
             str(port),
             "--server.headless",

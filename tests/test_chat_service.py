@@ -6,7 +6,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from chatbot.memory import ConversationNotFound
-from chatbot.service import ChatService, CollectionNotFound
+from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -73,3 +73,50 @@ def test_unknown_collection_and_conversation_are_clear_errors(indexed):
         service.answer("hello", conversation_id="missing")
     with pytest.raises(ValueError, match="empty"):
         service.answer("   ")
+
+
+def test_a_failed_first_answer_leaves_no_conversation(indexed):
+    service = ChatService(indexed, llm=scripted())  # no answer to give: the model fails mid-stream
+    with pytest.raises(Exception):  # noqa: B017 - whatever the model raises
+        service.answer("How do I delete a collection?", owner="alice")
+    assert service.conversations.list() == []
+    ok = ChatService(indexed, llm=scripted("Use the delete command [1]."))
+    answer = ok.answer("How do I delete a collection?", owner="alice")
+    assert [c.id for c in ok.conversations.list(owner="alice")] == [answer.conversation_id]
+
+
+def test_a_conversation_is_continued_only_by_its_owner(indexed):
+    service = ChatService(indexed, llm=scripted("one", "two", "three"))
+    conv = service.answer("How do I delete a collection?", owner="alice").conversation_id
+    with pytest.raises(ConversationNotFound):
+        service.answer("and then?", conversation_id=conv, owner="bob")
+    assert service.answer("and then?", conversation_id=conv, owner="alice").conversation_id == conv
+    assert len(service.conversations.messages(conv)) == 4  # bob's attempt stored nothing
+
+
+def test_overlong_question_is_refused_before_any_work(indexed):
+    service = ChatService(indexed, llm=scripted("never"))
+    with pytest.raises(QuestionTooLong, match="chat.max_question_chars"):
+        service.answer("why " * 2000)
+    assert service.conversations.list() == []
+
+
+def test_answer_timeout_stops_generation_and_frees_the_model(indexed, long_llm_dir):
+    import time
+
+    settings = indexed.model_copy(
+        update={
+            "models": indexed.models.model_copy(update={"generator": str(long_llm_dir)}),
+            "chat": indexed.chat.model_copy(update={"answer_timeout": 1.0, "min_relevance": -1.0}),
+            "generation": indexed.generation.model_copy(update={"max_new_tokens": 6000}),
+        }
+    )
+    service = ChatService(settings)
+    assert service.llm is not None  # loaded before the clock starts
+    started = time.perf_counter()
+    with pytest.raises(AnswerTimeout, match="chat.answer_timeout"):
+        service.answer("How do I delete a collection?")
+    assert time.perf_counter() - started < 5  # 6,000 tokens would take ~20 s
+    assert service.llm.lock.acquire(blocking=False)  # free at once
+    service.llm.lock.release()
+    assert service.conversations.list() == []

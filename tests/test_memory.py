@@ -63,3 +63,18 @@ def test_owners_see_only_their_conversations(tmp_path):
     assert [c.id for c in store.list(owner="alice")] == [mine]
     assert len(store.list()) == 2  # the unfiltered list is for administrators (CLI, API)
     assert store.get(mine).owner == "alice"
+
+
+def test_another_owner_cannot_read_rename_or_delete(tmp_path):
+    store = Conversations(tmp_path / "c.sqlite")
+    conv, _ = store.save_turn(None, "When does it open?", "At nine [1].", owner="alice")
+    for call in (
+        lambda: store.get(conv, owner="bob"),
+        lambda: store.messages(conv, owner="bob"),
+        lambda: store.rename(conv, "mine now", owner="bob"),
+        lambda: store.delete(conv, owner="bob"),
+    ):
+        with pytest.raises(ConversationNotFound):
+            call()
+    assert store.get(conv, owner="alice").title == "When does it open?"
+    assert [m.role for m in store.messages(conv, owner="alice")] == ["user", "assistant"]

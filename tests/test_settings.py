@@ -66,3 +66,18 @@ def test_missing_or_malformed_file(tmp_path):
     bad.write_text("generation: [unclosed\n")
     with pytest.raises(SettingsError, match="not valid YAML"):
         load_settings(bad)
+
+
+def test_errors_never_print_secret_values(tmp_path):
+    """A rejected password, API key, or a misspelt secret setting is named, never echoed."""
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "ui:\n  auth: password\n  password: 20250917\n  pasword: hunter2\nmodels:\n  endpoint_api_key: 8812\n"
+    )
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    message = str(err.value)
+    assert "ui.password" in message and "ui.pasword" in message and "models.endpoint_api_key" in message
+    for secret in ("20250917", "hunter2", "8812"):
+        assert secret not in message
+    assert "value not shown" in message

@@ -5,7 +5,6 @@ import time
 import pytest
 
 from chatbot.memory import Conversations
-from chatbot.ui.jobs import save_uploads
 from chatbot.ui.training_jobs import current_job, start_job
 from finetune.feedback import feedback_conversations
 
@@ -27,15 +26,6 @@ def test_feedback_from_the_chat_becomes_training_examples(tmp_path):
         (("user", "When does it open?"), ("assistant", "At nine [1].")),
         (("user", "And close?"), ("assistant", "At eight in the evening [1].")),
     ]
-
-
-def test_uploads_keep_base_names_only(tmp_path):
-    written = save_uploads(tmp_path / "up", [("guide.md", b"# Guide"), ("../../etc/evil.txt", b"x")])
-    assert [p.name for p in written] == ["guide.md", "evil.txt"]
-    assert all(p.parent == tmp_path / "up" for p in written)
-    assert not (tmp_path / "etc").exists()
-    with pytest.raises(ValueError, match="cannot save"):
-        save_uploads(tmp_path / "up", [("..", b"x")])
 
 
 def test_training_job_runs_in_the_background_and_is_found_again(settings):

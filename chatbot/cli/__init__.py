@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatbot.cli import (  # noqa: F401  (each module registers its commands)
+    api_cmds,
     chat_cmds,
     eval_cmds,
     retrieval_cmds,

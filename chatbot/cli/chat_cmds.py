@@ -87,12 +87,15 @@ def serve_api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the HTTP API: OpenAI-compatible /v1/chat/completions with sources, collections, conversations."""
-    import uvicorn
+    """Serve the HTTP API: OpenAI-compatible /v1/chat/completions with sources, collections, conversations.
+    A network address needs an API key first (`chatbot api-keys create NAME`)."""
+    from chatbot.api import serve
+    from chatbot.api_guard import ExposureRefused
 
-    from chatbot.api import create_app
-
-    uvicorn.run(create_app(_service(ctx)), host=host, port=port, log_level="info")
+    try:
+        serve(_service(ctx), host, port)
+    except ExposureRefused as exc:
+        fail(str(exc), code=2)
 
 
 CHAT_HELP = """Commands: /new (new conversation), /history (this conversation), /list (all conversations),

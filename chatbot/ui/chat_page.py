@@ -9,7 +9,7 @@ import streamlit as st
 
 from chatbot.memory import ConversationNotFound
 from chatbot.settings import GenerationSettings, SettingsError, generation_with
-from chatbot.ui.render import plain_passage, safe_markdown
+from chatbot.ui.render import code_span, plain_passage, safe_markdown
 from chatbot.ui.state import PageContext, page_context
 
 log = logging.getLogger(__name__)
@@ -25,19 +25,21 @@ def sidebar_conversations(ctx: PageContext) -> None:
     if not listed:
         st.sidebar.caption(t("no_conversations"))
     for conv in listed[:50]:
-        label = ("▸ " if conv.id == current else "") + conv.title
+        label = ("▸ " if conv.id == current else "") + safe_markdown(conv.title)  # labels render Markdown
         if st.sidebar.button(label, key=f"conv-{conv.id}", use_container_width=True):
             st.session_state.conversation_id = conv.id
             st.rerun()
     if current and any(c.id == current for c in listed):
         with st.sidebar.expander(t("rename") + " / " + t("delete")):
-            title = st.text_input(t("title"), value=store.get(current).title, key=f"title-{current}")
+            title = st.text_input(
+                t("title"), value=store.get(current, ctx.owner).title, key=f"title-{current}"
+            )
             left, right = st.columns(2)
             if left.button(t("rename"), key="rename"):
-                store.rename(current, title)
+                store.rename(current, title, owner=ctx.owner)
                 st.rerun()
             if right.button(t("delete"), key="delete"):
-                store.delete(current)
+                store.delete(current, owner=ctx.owner)
                 st.session_state.pop("conversation_id", None)
                 st.rerun()
 
@@ -84,12 +86,13 @@ def show_sources(ctx: PageContext, sources: list[dict[str, Any]]) -> None:
     t = ctx.t
     with st.expander(f"{t('sources')} ({len(sources)})"):
         for s in sources:
-            where = s["source"] + (f", {t('page')} {s['page']}" if s.get("page") else "")
+            page = f", {t('page')} {s['page']}" if s.get("page") else ""
             heading = f" — {s['title']}" if s.get("title") else ""
             cited = f" · {t('cited')}" if s.get("cited") else ""
+            # file names and headings come from the documents: shown as text, never as Markdown
             st.markdown(
-                f"**[{s['number']}]** `{where}`{safe_markdown(heading)} · {t('relevance')} "
-                f"{s['score']:.2f}{cited}"
+                f"**[{s['number']}]** {code_span(s['source'])}{page}{safe_markdown(heading)} · "
+                f"{t('relevance')} {s['score']:.2f}{cited}"
             )
             st.text(plain_passage(s["text"]))
 
@@ -110,7 +113,7 @@ def history(ctx: PageContext) -> None:
     if not conv_id:
         return
     try:
-        messages = ctx.service.conversations.messages(conv_id)
+        messages = ctx.service.conversations.messages(conv_id, owner=ctx.owner)
     except ConversationNotFound:
         st.session_state.pop("conversation_id", None)
         return
@@ -141,14 +144,19 @@ def answer(
                 model_version=version,
                 owner=ctx.owner,
             )
-            for event in events:
-                if event.kind == "token":
-                    shown += event.text
-                    # re-sanitised as a whole: an image marker may arrive split over several tokens
-                    placeholder.markdown(safe_markdown(shown) + "▌")
-                elif event.kind == "done":
-                    placeholder.markdown(safe_markdown(event.answer.text))
-                    st.session_state.conversation_id = event.answer.conversation_id
+            try:
+                for event in events:
+                    if event.kind == "token":
+                        shown += event.text
+                        # re-sanitised as a whole: an image marker may arrive split over several tokens
+                        placeholder.markdown(safe_markdown(shown) + "▌")
+                    elif event.kind == "done":
+                        placeholder.markdown(safe_markdown(event.answer.text))
+                        st.session_state.conversation_id = event.answer.conversation_id
+            finally:
+                # A closed tab, a new question or Stop ends this script run at the next st call (Streamlit's
+                # StopException, not an Exception): closing here stops the model and frees it at once.
+                events.close()
         except Exception as exc:  # shown to the user, who is not a programmer; logged in full
             log.exception("answering %r failed", question)
             st.error(f"{ctx.t('error')}: {exc}")

@@ -1,4 +1,8 @@
-"""The documents page: collections, uploads, server-folder syncs with progress, stats and failures."""
+"""The documents page: collections, uploads, server-folder syncs with progress, stats and failures.
+
+Uploads are written under the data directory only; server folders may be synced only under ui.sync_roots
+(chatbot/uploads.py).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatbot.ui.jobs import save_uploads, sync_jobs
+from chatbot.ui.jobs import sync_jobs
+from chatbot.ui.render import code_span
 from chatbot.ui.state import PageContext, page_context
+from chatbot.uploads import FolderNotAllowed, UploadError, UploadExists, save_uploads, uploads_dir
 from retrieval.collection import Collection
 
 
-def upload_folder(ctx: PageContext, name: str, stats: dict) -> Path:
-    """Where uploads to ``name`` go: the folder the collection is synced from, or its own uploads folder."""
+def fed_by_uploads(ctx: PageContext, name: str, stats: dict) -> bool:
+    """Whether ``name`` takes uploads: never synced yet, or synced from its own uploads folder."""
     folder = stats.get("folder")
-    return Path(folder) if folder else ctx.settings.data_dir / "uploads" / name
+    return not folder or Path(folder).resolve() == uploads_dir(ctx.settings, name).resolve()
 
 
 def create_form(ctx: PageContext) -> None:
@@ -33,25 +39,44 @@ def create_form(ctx: PageContext) -> None:
             st.rerun()
 
 
-def sync_controls(ctx: PageContext, name: str, stats: dict) -> None:
-    t, jobs = ctx.t, sync_jobs()
-    running = (job := jobs.get(name)) is not None and job.running
+def upload_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> None:
+    t = ctx.t
+    if not fed_by_uploads(ctx, name, stats):
+        st.caption(t("synced_from_folder").format(folder=code_span(str(stats["folder"]))))
+        return
     uploads = st.file_uploader(t("upload"), accept_multiple_files=True, key=f"up-{name}")
+    replace = st.checkbox(t("replace_existing"), key=f"replace-{name}")
     if st.button(t("upload_and_sync"), disabled=running or not uploads):
-        target = upload_folder(ctx, name, stats)
-        save_uploads(target, [(f.name, f.getvalue()) for f in uploads])
-        jobs.start(ctx.settings, name, target)
+        try:
+            save_uploads(ctx.settings, name, [(f.name, f.getvalue()) for f in uploads], replace=replace)
+        except UploadExists as exc:
+            st.warning(t("upload_exists").format(names=", ".join(exc.names)))
+            return
+        except UploadError as exc:
+            st.error(str(exc))
+            return
+        sync_jobs().start(ctx.settings, name, uploads_dir(ctx.settings, name))
         st.rerun()
+
+
+def folder_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> None:
+    t = ctx.t
+    if not ctx.settings.ui.sync_roots:
+        st.caption(t("folder_sync_off"))
+        return
     with st.form(f"folder-{name}"):
         st.caption(t("server_folder"))
         folder = st.text_input(t("folder_path"), value=stats.get("folder") or "")
         submitted = st.form_submit_button(t("sync"), disabled=running)
     if submitted and folder:
         path = Path(folder).expanduser()
-        if not path.is_dir():
-            st.error(f"{path}: not a folder on the server")
-        else:
-            jobs.start(ctx.settings, name, path)
+        try:
+            if not path.is_dir():
+                st.error(f"{path}: not a folder on the server")
+            else:
+                sync_jobs().start(ctx.settings, name, path)
+        except (FolderNotAllowed, OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            st.error(str(exc))
 
 
 @st.fragment(run_every=1.0)
@@ -62,7 +87,8 @@ def sync_progress(ctx: PageContext, name: str) -> None:
         return
     if job.running:
         fraction = job.done / job.total if job.total else 0.0
-        st.progress(fraction, text=f"{t('syncing')} {job.done}/{job.total or '?'} {job.current}")
+        current = code_span(job.current) if job.current else ""
+        st.progress(fraction, text=f"{t('syncing')} {job.done}/{job.total or '?'} {current}")
         return
     if job.error:
         st.error(job.error)
@@ -107,7 +133,9 @@ def main() -> None:
         st.session_state.collection = name
         stats = Collection.open(ctx.settings, name).stats()  # read once per rerun: it opens the snapshot
         stats_panel(ctx, stats)
-        sync_controls(ctx, name, stats)
+        running = (job := sync_jobs().get(name)) is not None and job.running
+        upload_controls(ctx, name, stats, running)
+        folder_controls(ctx, name, stats, running)
         sync_progress(ctx, name)
         delete_panel(ctx, name)
     create_form(ctx)

@@ -48,6 +48,27 @@ STRINGS: dict[str, dict[str, str]] = {
     "upload_and_sync": {"en": "Add and index", "es": "Añadir e indexar"},
     "server_folder": {"en": "Sync a folder on the server", "es": "Sincronizar una carpeta del servidor"},
     "folder_path": {"en": "Folder path", "es": "Ruta de la carpeta"},
+    "replace_existing": {
+        "en": "Replace files with the same name",
+        "es": "Reemplazar los archivos con el mismo nombre",
+    },
+    "upload_exists": {
+        "en": "Already uploaded: {names}. Nothing was saved: tick “Replace files with the same name” to "
+        "replace them, or rename the files.",
+        "es": "Ya subidos: {names}. No se guardó nada: marque «Reemplazar los archivos con el mismo nombre» "
+        "para reemplazarlos, o cambie su nombre.",
+    },
+    "synced_from_folder": {
+        "en": "This collection is synced from the server folder {folder}: add documents to that folder "
+        "(uploads go to collections of their own).",
+        "es": "Esta colección se sincroniza desde la carpeta del servidor {folder}: añada los documentos a esa "
+        "carpeta (las subidas van a colecciones propias).",
+    },
+    "folder_sync_off": {
+        "en": "Syncing server folders from the browser is off (setting ui.sync_roots): upload files instead.",
+        "es": "Sincronizar carpetas del servidor desde el navegador está desactivado (ajuste ui.sync_roots): "
+        "suba los archivos.",
+    },
     "sync": {"en": "Sync", "es": "Sincronizar"},
     "syncing": {"en": "Indexing…", "es": "Indexando…"},
     "sync_done": {"en": "Sync finished", "es": "Sincronización terminada"},
@@ -77,6 +98,22 @@ STRINGS: dict[str, dict[str, str]] = {
     "log_in": {"en": "Log in", "es": "Iniciar sesión"},
     "log_out": {"en": "Log out", "es": "Cerrar sesión"},
     "wrong_password": {"en": "Wrong password.", "es": "Contraseña incorrecta."},
+    "too_many_attempts": {
+        "en": "Too many wrong passwords: try again in {seconds} s.",
+        "es": "Demasiadas contraseñas incorrectas: vuelva a intentarlo en {seconds} s.",
+    },
+    "open_network_refused": {
+        "en": "This app is served on {where} with no login, so anyone who can reach it could use it. "
+        "Turn on a login (ui.auth = 'password' or 'oidc'), serve it on 127.0.0.1 (the default of `make run`), "
+        "or allow it explicitly with ui.allow_open_network = true. See docs/security.md.",
+        "es": "Esta aplicación se sirve en {where} sin inicio de sesión: cualquiera que llegue a ella podría "
+        "usarla. Active un inicio de sesión (ui.auth = 'password' u 'oidc'), sírvala en 127.0.0.1 (lo que hace "
+        "`make run`), o permítalo expresamente con ui.allow_open_network = true. Véase docs/security.md.",
+    },
+    "open_network_warning": {
+        "en": "Served on {where} with no login: anyone who can reach this address can use the app.",
+        "es": "Servida en {where} sin inicio de sesión: cualquiera que llegue a esta dirección puede usarla.",
+    },
     "language": {"en": "Language", "es": "Idioma"},
     "data": {"en": "Training data", "es": "Datos de entrenamiento"},
 }

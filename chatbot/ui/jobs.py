@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from chatbot.settings import Settings
+from chatbot.uploads import allowed_folder
 from retrieval.types import SyncReport
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ class SyncJobs:
         return self._jobs.get(collection)
 
     def start(self, settings: Settings, collection: str, folder: Path) -> SyncJob:
-        """Start syncing ``collection`` from ``folder``; if one is already running, return that one."""
+        """Start syncing ``collection`` from ``folder``; if one is already running, return that one. A folder
+        the app may not sync (see chatbot.uploads.allowed_folder) raises FolderNotAllowed."""
+        folder = allowed_folder(settings, collection, folder)
         with self._lock:
             job = self._jobs.get(collection)
             if job is not None and job.running:
@@ -77,19 +80,3 @@ class SyncJobs:
 def sync_jobs() -> SyncJobs:
     """The process-wide table of sync jobs (kept across reruns and page reloads)."""
     return SyncJobs()
-
-
-def save_uploads(target: Path, files: list[tuple[str, bytes]]) -> list[Path]:
-    """Write uploaded files into ``target`` under their base names (no directory parts); returns the paths."""
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in files:
-        safe = Path(name).name
-        if not safe or safe in (".", ".."):
-            raise ValueError(f"cannot save an upload named {name!r}")
-        path = target / safe
-        tmp = path.with_name(f".{safe}.part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        written.append(path)
-    return written

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,30 +53,3 @@ def page_context() -> PageContext:
     service = get_service()
     lang = language(service.settings)
     return PageContext(service, service.settings, translator(lang), lang, owner(service.settings))
-
-
-def login_gate(settings: Settings, t: Callable[[str], str]) -> bool:
-    """True when the user may see the app; otherwise shows the login form and returns False."""
-    if settings.ui.auth == "none":
-        return True
-    if settings.ui.auth == "oidc":
-        if getattr(st.user, "is_logged_in", False):
-            st.sidebar.button(t("log_out"), on_click=st.logout)
-            return True
-        st.button(
-            t("log_in"),
-            on_click=st.login,
-            args=(settings.ui.oidc_provider,) if settings.ui.oidc_provider else (),
-        )
-        return False
-    if st.session_state.get("authenticated"):
-        return True
-    with st.form("login"):
-        attempt = st.text_input(t("password"), type="password")
-        if st.form_submit_button(t("log_in")):
-            expected = settings.ui.password.get_secret_value() if settings.ui.password else ""
-            if hmac.compare_digest(attempt.encode(), expected.encode()):
-                st.session_state.authenticated = True
-                st.rerun()
-            st.error(t("wrong_password"))
-    return False

@@ -111,6 +111,8 @@ def load_bytes(data: bytes, source: str, settings: RetrievalSettings) -> Loaded:
         raise
     except RecursionError as exc:
         raise LoadError("too deeply nested to parse") from exc
+    except MemoryError:
+        raise  # the caller knows the memory limit it set
     except Exception as exc:  # a third-party parser failing on malformed input: report it, never abort
         log.debug("parser error on %s", source, exc_info=True)
         raise LoadError(f"cannot parse: {type(exc).__name__}: {exc}") from exc

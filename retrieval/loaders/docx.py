@@ -53,9 +53,11 @@ def check_zip(data: bytes, settings: RetrievalSettings, kind: str) -> None:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
         raise LoadError(f"corrupt {kind}: not a zip archive ({exc})") from exc
-    total = 0
+    total = xml = 0
     for info in archive.infolist():
         total += info.file_size
+        if info.filename.endswith((".xml", ".rels")):
+            xml += info.file_size
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > 1_000_000 and ratio > settings.max_compression_ratio:
             raise LoadError(
@@ -66,6 +68,11 @@ def check_zip(data: bytes, settings: RetrievalSettings, kind: str) -> None:
         raise LoadError(
             f"decompression bomb suspected: inflates to {total / 1e6:.0f} MB "
             f"(limit retrieval.max_uncompressed_mb={settings.max_uncompressed_mb:g})"
+        )
+    # The XML is parsed into a tree of Python objects (~6x its size in memory, and slow): images are not.
+    if xml > settings.max_docx_xml_mb * 1_000_000:
+        raise LoadError(
+            f"{kind} holds {xml / 1e6:.0f} MB of XML, over retrieval.max_docx_xml_mb={settings.max_docx_xml_mb:g}"
         )
 
 

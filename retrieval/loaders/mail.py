@@ -44,7 +44,7 @@ def load_message(data: bytes, source: str, settings: RetrievalSettings) -> Loade
     subject = str(message["subject"] or "").strip()
     header = [f"Subject: {subject}", f"From: {message['from'] or ''}", f"Date: {message['date'] or ''}"]
     doc = Document(source, title=subject or None)
-    doc.add("\n".join(header) + "\n\n" + _body(message), title=subject or None)
+    doc.add("\n".join(header) + "\n\n" + _body(message, settings.max_html_depth), title=subject or None)
     loaded = Loaded([doc])
     for attachment in message.iter_attachments():
         name = attachment.get_filename()
@@ -61,7 +61,7 @@ def load_message(data: bytes, source: str, settings: RetrievalSettings) -> Loade
     return loaded
 
 
-def _body(message: EmailMessage) -> str:
+def _body(message: EmailMessage, max_html_depth: int) -> str:
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
         return ""
@@ -72,5 +72,5 @@ def _body(message: EmailMessage) -> str:
     if part.get_content_subtype() == "html":
         from retrieval.loaders.html import html_to_markdown
 
-        content = html_to_markdown(content)[0]
+        content = html_to_markdown(content, max_html_depth)[0]
     return content

@@ -44,6 +44,19 @@ def test_match_expression_quotes_words_and_ignores_operators():
     assert match_expression("¿?!") is None
 
 
+def test_a_huge_query_searches_its_first_words_only(settings, docs):
+    words = [f"w{i}" for i in range(100_000)]
+    assert match_expression(" ".join(words), max_words=64).count(" OR ") == 63
+    col = Collection.open(settings, "huge-query")
+    col.sync(docs)
+    query = "biblioteca " + " ".join(words) * 8  # ~5 MB, a word per distinct term
+    started = time.perf_counter()
+    hits = col.search(query, k=1, mode="bm25")
+    elapsed = time.perf_counter() - started
+    print(f"\n[query cap] a {len(query) / 1e6:.1f} MB BM25 query answered in {elapsed:.2f} s")
+    assert hits[0].source == "hours.txt" and elapsed < 10  # was: every word ORed, minutes and GBs
+
+
 def test_modes_rank_with_accents_folded(settings, docs):
     col = Collection.open(settings, "modes")
     col.sync(docs)

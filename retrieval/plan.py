@@ -1,0 +1,121 @@
+"""What one sync has to do, decided before anything is written: which files are new, changed or deleted,
+which cannot be read, and which records must be kept as they are.
+
+Nothing already indexed is lost because its source could not be read: a file that cannot be read now, or a
+folder that cannot be listed, keeps the records it had (and is reported); only a file that is really gone
+from a readable folder counts as deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from retrieval import snapshot, store
+from retrieval.loaders import PIPELINE_VERSION
+from retrieval.walk import file_hash, scan
+
+if TYPE_CHECKING:
+    from chatbot.settings import Settings
+
+
+@dataclass
+class Plan:
+    folder: Path
+    files: dict[str, Path]  # supported files to read: relative path -> path to open
+    hashes: dict[str, str]  # of everything in `files` and `problems`
+    sizes: dict[str, int]
+    unsupported: list[str]
+    previous: dict[str, store.FileRecord]
+    rebuild: bool  # the chunking/embedding settings changed: every file is re-read
+    problems: dict[str, str] = field(default_factory=dict)  # not read (skipped, unreadable) -> reason
+    kept: dict[str, str] = field(default_factory=dict)  # indexed before, unreadable now -> reason
+    lost_dirs: dict[str, str] = field(default_factory=dict)  # folders that cannot be listed -> reason
+    unseen: dict[str, str] = field(default_factory=dict)  # indexed before, in a lost folder -> that folder
+
+    @property
+    def entries(self) -> list[str]:
+        """Everything this sync records: files to read and files it reports without reading."""
+        return sorted({*self.files, *self.problems})
+
+    @property
+    def deleted(self) -> list[str]:
+        return sorted(set(self.previous) - {*self.files, *self.problems, *self.kept, *self.unseen})
+
+    @property
+    def untouched(self) -> list[str]:
+        """Records kept as they are, their source unreadable."""
+        return sorted({*self.kept, *self.unseen})
+
+    def unchanged(self, rel: str) -> bool:
+        old = self.previous.get(rel)
+        return not self.rebuild and old is not None and old.hash == self.hashes[rel]
+
+
+def fingerprint(settings: Settings) -> str:
+    """What the stored chunks and vectors depend on; when it changes, every file is re-indexed."""
+    r = settings.retrieval
+    parts = {
+        "pipeline": PIPELINE_VERSION,
+        "embedding": settings.models.embedding,
+        "chunk_tokens": r.chunk_tokens,
+        "chunk_overlap": r.chunk_overlap,
+        "csv_rows_per_chunk": r.csv_rows_per_chunk,
+        "embed_with_title": r.embed_with_title,
+        "passage_prefix": r.passage_prefix,
+        "index_type": r.index_type,  # rebuilding re-reads files but reuses every vector (same texts)
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def plan(root: Path, folder: Path, settings: Settings) -> Plan:
+    r = settings.retrieval
+    found = scan(folder, r.skip_hidden, Path(settings.data_dir).resolve(), r.follow_symlinks)
+    previous: dict[str, store.FileRecord] = {}
+    rebuild = False
+    if (now := snapshot.current(root)) is not None:
+        conn = store.connect(now / store.DB_NAME, readonly=True)
+        try:
+            previous = store.files(conn)
+            rebuild = store.get_meta(conn, "fingerprint") != fingerprint(settings)
+        finally:
+            conn.close()
+    p = Plan(folder, {}, {}, {}, found.unsupported, previous, rebuild, lost_dirs=found.unreadable_dirs)
+    for rel, reason in found.skipped.items():
+        p.problems[rel], p.hashes[rel], p.sizes[rel] = reason, reason, 0
+    for rel, path in found.files.items():
+        try:
+            p.hashes[rel], p.sizes[rel] = file_hash(path, r.max_file_mb * 1_000_000)
+            p.files[rel] = path
+        except OSError as exc:  # gone, unreadable, swapped for a link or a FIFO since the scan
+            reason = f"cannot read: {exc.strerror or exc}"
+            _unreadable(p, rel, reason)
+    for rel in previous:
+        if rel not in p.files and rel not in p.problems and (where := _lost_dir(rel, p.lost_dirs)):
+            p.unseen[rel] = where
+    return p
+
+
+def _unreadable(p: Plan, rel: str, reason: str) -> None:
+    old = p.previous.get(rel)
+    if old is not None and old.status == "ok":
+        p.kept[rel] = f"{reason}; the version indexed before is kept"
+    else:
+        p.problems[rel], p.hashes[rel], p.sizes[rel] = reason, f"unreadable: {reason}", 0
+
+
+def _lost_dir(rel: str, lost: dict[str, str]) -> str | None:
+    """The unreadable folder ``rel`` lies in, if any."""
+    for folder in lost:
+        if folder == "." or rel.startswith(folder + "/"):
+            return folder
+    return None
+
+
+def keep_rows(source: sqlite3.Connection, target: sqlite3.Connection, rel: str) -> None:
+    """Copy ``rel``'s record and chunks from the previous snapshot into a fresh one (a rebuild), marked to be
+    read again once it can be."""
+    store.copy_file(source, target, rel, hash_prefix="kept:")

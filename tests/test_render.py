@@ -1,0 +1,56 @@
+"""Answers and file names never turn into images: checked by parsing the output as CommonMark + GFM tables
+(what Streamlit's renderer reads), on every image form known to get past a pattern."""
+
+import pytest
+from markdown_it import MarkdownIt
+
+from chatbot.ui.render import code_span, safe_markdown
+
+EVIL = "http://evil.example"
+FORMS = {
+    "inline": f"See ![logo]({EVIL}/0.png) here",
+    "shortcut reference": f"See ![logo]\n\n[logo]: {EVIL}/1.png",
+    "collapsed reference": f"See ![logo][]\n\n[logo]: {EVIL}/2.png",
+    "full reference": f"See ![logo][r]\n\n[r]: {EVIL}/3.png",
+    "nested brackets": f"See ![a [b] c]({EVIL}/4.png)",
+    "nested brackets, reference": f"See ![a [b]][r]\n\n[r]: {EVIL}/5.png",
+    "escaped bracket": f"See ![a\\]b]({EVIL}/6.png)",
+    "escaped bracket, reference": f"See ![a\\]][r]\n\n[r]: {EVIL}/7.png",
+    "parenthesis in the URL": f"See ![a]({EVIL}/(8).png)",
+    "parenthesis in the title": f'See ![a]({EVIL}/9.png "x)y")',
+    "double bang": f"!![a]({EVIL}/10.png)",
+    "inside a link": f"[![a]({EVIL}/11.png)](http://x)",
+    "after an escaped backslash": f"\\\\![a]({EVIL}/12.png)",
+    "in a table": f"| a |\n|---|\n| ![x]({EVIL}/13.png) |",
+    "split by streaming": f"![a]({EVIL}/14",  # a prefix shown while the answer streams
+}
+
+
+def images(markdown: str) -> list[str]:
+    parser = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    found = []
+    for token in parser.parse(markdown):
+        found += [c.attrs["src"] for c in token.children or [] if c.type == "image"]
+    return found
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_no_image_survives(form):
+    text = FORMS[form]
+    if form != "split by streaming":
+        assert images(text), "the form must be an image before sanitising"
+    assert images(safe_markdown(text)) == []
+
+
+def test_common_forms_read_as_alt_text_and_text_is_kept():
+    assert safe_markdown(FORMS["inline"]) == "See [image: logo] here"
+    plain = "Run `chatbot index` [1]! [Docs](https://example.org) **now**"
+    assert safe_markdown(plain) == plain
+
+
+def test_file_names_cannot_break_out_of_their_code_span():
+    for name in (f"a`![x]({EVIL}/n.png)`.md", f"x``\n\n![y]({EVIL}/m.png)\n.txt", "plain.md"):
+        shown = f"**[1]** {code_span(name)} · relevance 0.50"
+        assert images(shown) == []
+        parsed = MarkdownIt("commonmark").parseInline(shown)[0].children
+        assert [c.type for c in parsed].count("code_inline") == 1

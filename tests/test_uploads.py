@@ -1,0 +1,72 @@
+"""Confinement of what browser users add: uploads under the data directory only, never replacing a file
+without consent, and server-folder syncs only under ui.sync_roots (real files, real folders, real links)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot.ui.jobs import SyncJobs
+from chatbot.uploads import (
+    FolderNotAllowed,
+    UploadError,
+    UploadExists,
+    allowed_folder,
+    save_uploads,
+    uploads_dir,
+)
+
+
+def test_uploads_land_in_the_collections_uploads_folder_only(settings, tmp_path):
+    written = save_uploads(settings, "handbook", [("guide.md", b"# Guide"), ("notes.txt", b"n")])
+    assert [p.parent for p in written] == [settings.data_dir / "uploads" / "handbook"] * 2
+    for name in (
+        "../../etc/evil.txt",
+        "/tmp/abs.txt",
+        "a\\b.txt",
+        "..",
+        ".",
+        ".hidden",
+        "x\x00.md",
+        "x\n.md",
+    ):
+        with pytest.raises(UploadError, match="cannot save an upload named"):
+            save_uploads(settings, "handbook", [(name, b"x")])
+    with pytest.raises(ValueError, match="invalid collection name"):
+        save_uploads(settings, "../outside", [("a.txt", b"x")])
+    assert sorted(p.name for p in (settings.data_dir / "uploads" / "handbook").iterdir()) == [
+        "guide.md",
+        "notes.txt",
+    ]
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "abs.txt").exists()
+
+
+def test_an_upload_never_replaces_a_file_without_consent(settings):
+    save_uploads(settings, "handbook", [("guide.md", b"first")])
+    with pytest.raises(UploadExists) as err:
+        save_uploads(settings, "handbook", [("new.md", b"new"), ("guide.md", b"second")])
+    assert err.value.names == ["guide.md"]
+    folder = uploads_dir(settings, "handbook")
+    assert (folder / "guide.md").read_bytes() == b"first"
+    assert not (folder / "new.md").exists()  # all or nothing
+    save_uploads(settings, "handbook", [("new.md", b"new"), ("guide.md", b"second")], replace=True)
+    assert (folder / "guide.md").read_bytes() == b"second"
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary left over
+
+
+def test_server_folders_are_synced_only_under_the_configured_roots(settings, tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "team").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (docs / "escape").symlink_to(secret)
+    with pytest.raises(FolderNotAllowed, match="none are set"):  # the default: no server folder at all
+        allowed_folder(settings, "handbook", docs)
+    assert allowed_folder(settings, "handbook", uploads_dir(settings, "handbook")).name == "handbook"
+
+    settings.ui.sync_roots = [docs]
+    assert allowed_folder(settings, "handbook", docs / "team") == (docs / "team").resolve()
+    for outside in (secret, docs / "escape", docs / "team" / ".." / ".." / "secret", "/etc", "/"):
+        with pytest.raises(FolderNotAllowed):
+            allowed_folder(settings, "handbook", outside)
+    with pytest.raises(FolderNotAllowed):  # the background sync checks too, whoever calls it
+        SyncJobs().start(settings, "handbook", secret)
