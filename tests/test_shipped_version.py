@@ -36,7 +36,7 @@ def shipped(settings, tiny_llm_dir, tmp_path, monkeypatch):
     record = {
         "id": SHIPPED_ID,
         "kind": "lora",
-        "base_model": "embedded",
+        "base_model": str(tiny_llm_dir),
         "base_setting": str(tiny_llm_dir),
         "created_at": "2026-11-24T00:00:00+00:00",
         "note": "shipped",

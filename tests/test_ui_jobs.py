@@ -35,7 +35,8 @@ def test_training_job_runs_in_the_background_and_is_found_again(settings):
         time.sleep(0.2)
     again = current_job(settings)  # as a reloaded page would find it
     assert again is not None and again.pid == job.pid and not again.alive()
-    assert "no current version" in again.log_tail()
+    tail = again.log_tail()  # the listing reached the job's log (the shipped adapter fits the embedded model)
+    assert "no current version" in tail or "* shipped" in tail
     with pytest.raises(RuntimeError, match="already running"):
         _start_twice(settings)
 
