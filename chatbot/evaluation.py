@@ -84,15 +84,12 @@ def answer_rank(chunks: list[str], answers: list[str]) -> int | None:
 
 def ensure_collection(service: ChatService, name: str, qa: QASet) -> bool:
     """Index the contexts into ``name`` if that collection does not exist; True if it was built now."""
+    from chatbot.recipes import qa_collection
     from retrieval.collection import Collection
 
     if name in Collection.list(service.settings):
         return False
-    folder = service.settings.data_dir / "eval" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for doc, text in qa.contexts.items():
-        (folder / doc).write_text(text, encoding="utf-8")
-    Collection.open(service.settings, name).sync(folder)
+    qa_collection(service.settings, name, qa, under="eval")
     return True
 
 

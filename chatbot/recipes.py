@@ -47,12 +47,12 @@ def chain_style(settings: Settings, tokenizer: Any) -> PromptStyle:
     return PromptStyle(messages=messages, abstain=lambda q: ABSTAIN[detect_language(q)])
 
 
-def qa_collection(settings: Settings, name: str, qa: QASet) -> Any:
-    """The collection of ``qa``'s documents (written under ``<data_dir>/qa/<name>/`` and synced, which is
+def qa_collection(settings: Settings, name: str, qa: QASet, under: str = "qa") -> Any:
+    """The collection of ``qa``'s documents (written under ``<data_dir>/<under>/<name>/`` and synced, which is
     incremental: a second call with the same documents re-embeds nothing)."""
     from retrieval.collection import Collection
 
-    folder = settings.data_dir / "qa" / name
+    folder = settings.data_dir / under / name
     folder.mkdir(parents=True, exist_ok=True)
     for doc, text in qa.contexts.items():
         path = folder / doc
