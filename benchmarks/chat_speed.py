@@ -23,9 +23,9 @@ from langchain_core.messages import BaseMessage
 
 from chatbot.backends import build_llm
 from chatbot.llm import to_chat_dicts
-from chatbot.models import embedded_gguf_path
 from chatbot.prompt import build_prompt
 from chatbot.settings import GenerationSettings, load_settings
+from finetune.models import embedded_gguf_path
 from retrieval.types import Hit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from chatbot.settings import Settings, load_settings
 from finetune.data import build_trainset, collect
-from finetune.evaluate import evaluate
 from finetune.export import export
-from finetune.registry import Registry, load_tokenizer, load_version_for_inference
+from finetune.models import load_tokenizer, load_version
+from finetune.perplexity import evaluate
+from finetune.registry import Registry
 from finetune.retrain import retrain
 from finetune.train import train
 
@@ -84,13 +85,13 @@ def perplexity(data_dir: Path, epochs: float) -> dict:
     tokenizer = load_tokenizer(settings)
     found = collect(settings.finetune, settings.data_dir)
     trainset = build_trainset(found.items, tokenizer, settings.finetune)
-    base, tok = load_version_for_inference(settings, None)
+    base, tok = load_version(settings, None)
     before = evaluate(base, trainset.val, tok.pad_token_id)
     del base
     start = time.perf_counter()
     run = train(settings, trainset)
     seconds = time.perf_counter() - start
-    after_model, tok = load_version_for_inference(settings, run.version)
+    after_model, tok = load_version(settings, run.version)
     after = evaluate(after_model, trainset.val, tok.pad_token_id)
     return {
         "bench": "perplexity",

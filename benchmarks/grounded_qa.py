@@ -2,6 +2,11 @@
 
     python benchmarks/grounded_qa.py --squad ../shared/data/squad-es-dev.json --out grounded.json \
         [--limit 200] [--base-limit 60] [--versions base shipped]
+    python benchmarks/grounded_qa.py --squad ../shared/data/squad-es-dev.json --sets squad \
+        --checkpoints var/models/runs/grounded-qa/checkpoints --limit 60 --out curve.json   # learning curve
+
+``--checkpoints`` registers every complete checkpoint of a grounded-QA run as a version of the benchmark's own
+data directory (never of the user's) and evaluates each: F1 against the number of examples trained on.
 
 For each version and each question set, the held-out articles' questions (odd-numbered articles, never
 trained on) are asked twice through ``ChatService`` with default settings (hybrid search, top 3 passages,
@@ -15,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 
+from common import machine
 from tqdm import tqdm
 
 from chatbot.evaluation import ensure_collection, evaluate_rag, load_squad, spread
@@ -50,6 +54,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="questions per set (spread over it)")
     parser.add_argument("--base-limit", type=int, default=60, help="questions per set for 'base' (slow)")
     parser.add_argument("--versions", nargs="+", default=["base", "shipped"])
+    parser.add_argument(
+        "--checkpoints", type=Path, help="a run's checkpoints folder: evaluate each checkpoint"
+    )
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: squad, " + ", ".join(OWN_SETS))
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-grounded")
     parser.add_argument("--out", type=Path, default=Path("grounded.json"))
@@ -60,7 +67,10 @@ def main() -> None:
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets}
     results = []
-    for version in args.versions:
+    versions = list(args.versions)
+    if args.checkpoints:
+        versions = register_checkpoints(args.checkpoints, args.data_dir, args.steps)
+    for version in versions:
         settings = load_settings(data_dir=args.data_dir, models={"device": "cpu", "version": version})
         service = ChatService(settings)
         for name, path in sets.items():
@@ -75,18 +85,55 @@ def main() -> None:
                     modes=("present", "absent"),
                     progress=lambda *_: bar.update(),
                 )
-            report.update(version=version, set=name, model=service.model_name())
+            note = next((v.note for v in service_versions(settings) if v.id == version), "")
+            report.update(version=version, set=name, model=service.model_name(), note=note)
             results.append(report)
             args.out.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
     print(table(results))
 
 
-def machine() -> dict[str, str]:
-    return {
-        "platform": platform.platform(),
-        "cpus": str(os.cpu_count()),
-        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
+def register_checkpoints(folder: Path, data_dir: Path, only: list[int] | None = None) -> list[str]:
+    """Register each complete checkpoint's adapter as a version under ``data_dir``; their ids, in order."""
+    import shutil
+
+    from finetune.checkpoints import is_complete
+    from finetune.models import ensure_embedded_generator
+    from finetune.registry import Registry
+
+    settings = load_settings(data_dir=data_dir, models={"device": "cpu"})
+    registry = Registry(settings)
+    known = {v.note: v.id for v in registry.list()}
+    state = (
+        json.loads((folder.parent / "run.json").read_text()) if (folder.parent / "run.json").is_file() else {}
+    )
+    per_step = state.get("settings", {}).get("batch_size", 1) * state.get("settings", {}).get("grad_accum", 8)
+    ids = []
+    steps = sorted((p for p in folder.glob("checkpoint-*") if is_complete(p)), key=lambda p: int(p.name[11:]))
+    steps = [p for p in steps if only is None or int(p.name[11:]) in only]
+    for checkpoint in steps:
+        note = f"{folder.parent.name}/{checkpoint.name}: {int(checkpoint.name[11:]) * per_step} examples"
+        if note not in known:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name in ("adapter_model.safetensors", "adapter_config.json"):
+                    shutil.copy2(checkpoint / name, Path(tmp) / name)
+                version = registry.add(
+                    Path(tmp),
+                    kind="lora",
+                    base_model=str(ensure_embedded_generator(settings)),
+                    manifest={"items": {}},
+                    settings={},
+                    metrics={},
+                    note=note,
+                )
+            known[note] = version.id
+        ids.append(known[note])
+    return ids
+
+
+def service_versions(settings) -> list:
+    from finetune.registry import Registry
+
+    return Registry(settings).list()
 
 
 def table(results: list[dict]) -> str:
@@ -94,7 +141,9 @@ def table(results: list[dict]) -> str:
     rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
     for r in results:
         cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k, _ in COLUMNS]
-        rows.append(f"| {r['version']} | {r['set']} | {r['questions']} | " + " | ".join(cells) + " |")
+        rows.append(
+            f"| {r.get('note') or r['version']} | {r['set']} | {r['questions']} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(rows)
 
 

@@ -20,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from chatbot.models import load_embedder
+from common import emit
+
 from chatbot.settings import load_settings
 from retrieval import snapshot, store
 from retrieval.collection import Collection
+from retrieval.embedding import load_embedder
 
 
 def write_docs(folder: Path, data: Path | None, count: int) -> None:
@@ -96,10 +98,7 @@ def main() -> None:
         "incremental_chunks_embedded": incremental.chunks_embedded,
         "incremental_vs_full": round(incremental_s / full_s, 3),
     }
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import emit
 
 from chatbot.settings import load_settings
 from retrieval import snapshot, store, vectors
@@ -161,10 +162,7 @@ def main() -> None:
         for n in args.sizes:
             results["sizes"].append(run_size(n, work, rng, args.hnsw_max))
             print(json.dumps(results["sizes"][-1]), flush=True)
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

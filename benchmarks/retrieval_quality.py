@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import emit
 
 from chatbot.settings import load_settings
 from retrieval.collection import Collection
@@ -145,10 +146,7 @@ def main() -> None:
             f"hybrid(w={default})": subset(idx, "hybrid", default),
             f"hybrid(w={best})": subset(idx, "hybrid", best),
         }
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def build_llm(settings: Settings) -> BaseChatModel:
         return RemoteChatModel(client=client, generation=settings.generation)
 
     from chatbot.llm import LocalChatModel
-    from chatbot.models import load_generator
+    from finetune.models import load_generator
 
     return LocalChatModel(generator=load_generator(settings), generation=settings.generation)
 

@@ -185,9 +185,9 @@ def rag_scorer(
     """A ``(model, tokenizer) -> token F1`` function for the retraining gate: the model answers ``limit``
     questions of each file's ``split`` through the real chat chain, from a collection of that file's
     contexts (``<prefix>-<file stem>``, built on first use)."""
-    from chatbot.device import model_device
     from chatbot.llm import LocalChatModel
-    from chatbot.models import Generator
+    from finetune.device import model_device
+    from finetune.models import Generator
 
     asked = []
     for path in qa_files:

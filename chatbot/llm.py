@@ -20,8 +20,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field
 
 from chatbot.cancel import STOP
-from chatbot.device import model_device, to_device
 from chatbot.settings import GenerationSettings
+from finetune.device import model_device, to_device
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 

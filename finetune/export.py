@@ -15,21 +15,20 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from finetune.registry import Version, load_version_for_inference
+from finetune.models import load_version, quantize_int8
+from finetune.registry import Version
+from retrieval.files import staged_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from chatbot.settings import Settings
+    from finetune.config import Host
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +36,16 @@ QUANT_FILE = "quantization.json"
 
 
 def export(
-    settings: Settings,
+    settings: Host,
     version: Version | None,
     out_dir: Path,
     int8: bool = False,
     hub_repo: str | None = None,
 ) -> dict[str, Any]:
     """Merge ``version`` (default: current) into its base and save it to ``out_dir``; return a report."""
-    model, tokenizer = load_version_for_inference(settings, version)  # merged, eval mode
+    model, tokenizer = load_version(settings, version)  # merged, eval mode
     model = model.to("cpu").float()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         model.save_pretrained(staging)  # safetensors by default
         tokenizer.save_pretrained(staging)
         report: dict[str, Any] = {
@@ -59,20 +56,9 @@ def export(
         if int8:
             (staging / QUANT_FILE).write_text(json.dumps({"method": "dynamic-int8", "modules": ["Linear"]}))
             report.update(int8_report(model, tokenizer))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if hub_repo:
         report["hub_url"] = push_to_hub(out_dir, hub_repo)
     return report
-
-
-def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
-    from torch.ao.quantization import quantize_dynamic
-
-    return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def load_exported(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

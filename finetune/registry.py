@@ -10,28 +10,25 @@ Layout under ``<data_dir>/models/registry/``::
 
 A version directory is built under a temporary name and renamed into place, so a reader never sees half a
 version. Readers take no lock: ``current()`` reads one small file, cheap enough to call per request, which is
-how the chat switches versions without a restart (reload when ``current().id`` changes).
+how the chat switches versions without a restart (reload when ``current().id`` changes). The registry stores
+and lists versions only; ``finetune.models`` loads them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from retrieval.files import exclusive, staged_dir, write_atomic
 
-    from chatbot.settings import Settings
+if TYPE_CHECKING:
+    from finetune.config import Host
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +66,8 @@ class Version:
         return json.loads(path.read_text()) if path.is_file() else {"items": {}}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class Registry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Host) -> None:
         self.settings = settings
         self.root = Path(settings.data_dir) / "models" / "registry"
         self.versions_dir = self.root / "versions"
@@ -131,15 +119,8 @@ class Registry:
         return Version(dir=d, **{k: v for k, v in data.items() if k in Version.__dataclass_fields__})
 
     # ------------------------------------------------------------------------------------------------ writing
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive(self.root / ".lock")
 
     def add(
         self,
@@ -158,8 +139,7 @@ class Registry:
             self.versions_dir.mkdir(parents=True, exist_ok=True)
             numbers = [int(d.name[1:]) for d in self.versions_dir.iterdir() if d.name[1:].isdigit()]
             vid = f"v{max(numbers, default=0) + 1:04d}"
-            staging = Path(tempfile.mkdtemp(prefix=f".{vid}-", dir=self.versions_dir))
-            try:
+            with staged_dir(self.versions_dir / vid) as staging:
                 shutil.copytree(model_dir, staging / "model")
                 (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
                 record = {
@@ -174,9 +154,6 @@ class Registry:
                     "note": note,
                 }
                 (staging / "version.json").write_text(json.dumps(record, indent=1, default=str))
-                os.replace(staging, self.versions_dir / vid)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
         log.info("registered model version %s (%s)", vid, kind)
         return self.get(vid)
 
@@ -191,8 +168,8 @@ class Registry:
             stack = self._stack()
             if not stack or stack[-1] != version_id:
                 stack.append(version_id)
-            _write_atomic(self.root / "promoted.json", json.dumps(stack))
-            _write_atomic(self.root / "current", version_id)
+            write_atomic(self.root / "promoted.json", json.dumps(stack))
+            write_atomic(self.root / "current", version_id)
         log.info("model version %s is now current", version_id)
         return version
 
@@ -203,109 +180,12 @@ class Registry:
             if not stack:
                 raise RegistryError("no promoted version to roll back from")
             stack.pop()
-            _write_atomic(self.root / "promoted.json", json.dumps(stack))
+            write_atomic(self.root / "promoted.json", json.dumps(stack))
             if stack:
-                _write_atomic(self.root / "current", stack[-1])
+                write_atomic(self.root / "current", stack[-1])
             else:
                 (self.root / "current").unlink(missing_ok=True)
         return self.current()
-
-
-def base_source(settings: Settings, version: Version | None) -> tuple[str, dict[str, Any]]:
-    """Where the base weights of ``version`` are (the configured generator when None)."""
-    from chatbot.models import ensure_embedded_generator, resolve_generator
-
-    if version is None:
-        return resolve_generator(settings)
-    if version.kind == "full":
-        return str(version.path), {}
-    if Path(version.base_model).exists():
-        return version.base_model, {}
-    if version.base_setting == "embedded":  # shipped, or data_dir moved: the converted embedded model
-        return str(ensure_embedded_generator(settings)), {}
-    if not version.base_model.startswith(("/", ".")):
-        return version.base_model, {}  # a hub id
-    raise RegistryError(f"version {version.id}: its base model {version.base_model} no longer exists")
-
-
-def load_causal_lm(source: str, dtype: Any = None, **kwargs: Any) -> PreTrainedModel:
-    """``AutoModelForCausalLM.from_pretrained`` without a stale GGUF marker.
-
-    The embedded model converted by ``chatbot.models`` has plain float weights, but its config.json keeps the
-    GGUF ``quantization_config``; transformers then treats it as quantized and the Trainer refuses to train
-    it (and a merged export would carry the marker on). The weights are plain, so the marker is dropped.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if "gguf_file" in kwargs:
-        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-    config = AutoConfig.from_pretrained(source)
-    quant = getattr(config, "quantization_config", None)
-    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
-    if str(method).lower().endswith("gguf"):
-        del config.quantization_config
-    return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **kwargs)
-
-
-def load_tokenizer(settings: Settings, version: Version | None = None) -> PreTrainedTokenizerBase:
-    """The tokenizer saved with ``version`` (None: the configured generator's), with a pad token."""
-    from transformers import AutoTokenizer
-
-    if version is not None and (version.path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(version.path)
-    elif version is not None:  # an adapter saved without its tokenizer (the shipped one): the base's
-        source, kwargs = base_source(settings, version)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    else:
-        source, kwargs = base_source(settings, None)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_version_for_inference(
-    settings: Settings, version: Version | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Base + adapter of ``version`` (default: the current one, else the base model), merged, in eval mode,
-    on the configured device and dtype."""
-    from chatbot.device import select_device, select_dtype
-
-    version = version if version is not None else Registry(settings).current()
-    device = select_device(settings.models.device)
-    dtype = select_dtype(settings.models.dtype, device)
-    source, kwargs = base_source(settings, version)
-    model = load_causal_lm(source, dtype, **kwargs)
-    tokenizer = load_tokenizer(settings, version)
-    if version is not None and version.kind == "lora":
-        from peft import PeftModel
-
-        # Merged for inference: no adapter overhead per token, and a plain model for the chat layer.
-        model = PeftModel.from_pretrained(model, version.path).merge_and_unload()
-    return model.to(device).eval(), tokenizer
-
-
-class CurrentModel:
-    """The current version's model for a long-running app: ``get()`` reloads only when the registry's current
-    pointer has changed (one small file read per call), so promote/rollback need no restart.
-
-        current = CurrentModel(settings)            # e.g. in st.cache_resource
-        model, tokenizer, version_id = current.get()  # per request
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._loaded: tuple[Any, Any, str | None] | None = None
-
-    def get(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str | None]:
-        registry = Registry(self.settings)
-        vid = registry.current_id()
-        if self._loaded is None or self._loaded[2] != vid:
-            version = registry.get(vid) if vid else None
-            model, tokenizer = load_version_for_inference(self.settings, version)
-            self._loaded = (model, tokenizer, vid)
-            log.info("loaded model %s", vid or "base")
-        return self._loaded
 
 
 def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> Path:
@@ -317,9 +197,7 @@ def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> 
     if version.kind != "lora":
         raise RegistryError(f"version {version.id} is a {version.kind} model; only a LoRA adapter can ship")
     out = out or SHIPPED_DIR
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         (staging / "model").mkdir()
         weights = load_file(str(version.path / "adapter_model.safetensors"))
         save_file(
@@ -340,9 +218,4 @@ def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> 
             "note": f"grounded-QA adapter shipped with the project (trained as {version.id}; docs/model-card.md)",
         }
         (staging / "version.json").write_text(json.dumps(record, indent=1, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -2,7 +2,7 @@
 
     report = retrain(settings)     # report.status: promoted | rejected | nothing-new | locked
 
-1. Lock: one retrain at a time (``flock`` on ``models/retrain.lock``; a second run returns 'locked' at once).
+1. Lock: one retrain at a time (a file lock on ``models/retrain.lock``; a second run returns 'locked' at once).
 2. Find what is new: every item (passage, chat example, feedback) whose content hash is not in the current
    version's manifest. Nothing new, or exactly the data of the last rejected candidate: 'nothing-new'.
 3. Train the candidate from the current version's weights (adapter loaded trainable) on the new training
@@ -15,12 +15,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,14 +33,16 @@ from finetune.data import (
     split,
     tokenize,
 )
-from finetune.evaluate import evaluate
-from finetune.registry import Registry, Version, load_tokenizer, load_version_for_inference
+from finetune.perplexity import evaluate
+from finetune.models import load_tokenizer, load_version
+from finetune.registry import Registry, Version
 from finetune.train import train
+from retrieval.files import try_exclusive, write_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from chatbot.settings import Settings
+    from finetune.config import Host
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +68,22 @@ class RetrainReport:
         return EXIT[self.status]
 
 
-@contextmanager
-def single_run(path: Path) -> Iterator[bool]:
-    """Yield True while holding an exclusive lock on ``path``; False at once if another process holds it.
-    The kernel drops the lock when the process dies, so a killed run never leaves a stale lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def retrain(
-    settings: Settings,
+    settings: Host,
     rag_eval: RagEval | None = None,
     items: list[Item] | None = None,
     grounded: Callable[[], list[Item]] | None = None,
 ) -> RetrainReport:
     """``grounded`` gives the grounded-QA examples to mix into the replay (the skill the shipped model has)."""
     models_dir = Path(settings.data_dir) / "models"
-    with single_run(models_dir / "retrain.lock") as acquired:
+    with try_exclusive(models_dir / "retrain.lock") as acquired:
         if not acquired:
             return RetrainReport("locked", "another retrain is running; nothing done")
         return _retrain(settings, rag_eval, items, grounded, models_dir / "retrain-state.json")
 
 
 def _retrain(
-    settings: Settings,
+    settings: Host,
     rag_eval: RagEval | None,
     items: list[Item] | None,
     grounded: Callable[[], list[Item]] | None,
@@ -161,7 +144,7 @@ def _retrain(
         "rejected", "", candidate=candidate.id, current=cur_id, new_items=len(new), replayed_items=len(replay)
     )
     for name, version in (("current", current), ("candidate", candidate)):
-        model, tok = load_version_for_inference(settings, version)
+        model, tok = load_version(settings, version)
         pad = tok.pad_token_id
         report.scores.setdefault("new_data_perplexity", {})[name] = evaluate(model, trainset.val, pad)[
             "perplexity"
@@ -184,13 +167,13 @@ def _retrain(
         report.status = "promoted"
         report.message = f"promoted {candidate.id} (was {cur_id or 'the base model'})"
         state = {"promoted": candidate.id}
-    state_path.write_text(json.dumps(state))
+    write_atomic(state_path, json.dumps(state))
     _record(candidate, report)
     log.info(report.message)
     return report
 
 
-def grounded_replay(examples: list[Item], n_new: int, settings: Settings) -> list[Item]:
+def grounded_replay(examples: list[Item], n_new: int, settings: Host) -> list[Item]:
     """Grounded-QA examples for one retrain: ``grounded_replay_ratio`` per new item, at least
     ``grounded_replay_min``, drawn with the seed (all of them when there are fewer)."""
     cfg = settings.finetune
@@ -198,7 +181,7 @@ def grounded_replay(examples: list[Item], n_new: int, settings: Settings) -> lis
     return replay_sample(examples, wanted, 1.0, cfg.seed)
 
 
-def gate(scores: dict[str, dict[str, float]], settings: Settings) -> list[str]:
+def gate(scores: dict[str, dict[str, float]], settings: Host) -> list[str]:
     """Why the candidate fails (empty = it passes); a metric with no data on either side is skipped."""
     cfg = settings.finetune
     reasons = []
@@ -233,6 +216,7 @@ def gate(scores: dict[str, dict[str, float]], settings: Settings) -> list[str]:
 def _record(version: Version, report: RetrainReport) -> None:
     """Keep the gate's verdict with the candidate version (the registry record stays the source of truth)."""
     path = version.dir / "gate.json"
-    path.write_text(
-        json.dumps({"status": report.status, "scores": report.scores, "reasons": report.reasons}, indent=1)
+    write_atomic(
+        path,
+        json.dumps({"status": report.status, "scores": report.scores, "reasons": report.reasons}, indent=1),
     )

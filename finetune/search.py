@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from finetune.data import TrainSet
-from finetune.train import train
+from finetune.train import new_run_name, train
 
 if TYPE_CHECKING:
-    from chatbot.settings import Settings
+    from finetune.config import Host
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ class SearchResult:
     trials: list[dict[str, Any]]
 
 
-def search(settings: Settings, trainset: TrainSet, n_trials: int) -> SearchResult:
+def search(settings: Host, trainset: TrainSet, n_trials: int) -> SearchResult:
     try:
         import optuna
     except ImportError as exc:
@@ -37,7 +36,7 @@ def search(settings: Settings, trainset: TrainSet, n_trials: int) -> SearchResul
     if not trainset.val:
         raise RuntimeError("hyperparameter search needs validation data; raise finetune.val_fraction")
     cfg = settings.finetune
-    group = datetime.now(UTC).strftime("search-%Y%m%d-%H%M%S")
+    group = new_run_name(settings, prefix="search")
 
     def objective(trial: optuna.Trial) -> float:
         lo, hi = cfg.search_lr_range
@@ -63,7 +62,7 @@ def search(settings: Settings, trainset: TrainSet, n_trials: int) -> SearchResul
     return SearchResult(study.best_params, study.best_value, trials)
 
 
-def _steps(trainset: TrainSet, settings: Settings, epochs: float) -> int:
+def _steps(trainset: TrainSet, settings: Host, epochs: float) -> int:
     cfg = settings.finetune
     per_epoch = math.ceil(len(trainset.train) / (cfg.batch_size * cfg.grad_accum))
     return math.ceil(per_epoch * epochs)

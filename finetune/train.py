@@ -35,13 +35,15 @@ from finetune.checkpoints import (
     truncate_metrics,
 )
 from finetune.data import TrainSet
-from finetune.evaluate import IGNORE, Collator, evaluate
-from finetune.registry import Registry, Version, base_source, load_causal_lm, load_tokenizer
+from finetune.device import select_device, select_dtype
+from finetune.perplexity import IGNORE, Collator, evaluate
+from finetune.models import base_source, load_causal_lm, load_tokenizer
+from finetune.registry import Registry, Version
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-    from chatbot.settings import Settings
+    from finetune.config import Host
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +110,40 @@ class ListDataset(torch.utils.data.Dataset):
         return self.rows[i]
 
 
-def runs_dir(settings: Settings) -> Path:
+def runs_dir(settings: Host) -> Path:
     return Path(settings.data_dir) / "models" / "runs"
 
 
-def find_run_to_resume(settings: Settings) -> Path | None:
+def find_run_to_resume(settings: Host) -> Path | None:
     """The most recently started run that did not finish."""
     runs = [p.parent for p in runs_dir(settings).glob("*/run.json")]
     unfinished = [r for r in runs if json.loads((r / "run.json").read_text()).get("status") != "done"]
     return max(unfinished, key=lambda r: json.loads((r / "run.json").read_text())["started_at"], default=None)
 
 
+def run_to_resume(settings: Host, run_name: str | None) -> Path:
+    """The run ``--resume`` continues: the one named, else the latest unfinished one; TrainError if none."""
+    run_dir = runs_dir(settings) / run_name if run_name else find_run_to_resume(settings)
+    if run_dir is None or not (run_dir / "run.json").is_file():
+        raise TrainError(
+            f"nothing to resume: no unfinished run{' ' + run_name if run_name else ''} under {runs_dir(settings)}"
+        )
+    return run_dir
+
+
+def new_run_name(settings: Host, prefix: str = "run") -> str:
+    """``<prefix>-<UTC time>``, made unique (two runs in the same second: retrain right after train)."""
+    stamp = datetime.now(UTC).strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    name, n = stamp, 1
+    while (runs_dir(settings) / name).exists():
+        n += 1
+        name = f"{stamp}-{n}"
+    return name
+
+
 # ---------------------------------------------------------------------------------------------------- setup
 def load_for_training(
-    settings: Settings, init: Version | None = None
+    settings: Host, init: Version | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """The model to train (LoRA-wrapped or full), its tokenizer and the base it stands on.
 
@@ -157,10 +179,8 @@ def load_for_training(
     return model, tokenizer, source
 
 
-def training_arguments(settings: Settings, checkpoint_dir: Path, has_val: bool):
+def training_arguments(settings: Host, checkpoint_dir: Path, has_val: bool):
     from transformers import TrainingArguments
-
-    from chatbot.device import select_device, select_dtype
 
     cfg = settings.finetune
     device = select_device(settings.models.device)
@@ -221,16 +241,11 @@ def cpu_has_bf16() -> bool:
 
 
 def prepare_run(
-    settings: Settings, trainset: TrainSet, run_name: str | None, resume: bool
+    settings: Host, trainset: TrainSet, run_name: str | None, resume: bool
 ) -> tuple[Path, Path | None]:
     """The run directory, and the checkpoint to resume from (None = start fresh)."""
     if resume:
-        run_dir = runs_dir(settings) / run_name if run_name else find_run_to_resume(settings)
-        if run_dir is None or not (run_dir / "run.json").is_file():
-            raise TrainError(
-                f"nothing to resume: no unfinished run{' ' + run_name if run_name else ''} "
-                f"under {runs_dir(settings)}"
-            )
+        run_dir = run_to_resume(settings, run_name)
         record = json.loads((run_dir / "run.json").read_text())
         if record["data_fingerprint"] != trainset.fingerprint:
             raise TrainError(
@@ -251,17 +266,12 @@ def prepare_run(
                 f"run {run_name} already exists; pass --resume to continue it or choose another name"
             )
         return run_dir, None
-    stamp = datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
-    name, n = stamp, 1
-    while (runs_dir(settings) / name).exists():  # two runs in the same second (retrain right after train)
-        n += 1
-        name = f"{stamp}-{n}"
-    return runs_dir(settings) / _same_on_all_ranks(name), None
+    return runs_dir(settings) / _same_on_all_ranks(new_run_name(settings)), None
 
 
 # ------------------------------------------------------------------------------------------------------ run
 def train(
-    settings: Settings,
+    settings: Host,
     trainset: TrainSet,
     *,
     run_name: str | None = None,

@@ -22,7 +22,7 @@ from retrieval.sync import Progress, run_sync
 from retrieval.types import Hit, SyncReport
 
 if TYPE_CHECKING:
-    from chatbot.settings import Settings
+    from retrieval.config import Host
     from retrieval.embedding import Embedder
 
 log = logging.getLogger(__name__)
@@ -39,14 +39,14 @@ def validate_name(name: str) -> str:
     return name
 
 
-def collections_dir(settings: Settings) -> Path:
+def collections_dir(settings: Host) -> Path:
     return Path(settings.data_dir) / "collections"
 
 
 class Collection:
     """One collection on disk. Thread-safe for searching; syncs are serialised by a file lock."""
 
-    def __init__(self, settings: Settings, name: str, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Host, name: str, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.name = validate_name(name)
         self.root = collections_dir(settings) / name
@@ -57,25 +57,25 @@ class Collection:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, settings: Settings, name: str, embedder: Embedder | None = None) -> Collection:
+    def open(cls, settings: Host, name: str, embedder: Embedder | None = None) -> Collection:
         """Open the collection ``name``, creating it (empty) if it does not exist."""
         collection = cls(settings, name, embedder)
         collection.root.mkdir(parents=True, exist_ok=True)
         return collection
 
     @classmethod
-    def list(cls, settings: Settings) -> list[str]:
+    def list(cls, settings: Host) -> list[str]:
         base = collections_dir(settings)
         if not base.is_dir():
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.match(p.name))
 
     @classmethod
-    def exists(cls, settings: Settings, name: str) -> bool:
+    def exists(cls, settings: Host, name: str) -> bool:
         return (collections_dir(settings) / validate_name(name)).is_dir()
 
     @classmethod
-    def delete(cls, settings: Settings, name: str) -> None:
+    def delete(cls, settings: Host, name: str) -> None:
         """Delete a collection and all its snapshots; refused while a sync of it is running."""
         root = collections_dir(settings) / validate_name(name)
         if not root.is_dir():

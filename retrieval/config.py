@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -117,3 +118,28 @@ class RetrievalSettings(BaseModel):
         None, description="Cross-encoder (hub id or local directory) that reorders the fused candidates; off."
     )
     rerank_candidates: int = Field(20, ge=1, description="Fused candidates the cross-encoder rescores.")
+
+
+class ModelChoice(Protocol):
+    """The part of the ``models:`` settings section that retrieval reads."""
+
+    @property
+    def embedding(self) -> str: ...  # 'embedded', a hub id or a local sentence-transformers directory
+
+    @property
+    def device(self) -> str: ...  # 'auto', 'cpu', 'cuda' or 'mps'
+
+
+class Host(Protocol):
+    """What the retrieval package reads of the application's settings: the data directory (collections live
+    under ``<data_dir>/collections``), its own section, and which embedding model runs where.
+    ``chatbot.settings.Settings`` is one; a script may pass any object with these attributes."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def retrieval(self) -> RetrievalSettings: ...
+
+    @property
+    def models(self) -> ModelChoice: ...

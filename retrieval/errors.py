@@ -17,3 +17,20 @@ class CollectionError(RetrievalError, ValueError):
 
 class CollectionLockedError(RetrievalError):
     """Another sync of the same collection holds its lock; the message names the holder."""
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or points at something that does not exist (shared by every package:
+    ``chatbot.settings`` re-exports it)."""
+
+
+class ModelNotFoundError(SettingsError):
+    """A configured model cannot be found or loaded; the message names the setting and what to do."""
+
+
+def model_not_found(setting: str, value: str, why: str, embedded: str = "embedded") -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"setting {setting} = {value!r}: {why}. Set it (YAML `{setting}` or env "
+        f"APP_{setting.upper().replace('.', '__')}) to '{embedded}', an existing local model directory, or a "
+        "Hugging Face hub id reachable from this machine (a hub id needs network access or a filled HF cache)."
+    )

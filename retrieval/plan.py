@@ -19,7 +19,7 @@ from retrieval.loaders import PIPELINE_VERSION
 from retrieval.walk import file_hash, scan
 
 if TYPE_CHECKING:
-    from chatbot.settings import Settings
+    from retrieval.config import Host
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Plan:
         return not self.rebuild and old is not None and old.hash == self.hashes[rel]
 
 
-def fingerprint(settings: Settings) -> str:
+def fingerprint(settings: Host) -> str:
     """What the stored chunks and vectors depend on; when it changes, every file is re-indexed."""
     r = settings.retrieval
     parts = {
@@ -71,7 +71,7 @@ def fingerprint(settings: Settings) -> str:
     return json.dumps(parts, sort_keys=True)
 
 
-def plan(root: Path, folder: Path, settings: Settings) -> Plan:
+def plan(root: Path, folder: Path, settings: Host) -> Plan:
     r = settings.retrieval
     found = scan(folder, r.skip_hidden, Path(settings.data_dir).resolve(), r.follow_symlinks)
     previous: dict[str, store.FileRecord] = {}

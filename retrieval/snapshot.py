@@ -5,7 +5,7 @@ Layout of ``<data_dir>/collections/<name>/``::
     CURRENT          "v000007": the version searches read (replaced atomically: temp file, fsync, rename)
     v000006/         the previous snapshot, kept for readers that still have it open
     v000007/         records.sqlite (files, chunks, vectors, FTS5 BM25) + vectors.faiss
-    sync.lock        flock'd by the running sync; holds its pid, host and start time
+    sync.lock        locked by the running sync (filelock); sync.holder: its pid, host and start time
     last_sync.json   when the last sync ran and what it did (informational)
 
 A sync builds ``.staging-v000008-<pid>/`` from a copy of the current snapshot, fsyncs every file and the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
@@ -29,44 +28,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from retrieval.errors import CollectionLockedError
+from retrieval.files import fsync_dir, fsync_tree, try_exclusive, write_atomic
 
 log = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
 LOCK = "sync.lock"
+HOLDER = "sync.holder"
 LAST_SYNC = "last_sync.json"
 _VERSION = re.compile(r"^v(\d{6,})$")
 
 
 def version_name(number: int) -> str:
     return f"v{number:06d}"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(path: Path) -> None:
-    for item in path.iterdir():
-        if item.is_file():
-            with open(item, "rb") as handle:
-                os.fsync(handle.fileno())
-    fsync_dir(path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def current(root: Path) -> Path | None:
@@ -134,24 +108,19 @@ def read_last_sync(root: Path) -> dict:
 
 @contextlib.contextmanager
 def sync_lock(root: Path, collection: str) -> Iterator[None]:
-    """Hold the collection's sync lock (non-blocking); a second sync gets an error naming the holder."""
-    path = root / LOCK
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (closed below, after the lock is released)
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown process"
+    """Hold the collection's sync lock (non-blocking); a second sync gets an error naming the holder, whose
+    pid, host and start time are kept beside the lock in ``sync.holder``."""
+    holder_file = root / HOLDER
+    with try_exclusive(root / LOCK) as acquired:
+        if not acquired:
+            try:
+                holder = holder_file.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                holder = ""
             raise CollectionLockedError(
-                f"collection {collection!r} is being synced by another process ({holder}); "
+                f"collection {collection!r} is being synced by another process ({holder or 'unknown process'}); "
                 "wait for it to finish, or stop that process"
-            ) from None
+            )
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}")
-        handle.flush()
+        holder_file.write_text(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}")
         yield
-    finally:
-        handle.close()  # closing the descriptor releases the flock

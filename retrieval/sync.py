@@ -30,7 +30,7 @@ from retrieval.types import SyncReport
 from retrieval.walk import read_file
 
 if TYPE_CHECKING:
-    from chatbot.settings import Settings
+    from retrieval.config import Host
     from retrieval.embedding import Embedder
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class _closing:
 
 
 def run_sync(
-    root: Path, name: str, folder: Path, settings: Settings, embedder: Embedder, progress: Progress | None
+    root: Path, name: str, folder: Path, settings: Host, embedder: Embedder, progress: Progress | None
 ) -> SyncReport:
     """Sync ``folder`` into the collection at ``root``; the caller holds the sync lock."""
     started = time.perf_counter()
@@ -189,7 +189,7 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
 class _Writer:
     """Buffers loaded files and writes them (with their vectors) a few hundred chunks at a time."""
 
-    def __init__(self, conn, reuse, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, conn, reuse, settings: Host, embedder: Embedder) -> None:
         self.conn, self.reuse, self.settings, self.embedder = conn, reuse, settings, embedder
         self.pending = Pending()
         self.removed: list[int] = []
@@ -244,7 +244,7 @@ def _write_index(previous, staging, conn, writer: _Writer, rebuild: bool, settin
     vectors.save(vectors.build(settings.retrieval, dim, store.all_vectors(conn), total), path)
 
 
-def _embedded_text(text: str, title: str | None, settings: Settings) -> str:
+def _embedded_text(text: str, title: str | None, settings: Host) -> str:
     if settings.retrieval.embed_with_title and title and not text.startswith(title):
         return f"{title}\n{text}"
     return text

@@ -18,6 +18,17 @@ class Hit:
     page: int | None = None  # 1-based page for paged formats (PDF)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """Where the chunk comes from, on one line: "guide.pdf — page 3 — Installing", whatever the file name
+        or title holds (the prompt, the CLI and the API all show this)."""
+        parts = [self.source]
+        if self.page:
+            parts.append(f"page {self.page}")
+        if self.title:
+            parts.append(self.title)
+        return " ".join(" — ".join(parts).split())
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -143,7 +143,7 @@ def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path, monkeypatch
     [b for b in at.button if b.label == "Sync"][0].click().run()
     import time
 
-    from chatbot.ui.jobs import sync_jobs
+    from chatbot.ui.sync_jobs import sync_jobs
 
     deadline = time.time() + 60
     while (job := sync_jobs().get("handbook")) is not None and job.running and time.time() < deadline:

@@ -15,7 +15,7 @@ from test_app import ROOT, TIMEOUT, loopback, page
 
 from chatbot.settings import load_settings
 from chatbot.ui.access import LoginThrottle
-from chatbot.ui.jobs import sync_jobs
+from chatbot.ui.sync_jobs import sync_jobs
 from retrieval.collection import Collection
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.models import converted_dir
 from chatbot.service import ChatService
 from chatbot.settings import load_settings
+from finetune.models import converted_dir
 from retrieval.collection import Collection
 
 pytestmark = pytest.mark.e2e

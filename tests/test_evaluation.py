@@ -107,7 +107,7 @@ def test_eval_rag_command_builds_the_collection_and_reports(tmp_path, app_env):
 
 def test_rag_scorer_scores_a_model_through_the_chain(tmp_path, settings):
     from chatbot.evaluation import rag_scorer
-    from chatbot.models import load_generator
+    from finetune.models import load_generator
 
     path = tmp_path / "qa.json"
     path.write_text(json.dumps(SQUAD), encoding="utf-8")

@@ -4,9 +4,9 @@ prompt's defence against documents that imitate its structure."""
 import torch
 
 from chatbot.llm import AnswerNoRepeatNGram, LocalChatModel, answer_processors
-from chatbot.models import load_generator
 from chatbot.prompt import defuse, format_sources, is_abstention
 from chatbot.settings import GenerationSettings
+from finetune.models import load_generator
 from retrieval.types import Hit
 
 

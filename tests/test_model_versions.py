@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chatbot.models import ModelNotFoundError, load_generator
 from chatbot.service import ChatService
+from finetune.models import ModelNotFoundError, load_generator
 from finetune.registry import Registry
 
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from chatbot.device import select_device, to_device
 from chatbot.llm import LocalChatModel
-from chatbot.models import ModelNotFoundError, embedded_embedding_path, embedded_gguf_path, load_generator
+from finetune.device import select_device, to_device
+from finetune.models import ModelNotFoundError, embedded_gguf_path, load_generator
+from retrieval.embedding import embedded_embedding_path
 
 
 def test_embedded_models_are_installed():

@@ -1,8 +1,8 @@
 import pytest
 
 from chatbot.llm import LocalChatModel
-from chatbot.models import load_generator
 from chatbot.prompt import TRUNCATED, PromptTooLong, build_prompt
+from finetune.models import load_generator
 from retrieval.types import Hit
 
 SENTENCE = "The library opens at nine in the morning and closes at eight in the evening. "

@@ -10,7 +10,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 import finetune.registry as registry_module
-from finetune.registry import SHIPPED_DIR, SHIPPED_ID, Registry, load_version_for_inference
+from finetune.models import load_version
+from finetune.registry import SHIPPED_DIR, SHIPPED_ID, Registry
 
 
 def test_the_shipped_adapter_is_a_small_float16_lora_on_the_embedded_model():
@@ -51,7 +52,7 @@ def shipped(settings, tiny_llm_dir, tmp_path, monkeypatch):
 def test_shipped_version_is_current_until_another_is_promoted(settings, shipped, tiny_llm_dir, tmp_path):
     registry = Registry(settings)
     assert registry.current_id() == SHIPPED_ID and [v.id for v in registry.list()] == [SHIPPED_ID]
-    model, tokenizer = load_version_for_inference(settings)  # base weights + shipped adapter, base tokenizer
+    model, tokenizer = load_version(settings)  # base weights + shipped adapter, base tokenizer
     assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight, shipped, atol=1e-6)
     assert tokenizer.eos_token == "<|im_end|>"
     other = registry.add(
@@ -73,7 +74,7 @@ def test_shipped_version_is_not_offered_for_another_generator(settings, shipped,
         update={"models": settings.models.model_copy(update={"generator": str(tmp_path)})}
     )
     assert Registry(other).current_id() is None and Registry(other).list() == []
-    from chatbot.models import version_key
+    from finetune.models import version_key
 
     base = settings.model_copy(update={"models": settings.models.model_copy(update={"version": "base"})})
     assert version_key(base) is None and version_key(settings) == SHIPPED_ID

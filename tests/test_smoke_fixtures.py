@@ -1,5 +1,6 @@
 def test_tiny_models_load(settings):
-    from chatbot.models import load_embedder, load_generator
+    from finetune.models import load_generator
+    from retrieval.embedding import load_embedder
 
     gen = load_generator(settings)
     assert gen.model.config.num_hidden_layers == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot.ui.jobs import SyncJobs
+from chatbot.ui.sync_jobs import SyncJobs
 from chatbot.uploads import (
     FolderNotAllowed,
     UploadError,

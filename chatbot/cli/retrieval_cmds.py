@@ -135,7 +135,7 @@ def search(
     if not found:
         typer.echo("no results")
     for rank, hit in enumerate(found, start=1):
-        where = hit.source + (f" p.{hit.page}" if hit.page else "") + (f" - {hit.title}" if hit.title else "")
+        where = hit.label
         text = " ".join(hit.text.split())
         typer.echo(f"[{rank}] {hit.score:.3f}  {where}\n    {text[:300]}{'...' if len(text) > 300 else ''}")
 

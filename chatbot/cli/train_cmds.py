@@ -70,7 +70,7 @@ def train(
     """Train on documents, chat examples and feedback (or on grounded QA); register the result as a model
     version."""
     from finetune.data import DataError, build_trainset, collect
-    from finetune.registry import load_tokenizer
+    from finetune.models import load_tokenizer
     from finetune.train import TrainError
     from finetune.train import train as run_training
 
@@ -140,13 +140,13 @@ def train(
 
 
 def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any, tuple[Any, ...]]:
-    from finetune.train import find_run_to_resume, runs_dir
+    from finetune.train import TrainError, run_to_resume
 
-    run_dir = runs_dir(settings) / run if run else find_run_to_resume(settings)
-    record = run_dir / "run.json" if run_dir else None
-    if record is None or not record.is_file():
-        fail(f"nothing to resume: no unfinished run{' ' + run if run else ''} under {runs_dir(settings)}")
-    sources = json.loads(record.read_text()).get("sources", {})
+    try:
+        run_dir = run_to_resume(settings, run)
+    except TrainError as exc:
+        fail(str(exc))
+    sources = json.loads((run_dir / "run.json").read_text()).get("sources", {})
     return (
         [Path(p) for p in sources.get("docs_dirs", [])],
         [Path(p) for p in sources.get("chat_files", [])],
@@ -183,7 +183,8 @@ def retrain(ctx: typer.Context) -> None:
 
     def grounded() -> list[Any]:
         from chatbot.recipes import grounded_items
-        from finetune.registry import Registry, load_tokenizer
+        from finetune.models import load_tokenizer
+        from finetune.registry import Registry
 
         files = [p for p in cfg.grounded_qa_files if Path(p).is_file()]
         tokenizer = load_tokenizer(settings, Registry(settings).current())

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chatbot.settings import Settings
+from retrieval.files import write_atomic
 
 
 @dataclass
@@ -75,9 +76,7 @@ def start_job(settings: Settings, args: list[str]) -> TrainingJob:
             start_new_session=True,
         )
     job = TrainingJob(proc.pid, command, str(log_path), time.time())
-    tmp = _state_file(settings).with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(job)))
-    tmp.replace(_state_file(settings))
+    write_atomic(_state_file(settings), json.dumps(asdict(job)))
     return job
 
 
@@ -89,14 +88,9 @@ def stop_job(job: TrainingJob) -> None:
 
 def latest_metrics(settings: Settings) -> list[dict]:
     """The per-step records of the most recently written training run."""
-    runs = settings.data_dir / "models" / "runs"
+    from finetune.checkpoints import read_metrics
+    from finetune.train import runs_dir
+
+    runs = runs_dir(settings)
     files = sorted(runs.glob("*/metrics.jsonl"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
-    if not files:
-        return []
-    records = []
-    for line in files[-1].read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # the line being written right now
-            continue
-    return records
+    return read_metrics(files[-1]) if files else []

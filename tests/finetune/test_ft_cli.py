@@ -78,7 +78,7 @@ def test_training_runs_data_parallel_under_torchrun(ft_settings, tmp_path):
         "--nproc-per-node",
         "2",
         "-m",
-        "finetune",
+        "chatbot",
         "-c",
         str(config),
         "train",

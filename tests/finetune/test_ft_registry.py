@@ -8,7 +8,8 @@ from ft_helpers import trainset_of
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.export import export, load_exported
-from finetune.registry import CurrentModel, Registry, RegistryError, load_version_for_inference
+from finetune.models import load_version, version_key
+from finetune.registry import Registry, RegistryError
 from finetune.train import train
 
 
@@ -49,11 +50,10 @@ def test_load_version_and_export_give_the_same_model(ft_settings, tmp_path):
         update={"finetune": ft_settings.finetune.model_copy(update={"max_steps": 2})}
     )
     second = train(settings, trainset_of(settings)).version
-    current = CurrentModel(settings)  # what a running chat app holds
-    assert current.get()[2] is None  # no version yet: the base model
+    assert version_key(settings) is None  # no version yet: the running chat serves the base model
     Registry(settings).promote(second.id)
-    assert current.get()[2] == second.id  # picked up without a restart
-    model, tokenizer = load_version_for_inference(settings)  # current version, merged
+    assert version_key(settings) == second.id  # what the chat reloads on, without a restart
+    model, tokenizer = load_version(settings)  # current version, merged
     ids = tokenizer("The library opens at nine", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         reference = model(ids).logits

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ft_helpers import write_docs
 
 from finetune.registry import Registry
-from finetune.retrain import retrain, single_run
+from finetune.retrain import retrain
+from retrieval.files import try_exclusive
 
 NEW_DOC = {
     "new.md": "\n\n".join(f"Room {i} of the library has {i + 2} tables and one printer." for i in range(8))
@@ -46,7 +47,7 @@ def test_retrain_promotes_then_idles_then_rejects_a_worse_candidate(ft_settings,
 
 
 def test_a_second_retrain_waits_for_none(ft_settings):
-    with single_run(ft_settings.data_dir / "models" / "retrain.lock") as held:
+    with try_exclusive(ft_settings.data_dir / "models" / "retrain.lock") as held:
         assert held
         report = retrain(ft_settings)
     assert (report.status, report.exit_code) == ("locked", 5)

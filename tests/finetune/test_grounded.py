@@ -77,7 +77,7 @@ def squad_file(path: Path, impossible: bool = False) -> Path:
 
 
 def _tokenizer(settings):
-    from finetune.registry import load_tokenizer
+    from finetune.models import load_tokenizer
 
     return load_tokenizer(settings)
 

@@ -1,4 +1,5 @@
-"""Choosing the torch device: CUDA, then Apple MPS, then CPU, unless settings say otherwise."""
+"""Choosing the torch device and dtype (CUDA, then Apple MPS, then CPU, unless settings say otherwise), and
+moving batches to it. Used by model loading, training and the local chat backend."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chatbot.device import model_device, to_device
+from finetune.device import model_device, to_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

