@@ -6,7 +6,7 @@ The Hugging Face Trainer does the loop: cosine schedule with warmup, AdamW with 
 accumulation and clipping, evaluation every ``eval_steps``, checkpoints every ``save_steps`` (last
 ``save_total_limit`` kept). A checkpoint holds weights (the adapter for LoRA), optimizer, scheduler, RNG
 states and the step; the Trainer skips the batches already seen, so a resumed run continues with the same
-step, learning rate, optimizer state, dropout RNG and data position (``tests/finetune/test_resume.py``).
+step, learning rate, optimizer state, dropout RNG and data position (``tests/finetune/test_ft_resume.py``).
 The same code runs under ``torchrun``/``accelerate launch``: the Trainer reads the launcher's environment and
 wraps the model in DDP; only rank 0 writes the metrics, the final model and the registry entry.
 """

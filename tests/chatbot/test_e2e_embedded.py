@@ -12,7 +12,7 @@ from finetune.models import converted_dir
 from retrieval.collection import Collection
 
 pytestmark = pytest.mark.e2e
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from chatbot.memory import Conversations
 from chatbot.settings import load_settings
 from retrieval.collection import Collection
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # seconds: the first question loads the model
 
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from chatbot.cli import app
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 runner = CliRunner()
 
 

@@ -14,7 +14,7 @@ from chatbot.api_keys import ApiKeys
 from chatbot.service import ChatService
 from retrieval.collection import Collection
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 
 @pytest.fixture

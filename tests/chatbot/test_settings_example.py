@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from chatbot.cli import app
 from chatbot.settings import load_settings
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "settings.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "settings.example.yaml"
 
 
 def test_example_file_lists_every_default_and_is_current():

@@ -21,7 +21,7 @@ from chatbot.cli import app as cli
 from chatbot.service import ChatService
 from retrieval.collection import Collection
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 QUESTION = "How do I delete a collection?"
 
 

@@ -9,7 +9,7 @@ from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 
 @pytest.fixture
