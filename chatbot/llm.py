@@ -122,9 +122,9 @@ class StreamingChatModel(BaseChatModel):
 
 
 class LocalChatModel(StreamingChatModel):
-    """Chat model backed by a :class:`~chatbot.models.Generator` (transformers, in-process)."""
+    """Chat model backed by a :class:`~finetune.models.Generator` (transformers, in-process)."""
 
-    generator: Any = Field(exclude=True, description="The loaded chatbot.models.Generator.")
+    generator: Any = Field(exclude=True, description="The loaded finetune.models.Generator.")
     lock: Any = Field(default_factory=threading.Lock, exclude=True)
 
     @property
