@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+from finetune.feedback import FEEDBACK_TABLE
+
+CHAT_TABLES = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL DEFAULT '',  -- who may see it: a login name, or a browser session's key
@@ -38,18 +40,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations(owner, updated_at);
--- Read by finetune/ to build chat examples: answers rated +1, and corrections.
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id TEXT NOT NULL,
-    message_id INTEGER NOT NULL UNIQUE REFERENCES messages(id) ON DELETE CASCADE,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    rating INTEGER NOT NULL CHECK (rating IN (-1, 0, 1)),
-    correction TEXT,
-    created_at REAL NOT NULL
-);
 """
+# The feedback table is read by finetune/ to build chat examples (answers rated +1, and corrections): its one
+# definition lives there (finetune may not import chatbot), so writer and reader cannot disagree.
+SCHEMA = CHAT_TABLES + FEEDBACK_TABLE
 
 
 class ConversationNotFound(KeyError):

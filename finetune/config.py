@@ -90,7 +90,8 @@ class FinetuneSettings(BaseModel):
     # --- data ---
     docs_dirs: list[Path] = Field(
         default_factory=list,
-        description="Folders of .txt/.md domain documents used by `train` and `retrain`.",
+        description="Folders of domain documents used by `train` and `retrain`: every file type retrieval "
+        "indexes (.txt/.md, PDF, DOCX, HTML, e-mail, CSV/JSON...), read with its loaders and limits.",
     )
     chat_files: list[Path] = Field(
         default_factory=list, description='JSONL files of chat examples, one {"messages": [...]} per line.'

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.config import FinetuneSettings
+from finetune.documents import read_folder
 from finetune.feedback import feedback_conversations
+from retrieval.config import RetrievalSettings
+from retrieval.isolation import ParserProcess
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-DOC_SUFFIXES = (".txt", ".md")
 ROLES = {"system", "user", "assistant"}
 IGNORE = -100  # label value the loss skips (torch cross_entropy's ignore_index)
 
@@ -66,6 +68,7 @@ class Item:
 class Collected:
     items: list[Item] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # document (or folder) not read -> why
 
 
 def content_key(kind: str, content: Any) -> str:
@@ -76,16 +79,6 @@ def content_key(kind: str, content: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- sources
-def read_folder(folder: Path) -> list[tuple[str, str]]:
-    """(source, text) of every .txt/.md file under ``folder``, sorted by path so packing is reproducible."""
-    if not folder.is_dir():
-        raise DataError(f"document folder {folder} does not exist")
-    docs = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in DOC_SUFFIXES and p.is_file()):
-        docs.append((str(path), path.read_text(encoding="utf-8", errors="replace")))
-    return docs
-
-
 def passages(source: str, text: str, max_chars: int) -> list[Item]:
     """Cut a document at blank lines into passages of up to ~``max_chars`` (longer paragraphs stay whole)."""
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
@@ -99,7 +92,7 @@ def passages(source: str, text: str, max_chars: int) -> list[Item]:
 
 
 def doc_items(docs: Iterable[tuple[str, str]], max_chars: int) -> list[Item]:
-    """Passages of (source, text) documents: a folder today, a retrieval collection's chunks later."""
+    """Passages of (source, text) documents: a folder's files, or any other texts given."""
     return [item for source, text in docs for item in passages(source, text, max_chars)]
 
 
@@ -147,12 +140,25 @@ def collect(
     docs_dirs: Sequence[Path] | None = None,
     chat_files: Sequence[Path] | None = None,
     use_feedback: bool | None = None,
+    retrieval: RetrievalSettings | None = None,
 ) -> Collected:
-    """Every item from the configured (or given) sources, deduplicated by key, with the issues found."""
+    """Every item from the configured (or given) sources, deduplicated by key, with the issues found and the
+    documents that could not be read (skipped, named in ``failed``).
+
+    Folders are read with the retrieval loaders under ``retrieval``'s limits (file size, parse time and
+    memory, hidden files, links); its defaults when not given."""
     found = Collected()
     all_docs = list(docs or [])
-    for folder in settings.docs_dirs if docs_dirs is None else docs_dirs:
-        all_docs.extend(read_folder(Path(folder)))
+    folders = [Path(f) for f in (settings.docs_dirs if docs_dirs is None else docs_dirs)]
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(f"document folder {folder} does not exist")
+    retrieval = retrieval or RetrievalSettings()
+    with ParserProcess(retrieval) as parser:  # one child process for all folders, started on first use
+        for folder in folders:
+            text = read_folder(folder, retrieval, parser, exclude=Path(data_dir))
+            all_docs.extend(text.docs)
+            found.failed.update(text.failed)
     found.items.extend(doc_items(all_docs, settings.passage_chars))
     for path in settings.chat_files if chat_files is None else chat_files:
         part = read_chat_jsonl(Path(path))

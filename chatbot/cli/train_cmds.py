@@ -95,6 +95,7 @@ def train(
             docs_dirs=docs if not grounded else docs or [],
             chat_files=chat,
             use_feedback=feedback,
+            retrieval=settings.retrieval,
         )
         if grounded:
             from chatbot.recipes import grounded_items
@@ -103,6 +104,8 @@ def train(
             found.items = dedupe([*grounded_items(settings, qa, split, limit, tokenizer), *found.items])
         for issue in found.issues:
             typer.echo(f"warning: skipped {issue}", err=True)
+        for source, reason in found.failed.items():
+            typer.echo(f"warning: skipped {source}: {reason}", err=True)
         trainset = build_trainset(found.items, tokenizer, settings.finetune)
         if search:
             from finetune.search import search as run_search

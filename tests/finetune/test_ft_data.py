@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 from ft_helpers import CHATS, write_chats
@@ -20,6 +21,7 @@ from finetune.data import (
     read_chat_jsonl,
     split,
 )
+from finetune.feedback import FEEDBACK_TABLE, feedback_conversations
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,7 @@ def test_split_is_seeded_and_stable_when_data_grows():
 
 
 def test_feedback_becomes_chat_examples(ft_settings):
+    """A table with the columns typed as docs/finetune.md used to say (TEXT ids and times) is still read."""
     db = ft_settings.data_dir / "conversations.sqlite"
     db.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(db)
@@ -137,6 +140,27 @@ def test_feedback_becomes_chat_examples(ft_settings):
         (("user", "Q good"), ("assistant", "A good")),
         (("user", "Q fixed"), ("assistant", "A right")),
     }
+
+
+def test_feedback_written_by_the_chat_store_is_read_back(ft_settings):
+    """The chat's own API writes the table (created from finetune's FEEDBACK_TABLE); training reads it."""
+    from chatbot.memory import Conversations
+
+    store = Conversations(ft_settings.data_dir / "conversations.sqlite")
+    ratings = {"Q good": (1, None), "Q bad": (-1, None), "Q meh": (0, None), "Q fixed": (-1, "A right")}
+    for question, (rating, correction) in ratings.items():
+        _, answer_id = store.save_turn(None, question, f"answer to {question}")
+        store.add_feedback(answer_id, rating, correction)
+    pairs = [pairs for _, pairs in feedback_conversations(ft_settings.data_dir / "conversations.sqlite")]
+    assert pairs == [
+        (("user", "Q good"), ("assistant", "answer to Q good")),
+        (("user", "Q fixed"), ("assistant", "A right")),
+    ]
+
+
+def test_docs_quote_the_feedback_table_as_the_code_defines_it():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "finetune.md").read_text(encoding="utf-8")
+    assert f"```sql\n{FEEDBACK_TABLE.strip()}\n```" in docs
 
 
 def test_missing_feedback_table_means_no_feedback(ft_settings):
