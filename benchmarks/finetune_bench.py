@@ -60,7 +60,7 @@ def throughput(data_dir: Path, method: str, steps: int) -> dict:
     settings = _settings(
         data_dir, [SAMPLE], method=method, max_steps=steps, learning_rate=lr, val_fraction=0.0
     )
-    found = collect(settings.finetune, settings.data_dir)
+    found = collect(settings.finetune, settings.data_dir, retrieval=settings.retrieval)
     trainset = build_trainset(found.items, load_tokenizer(settings), settings.finetune)
     rss_before = _peak_mib()
     run = train(settings, trainset, register=False)
@@ -83,7 +83,7 @@ def perplexity(data_dir: Path, epochs: float) -> dict:
         data_dir, [SAMPLE], val_fraction=0.25, epochs=epochs, learning_rate=3e-4, lora_r=16, lora_alpha=32
     )
     tokenizer = load_tokenizer(settings)
-    found = collect(settings.finetune, settings.data_dir)
+    found = collect(settings.finetune, settings.data_dir, retrieval=settings.retrieval)
     trainset = build_trainset(found.items, tokenizer, settings.finetune)
     base, tok = load_version(settings, None)
     before = evaluate(base, trainset.val, tok.pad_token_id)
@@ -112,7 +112,7 @@ def retrain_time(data_dir: Path, new_docs: int) -> dict:
     shutil.rmtree(incoming, ignore_errors=True)
     incoming.mkdir(parents=True)
     settings = _settings(data_dir, [SAMPLE, incoming], max_steps=2, epochs=1.0)
-    items = collect(settings.finetune, data_dir).items
+    items = collect(settings.finetune, data_dir, retrieval=settings.retrieval).items
     first = train(settings, build_trainset(items, load_tokenizer(settings), settings.finetune))
     Registry(settings).promote(first.version.id)
     # New documents: paragraphs of Spanish Wikipedia articles (SQuAD-es), ~700 characters each.
@@ -137,7 +137,7 @@ def retrain_time(data_dir: Path, new_docs: int) -> dict:
 def export_int8(data_dir: Path) -> dict:
     """Merge a 1-step LoRA version and export it with int8: sizes and greedy generation speed, CPU."""
     settings = _settings(data_dir, [SAMPLE], max_steps=1, val_fraction=0.0)
-    found = collect(settings.finetune, settings.data_dir)
+    found = collect(settings.finetune, settings.data_dir, retrieval=settings.retrieval)
     run = train(settings, build_trainset(found.items, load_tokenizer(settings), settings.finetune))
     start = time.perf_counter()
     report = export(settings, run.version, data_dir / "export", int8=True)

@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument(
         "--checkpoints", type=Path, help="a run's checkpoints folder: evaluate each checkpoint"
     )
+    parser.add_argument("--steps", type=int, nargs="+", help="with --checkpoints: only these steps")
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: squad, " + ", ".join(OWN_SETS))
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-grounded")
     parser.add_argument("--out", type=Path, default=Path("grounded.json"))

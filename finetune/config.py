@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from retrieval.config import RetrievalSettings
+
 
 class ModelSettings(BaseModel):
     """Which models, and where they run (the ``models:`` section). Loading lives in ``finetune.models``; the
@@ -233,3 +235,6 @@ class Host(Protocol):
 
     @property
     def finetune(self) -> FinetuneSettings: ...
+
+    @property
+    def retrieval(self) -> RetrievalSettings: ...  # the loaders' limits, for documents read as training text

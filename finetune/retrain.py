@@ -33,8 +33,8 @@ from finetune.data import (
     split,
     tokenize,
 )
-from finetune.perplexity import evaluate
 from finetune.models import load_tokenizer, load_version
+from finetune.perplexity import evaluate
 from finetune.registry import Registry, Version
 from finetune.train import train
 from retrieval.files import try_exclusive, write_atomic
@@ -93,7 +93,7 @@ def _retrain(
     registry = Registry(settings)
     current = registry.current()
     if items is None:
-        items = collect(cfg, Path(settings.data_dir)).items
+        items = collect(cfg, Path(settings.data_dir), retrieval=settings.retrieval).items
     known = current.manifest["items"] if current else {}
     new = [i for i in items if i.key not in known]
     old = [i for i in items if i.key in known]

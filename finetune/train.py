@@ -36,8 +36,8 @@ from finetune.checkpoints import (
 )
 from finetune.data import TrainSet
 from finetune.device import select_device, select_dtype
-from finetune.perplexity import IGNORE, Collator, evaluate
 from finetune.models import base_source, load_causal_lm, load_tokenizer
+from finetune.perplexity import IGNORE, Collator, evaluate
 from finetune.registry import Registry, Version
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatbot.ui.sync_jobs import sync_jobs
 from chatbot.ui.render import code_span
 from chatbot.ui.state import PageContext, page_context
+from chatbot.ui.sync_jobs import sync_jobs
 from chatbot.uploads import FolderNotAllowed, UploadError, UploadExists, save_uploads, uploads_dir
 from retrieval.collection import Collection
 
