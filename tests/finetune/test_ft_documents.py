@@ -3,17 +3,15 @@ be read is named and skipped while the rest of the folder still becomes training
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+
+# The document builders shared with the retrieval tests (a hand-written PDF, python-docx, an e-mail).
+from document_files import make_docx, make_email, make_pdf
 from ft_helpers import DOCS, write_docs
 
-# The document builders of the retrieval tests (a hand-written PDF, python-docx, an e-mail with an attachment).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "retrieval"))
-from retrieval_helpers import make_docx, make_email, make_pdf  # noqa: E402
-
-from finetune.data import collect, doc_items, tokenize  # noqa: E402
+from finetune.data import collect, doc_items, tokenize
 
 # One word per format that appears nowhere else, so finding it proves that file's text was used.
 MARKERS = {

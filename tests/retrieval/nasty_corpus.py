@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import make_pdf, make_zip_bomb_docx
+from document_files import make_pdf, make_zip_bomb_docx
 
 # The retrieval settings the corpus is meant for (as APP_* variables): limits low enough to trip quickly.
 LIMITS = {"APP_RETRIEVAL__MAX_DOCX_XML_MB": "1", "APP_RETRIEVAL__MAX_FILE_MB": "2"}

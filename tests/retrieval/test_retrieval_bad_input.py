@@ -6,7 +6,8 @@ import io
 import os
 
 import pytest
-from retrieval_helpers import chunk_table, make_docx, make_pdf, make_zip_bomb_docx
+from document_files import make_docx, make_pdf, make_zip_bomb_docx
+from retrieval_helpers import chunk_table
 
 from retrieval.collection import Collection
 
@@ -77,7 +78,7 @@ def test_bad_files_are_reported_and_the_rest_indexed(settings, tmp_path):
 
 
 def test_attachment_failure_does_not_drop_the_message(settings, tmp_path):
-    from retrieval_helpers import make_email
+    from document_files import make_email
 
     docs = tmp_path / "docs"
     docs.mkdir()

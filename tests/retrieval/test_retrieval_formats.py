@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retrieval_helpers import chunk_table, make_docx, make_email, make_pdf
+from document_files import make_docx, make_email, make_pdf
+from retrieval_helpers import chunk_table
 
 from retrieval.chunking import chunk_document, word_starts
 from retrieval.collection import Collection
