@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from langchain_core.language_models.chat_models import BaseChatModel
+
 from chatbot.cancel import STOP
+from chatbot.chat_model import ChatBackend
 from chatbot.citations import cited_numbers
 from chatbot.memory import Conversations
 from chatbot.prompt import is_abstention, source_label
@@ -87,10 +90,13 @@ class ChatEvent:
 class ChatService:
     """Answers questions from a collection with the configured LLM; remembers conversations."""
 
-    def __init__(self, settings: Settings, llm: Any = None) -> None:
+    def __init__(self, settings: Settings, llm: BaseChatModel | None = None) -> None:
+        from chatbot.backends import as_backend
+
         self.settings = settings
-        self._fixed_llm = llm  # given by the caller (tests, embedding): never reloaded
-        self._llms: dict[tuple[str, str | None], Any] = {}  # (models.version, what it resolved to) -> LLM
+        # given by the caller (tests, embedding): never reloaded
+        self._fixed_llm = as_backend(llm, settings) if llm is not None else None
+        self._llms: dict[tuple[str, str | None], ChatBackend] = {}  # (models.version, resolved to) -> LLM
         self._chains: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
 
@@ -99,10 +105,10 @@ class ChatService:
         return Conversations(self.settings.data_dir / "conversations.sqlite")
 
     @property
-    def llm(self) -> Any:
+    def llm(self) -> ChatBackend:
         return self.llm_for(None)
 
-    def llm_for(self, version: str | None) -> Any:
+    def llm_for(self, version: str | None) -> ChatBackend:
         """The LLM for ``version`` (default: ``models.version``). The registry is looked at on every call, so
         promoting or rolling back a version takes effect at the next question, without a restart."""
         if self._fixed_llm is not None:
@@ -128,26 +134,25 @@ class ChatService:
 
     def model_name(self, version: str | None = None) -> str:
         """What answers: the local generator with its version, or the remote endpoint's model."""
-        generator = getattr(self.llm_for(version), "generator", None)
-        return generator.name if generator is not None else self.settings.models.endpoint_model
+        return self.llm_for(version).answering_model()
 
     def collections(self) -> list[str]:
         from retrieval.collection import Collection
 
         return Collection.list(self.settings)
 
-    def _chain(self, collection: str, llm: Any, search: Any = None) -> Any:
+    def _chain(self, collection: str, llm: ChatBackend, search: Any = None) -> Any:
         key = (collection, id(llm))
         if search is not None:  # a one-off search (evaluation): a chain of its own, not cached
-            from chatbot.backends import context_window, token_counter
+            from chatbot.backends import context_limit
             from chatbot.chain import build_chain
 
             self._chain(collection, llm)  # the collection must exist all the same
             return build_chain(
-                llm, search, token_counter(llm), context_window(self.settings, llm), self.settings.chat
+                llm, search, llm.count_tokens, context_limit(self.settings, llm), self.settings.chat
             )
         if key not in self._chains:
-            from chatbot.backends import context_window, token_counter
+            from chatbot.backends import context_limit
             from chatbot.chain import build_chain
             from retrieval.collection import Collection
 
@@ -161,8 +166,8 @@ class ChatService:
             self._chains[key] = build_chain(
                 llm,
                 lambda q, k: col.search(q, k),
-                token_counter(llm),
-                context_window(self.settings, llm),
+                llm.count_tokens,
+                context_limit(self.settings, llm),
                 self.settings.chat,
             )
         return self._chains[key]
@@ -262,7 +267,7 @@ class ChatService:
         shown = state["prompt"].hits if state.get("hits") else []
         cited = set(cited_numbers(text))
         sources = [Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)]
-        n_tokens = _count_tokens(llm, text, len(pieces))
+        n_tokens = llm.count_answer_tokens(text, len(pieces))
         answer = ChatAnswer(
             text=text,
             sources=sources,
@@ -290,12 +295,3 @@ class ChatService:
                 assert event.answer is not None
                 return event.answer
         raise RuntimeError("the chat stream ended without an answer")
-
-
-def _count_tokens(llm: Any, text: str, pieces: int) -> int:
-    """Tokens in an answer: by the local model's tokenizer (its streamer hands out whole words); else the
-    streamed pieces (OpenAI-compatible servers stream one token per piece)."""
-    generator = getattr(llm, "generator", None)
-    if generator is None:
-        return pieces
-    return len(generator.tokenizer(text, add_special_tokens=False)["input_ids"])
