@@ -7,6 +7,8 @@ with ``store: true`` a new stored conversation is started (created once its firs
 otherwise the request's own earlier messages are the history, as OpenAI clients send them, and nothing is
 stored. Conversations belong to the API key's owner: nobody else can list, read, rename or continue them.
 
+The OpenAI objects are built from the ``openai`` package's types (chatbot/api_wire.py).
+
 Safety (chatbot/api_guard.py): API keys, a request body cap, at most ``api.max_concurrent`` chat requests at
 once (429 with Retry-After beyond), ``chat.answer_timeout``, and a client that disconnects stops its answer
 and frees the model at once.
@@ -27,10 +29,12 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.api_guard import BodyLimit, EventPump, Slots, caller_of, check_exposure
 from chatbot.api_keys import ApiKeys
+from chatbot.api_wire import MODEL_ID, chunk_event, completion, model_list
 from chatbot.memory import ConversationNotFound
 from chatbot.prompt import PromptTooLong
 from chatbot.service import AnswerStopped, AnswerTimeout, ChatService, CollectionNotFound
@@ -47,7 +51,7 @@ class ChatMessageIn(BaseModel):
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we have no use for (n, user...)
 
-    model: str = "assistant"
+    model: str = MODEL_ID
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     temperature: float | None = None
@@ -83,6 +87,7 @@ def create_app(service: ChatService) -> FastAPI:
     app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
     caller = Depends(caller_of(ApiKeys.of(service.settings.data_dir)))
     slots = Slots(limits.max_concurrent)
+    started = int(time.time())
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -102,7 +107,7 @@ def create_app(service: ChatService) -> FastAPI:
 
     @app.get("/v1/models", dependencies=[caller])
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": "assistant", "object": "model", "owned_by": "local"}]}
+        return model_list(created=started)
 
     @app.get("/v1/collections", dependencies=[caller])
     def collections() -> dict[str, Any]:
@@ -229,7 +234,7 @@ async def _collect(completion_id: str, model: str, first: Any, pump: EventPump, 
         return _failure(exc)
     finally:
         pump.stop.set()
-    return _completion(completion_id, model, last.answer)
+    return completion(completion_id, model, last.answer)
 
 
 def _split(req: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
@@ -240,64 +245,17 @@ def _split(req: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
     return req.messages[-1].content, history
 
 
-def _sources(answer: Any) -> list[dict[str, Any]]:
-    return [asdict(s) for s in answer.sources]
-
-
-def _completion(completion_id: str, model: str, answer: Any) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}
-        ],
-        "usage": {
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-        },
-        "sources": _sources(answer),
-        "conversation_id": answer.conversation_id,
-        "abstained": answer.abstained,
-    }
-
-
-def _chunk(
-    completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any
-) -> str:
-    body = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        **extra,
-    }
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-
 async def _sse(completion_id: str, model: str, first: Any, pump: EventPump) -> AsyncIterator[str]:
     """Server-sent events. A client that disconnects cancels this generator at its ``await``: the ``finally``
     then stops the answer, and the model is free at its next token."""
     try:
-        yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
+        yield chunk_event(completion_id, model, ChoiceDelta(role="assistant", content=""))
         event = first
         while event is not None:
             if event.kind == "token":
-                yield _chunk(completion_id, model, {"content": event.text})
+                yield chunk_event(completion_id, model, ChoiceDelta(content=event.text))
             elif event.kind == "done":
-                answer = event.answer
-                yield _chunk(
-                    completion_id,
-                    model,
-                    {},
-                    "stop",
-                    sources=_sources(answer),
-                    conversation_id=answer.conversation_id,
-                    abstained=answer.abstained,
-                )
+                yield chunk_event(completion_id, model, ChoiceDelta(), "stop", answer=event.answer)
             try:
                 event = await pump.next()
             except Exception as exc:  # after the first event the status is sent: report in the stream

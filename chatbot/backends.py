@@ -1,8 +1,9 @@
-"""Building the LLM the chain talks to, chosen by ``models.backend``, and what the prompt budget needs of it.
+"""Building the LLM the chain talks to, chosen by ``models.backend``, and the window its prompts must fit.
 
-Both backends are LangChain chat models that take a per-call ``generation=GenerationSettings`` argument:
+Every backend is a :class:`chatbot.chat_model.ChatBackend`:
 - ``local``: :class:`chatbot.llm.LocalChatModel`, transformers in this process;
-- ``openai``: :class:`RemoteChatModel`, any OpenAI-compatible server (vLLM, TGI, llama.cpp, Ollama).
+- ``openai``: :class:`RemoteChatModel`, any OpenAI-compatible server (vLLM, TGI, llama.cpp, Ollama);
+- :class:`GivenChatModel`: any other LangChain chat model a caller hands to the service (tests, embedding).
 """
 
 from __future__ import annotations
@@ -17,13 +18,33 @@ from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
 from chatbot.cancel import STOP
-from chatbot.llm import StreamingChatModel
+from chatbot.chat_model import ChatBackend
 from chatbot.settings import GenerationSettings, Settings
 
 REMOTE_CONTEXT_DEFAULT = 4096  # when the server's window is unknown and models.max_context_tokens is unset
 
 
-class RemoteChatModel(StreamingChatModel):
+def approx_tokens(messages: list[BaseMessage]) -> int:
+    """1 token per 3 characters, for a model whose tokenizer is out of reach: over-estimates English and
+    Spanish text (~4 characters a token), so the budget stays on the safe side."""
+    return sum(len(str(m.content)) // 3 + 8 for m in messages)
+
+
+class _WithoutTokenizer(ChatBackend):
+    """What a backend without a tokenizer at hand counts: approximate prompts, and an answer's streamed pieces
+    (OpenAI-compatible servers stream one token per piece)."""
+
+    def context_window(self) -> int:
+        return REMOTE_CONTEXT_DEFAULT
+
+    def count_tokens(self, messages: list[BaseMessage]) -> int:
+        return approx_tokens(messages)
+
+    def count_answer_tokens(self, text: str, pieces: int) -> int:
+        return pieces
+
+
+class RemoteChatModel(_WithoutTokenizer):
     """An OpenAI-compatible chat endpoint, streaming, with our generation settings mapped onto its API."""
 
     client: Any = Field(exclude=True, description="a langchain_openai.ChatOpenAI")
@@ -31,6 +52,9 @@ class RemoteChatModel(StreamingChatModel):
     @property
     def _llm_type(self) -> str:
         return "openai-compatible"
+
+    def answering_model(self) -> str:
+        return self.client.model_name
 
     @staticmethod
     def request_params(gen: GenerationSettings) -> dict[str, Any]:
@@ -64,7 +88,46 @@ class RemoteChatModel(StreamingChatModel):
                 yield self._chunk(text, run_manager)
 
 
-def build_llm(settings: Settings) -> BaseChatModel:
+class GivenChatModel(_WithoutTokenizer):
+    """Any LangChain chat model a caller hands to :class:`chatbot.service.ChatService` (a scripted one in
+    tests, one an application embeds), as a backend: its stream passed through, the counts of a remote one."""
+
+    model: BaseChatModel = Field(exclude=True)
+    label: str = Field(description="what answering_model reports: the endpoint model named in the settings")
+
+    @property
+    def _llm_type(self) -> str:
+        return f"given-{self.model._llm_type}"
+
+    def answering_model(self) -> str:
+        return self.label
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        generation: GenerationSettings | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        config = {"callbacks": run_manager.get_child()} if run_manager else None
+        # ``generation`` goes on as a keyword, as when the model was called directly: models that ignore it
+        # (LangChain's take ``**kwargs``) still work.
+        if generation is not None:
+            kwargs["generation"] = generation
+        for piece in self.model.stream(messages, config, stop=stop, **kwargs):
+            if text := str(piece.content):
+                yield self._chunk(text, run_manager)
+
+
+def as_backend(llm: BaseChatModel, settings: Settings) -> ChatBackend:
+    """``llm`` itself when it is a backend already, else ``llm`` wrapped as a :class:`GivenChatModel`."""
+    if isinstance(llm, ChatBackend):
+        return llm
+    return GivenChatModel(model=llm, label=settings.models.endpoint_model, generation=settings.generation)
+
+
+def build_llm(settings: Settings) -> ChatBackend:
     """The LangChain chat model for ``settings.models``."""
     models = settings.models
     if models.backend == "openai":
@@ -88,21 +151,6 @@ def build_llm(settings: Settings) -> BaseChatModel:
     return LocalChatModel(generator=load_generator(settings), generation=settings.generation)
 
 
-def context_window(settings: Settings, llm: Any) -> int:
-    """Tokens the prompt and the answer share: the setting if given, else the model's own limit."""
-    if settings.models.max_context_tokens:
-        return settings.models.max_context_tokens
-    generator = getattr(llm, "generator", None)
-    return generator.context_window if generator is not None else REMOTE_CONTEXT_DEFAULT
-
-
-def token_counter(llm: Any) -> Any:
-    """Exact token counts for a local model; for a remote one, 1 token per 3 characters (over-estimates
-    English and Spanish text, which average ~4 characters a token, so the budget stays on the safe side)."""
-    if hasattr(llm, "count_tokens"):
-        return llm.count_tokens
-
-    def approx(messages: list[BaseMessage]) -> int:
-        return sum(len(str(m.content)) // 3 + 8 for m in messages)
-
-    return approx
+def context_limit(settings: Settings, llm: ChatBackend) -> int:
+    """Tokens the prompt and the answer share: ``models.max_context_tokens`` if given, else the model's own."""
+    return settings.models.max_context_tokens or llm.context_window()

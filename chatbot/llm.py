@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
 from chatbot.cancel import STOP
+from chatbot.chat_model import ChatBackend
 from chatbot.settings import GenerationSettings
 from finetune.device import model_device, to_device
 
@@ -95,33 +95,7 @@ class _StopFlag:
         return self.event.is_set() or (self.outer is not None and self.outer.is_set())
 
 
-class StreamingChatModel(BaseChatModel):
-    """A chat model whose answer is its stream, joined: subclasses write ``_stream`` only (yielding
-    :meth:`_chunk`s) and take a per-call ``generation=GenerationSettings`` argument."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
-
-    @staticmethod
-    def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
-        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-        if run_manager:
-            run_manager.on_llm_new_token(text, chunk=chunk)
-        return chunk
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = "".join(str(c.message.content) for c in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
-
-
-class LocalChatModel(StreamingChatModel):
+class LocalChatModel(ChatBackend):
     """Chat model backed by a :class:`~finetune.models.Generator` (transformers, in-process)."""
 
     generator: Any = Field(exclude=True, description="The loaded finetune.models.Generator.")
@@ -188,6 +162,16 @@ class LocalChatModel(StreamingChatModel):
             if failed:
                 raise failed[0]
 
+    def answering_model(self) -> str:
+        return self.generator.name
+
+    def context_window(self) -> int:
+        return self.generator.context_window
+
     def count_tokens(self, messages: list[BaseMessage]) -> int:
         """Tokens of ``messages`` once the chat template is applied (generation prompt included)."""
         return int(self.encode(messages)["input_ids"].shape[1])
+
+    def count_answer_tokens(self, text: str, pieces: int) -> int:
+        """By the tokenizer: the streamer hands out whole words, not tokens."""
+        return len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])

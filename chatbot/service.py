@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from langchain_core.language_models.chat_models import BaseChatModel
+
 from chatbot.cancel import STOP
+from chatbot.chat_model import ChatBackend
 from chatbot.citations import cited_numbers
 from chatbot.memory import Conversations
-from chatbot.prompt import is_abstention
+from chatbot.prompt import BuiltPrompt, is_abstention
 from chatbot.settings import GenerationSettings, Settings
 from retrieval.types import Hit
 
@@ -87,10 +90,13 @@ class ChatEvent:
 class ChatService:
     """Answers questions from a collection with the configured LLM; remembers conversations."""
 
-    def __init__(self, settings: Settings, llm: Any = None) -> None:
+    def __init__(self, settings: Settings, llm: BaseChatModel | None = None) -> None:
+        from chatbot.backends import as_backend
+
         self.settings = settings
-        self._fixed_llm = llm  # given by the caller (tests, embedding): never reloaded
-        self._llms: dict[tuple[str, str | None], Any] = {}  # (models.version, what it resolved to) -> LLM
+        # given by the caller (tests, embedding): never reloaded
+        self._fixed_llm = as_backend(llm, settings) if llm is not None else None
+        self._llms: dict[tuple[str, str | None], ChatBackend] = {}  # (models.version, resolved to) -> LLM
         self._chains: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
 
@@ -99,10 +105,10 @@ class ChatService:
         return Conversations(self.settings.data_dir / "conversations.sqlite")
 
     @property
-    def llm(self) -> Any:
+    def llm(self) -> ChatBackend:
         return self.llm_for(None)
 
-    def llm_for(self, version: str | None) -> Any:
+    def llm_for(self, version: str | None) -> ChatBackend:
         """The LLM for ``version`` (default: ``models.version``). The registry is looked at on every call, so
         promoting or rolling back a version takes effect at the next question, without a restart."""
         if self._fixed_llm is not None:
@@ -128,26 +134,25 @@ class ChatService:
 
     def model_name(self, version: str | None = None) -> str:
         """What answers: the local generator with its version, or the remote endpoint's model."""
-        generator = getattr(self.llm_for(version), "generator", None)
-        return generator.name if generator is not None else self.settings.models.endpoint_model
+        return self.llm_for(version).answering_model()
 
     def collections(self) -> list[str]:
         from retrieval.collection import Collection
 
         return Collection.list(self.settings)
 
-    def _chain(self, collection: str, llm: Any, search: Any = None) -> Any:
+    def _chain(self, collection: str, llm: ChatBackend, search: Any = None) -> Any:
         key = (collection, id(llm))
         if search is not None:  # a one-off search (evaluation): a chain of its own, not cached
-            from chatbot.backends import context_window, token_counter
+            from chatbot.backends import context_limit
             from chatbot.chain import build_chain
 
             self._chain(collection, llm)  # the collection must exist all the same
             return build_chain(
-                llm, search, token_counter(llm), context_window(self.settings, llm), self.settings.chat
+                llm, search, llm.count_tokens, context_limit(self.settings, llm), self.settings.chat
             )
         if key not in self._chains:
-            from chatbot.backends import context_window, token_counter
+            from chatbot.backends import context_limit
             from chatbot.chain import build_chain
             from retrieval.collection import Collection
 
@@ -161,8 +166,8 @@ class ChatService:
             self._chains[key] = build_chain(
                 llm,
                 lambda q, k: col.search(q, k),
-                token_counter(llm),
-                context_window(self.settings, llm),
+                llm.count_tokens,
+                context_limit(self.settings, llm),
                 self.settings.chat,
             )
         return self._chains[key]
@@ -193,6 +198,24 @@ class ChatService:
         Closing the iterator early, or setting ``stop`` (a client that went away), stops generation and frees
         the model at once; so does ``chat.answer_timeout`` running out (AnswerTimeout).
         """
+        question = self._checked(question)
+        history = self._history(conversation_id, history, owner)
+        llm = self.llm_for(model_version)
+        chain = self._chain(collection or self.settings.chat.collection, llm, search)
+        inputs = {
+            "question": question,
+            "history": history,
+            "generation": generation or self.settings.generation,
+        }
+        run = _Run(started=time.perf_counter())
+        yield from self._run_chain(chain, inputs, stop or threading.Event(), run)
+        answer = self._answer(run, llm, question, conversation_id)
+        if remember:
+            self._remember(question, answer, owner)
+        yield ChatEvent("done", text=answer.text, sources=answer.sources, answer=answer)
+
+    def _checked(self, question: str) -> str:
+        """``question`` stripped; raises when it is empty or over ``chat.max_question_chars``."""
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
@@ -201,24 +224,24 @@ class ChatService:
                 f"the question is {len(question)} characters long, over the limit of "
                 f"{self.settings.chat.max_question_chars} (chat.max_question_chars)"
             )
+        return question
+
+    def _history(
+        self, conversation_id: str | None, given: list[tuple[str, str]] | None, owner: str | None
+    ) -> list[tuple[str, str]]:
+        """The last ``chat.history_messages`` turns: the stored conversation's, else the caller's."""
         limit = self.settings.chat.history_messages
         if conversation_id is not None:
             past = self.conversations.messages(conversation_id, owner=owner)  # raises ConversationNotFound
-            history = [(m.role, m.content) for m in past]
-        history = list(history or [])[-limit:] if limit else []
-        llm = self.llm_for(model_version)
-        chain = self._chain(collection or self.settings.chat.collection, llm, search)
-        inputs = {
-            "question": question,
-            "history": history,
-            "generation": generation or self.settings.generation,
-        }
+            given = [(m.role, m.content) for m in past]
+        return list(given or [])[-limit:] if limit else []
 
-        started = time.perf_counter()
-        first: float | None = None
-        pieces: list[str] = []
-        state: dict[str, Any] = {}
-        stop = stop or threading.Event()
+    def _run_chain(
+        self, chain: Any, inputs: dict[str, Any], stop: threading.Event, run: _Run
+    ) -> Iterator[ChatEvent]:
+        """The chain's output as ``sources`` and ``token`` events, recorded in ``run``. Ends the model's work
+        when ``stop`` is set, ``chat.answer_timeout`` runs out (AnswerTimeout) or this iterator is closed;
+        raises AnswerStopped when the answer ended incomplete."""
         timed_out = threading.Event()
         timer = threading.Timer(self.settings.chat.answer_timeout, lambda: (timed_out.set(), stop.set()))
         timer.daemon = True
@@ -229,19 +252,7 @@ class ChatService:
             for chunk in chunks:
                 if stop.is_set():
                     break
-                if "prompt" in chunk:
-                    state["prompt"] = chunk["prompt"]
-                    shown = chunk["prompt"].hits
-                    yield ChatEvent(
-                        "sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)]
-                    )
-                for key in ("query", "hits"):
-                    if key in chunk:
-                        state[key] = chunk[key]
-                if piece := chunk.get("answer"):
-                    first = first or time.perf_counter()
-                    pieces.append(piece)
-                    yield ChatEvent("token", text=piece)
+                yield from run.take(chunk)
             interrupted = stop.is_set()
         finally:
             timer.cancel()
@@ -256,32 +267,41 @@ class ChatService:
             )
         if interrupted:
             raise AnswerStopped("the answer was stopped before it was complete")
-        text = "".join(pieces).strip()
-        ended = time.perf_counter()
 
-        shown = state["prompt"].hits if state.get("hits") else []
+    @staticmethod
+    def _answer(run: _Run, llm: ChatBackend, question: str, conversation_id: str | None) -> ChatAnswer:
+        """The complete answer of ``run``: its sources marked as cited or not, its token counts and timings."""
+        text = "".join(run.pieces).strip()
+        ended = time.perf_counter()
+        shown = run.prompt.hits if run.hits and run.prompt else []
         cited = set(cited_numbers(text))
-        sources = [Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)]
-        n_tokens = _count_tokens(llm, text, len(pieces))
-        answer = ChatAnswer(
+        n_tokens = llm.count_answer_tokens(text, len(run.pieces))
+        first = run.first
+        return ChatAnswer(
             text=text,
-            sources=sources,
+            sources=[Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)],
             conversation_id=conversation_id,
-            query=state.get("query", question),
+            query=run.query if run.query is not None else question,
             abstained=not shown or is_abstention(text),
-            prompt_tokens=state["prompt"].tokens,
+            prompt_tokens=run.prompt.tokens if run.prompt else 0,
             completion_tokens=0 if not shown else n_tokens,
-            seconds_to_first_token=(first - started) if first else None,
+            seconds_to_first_token=(first - run.started) if first else None,
             seconds_generating=(ended - first) if first else None,
             tokens_per_second=(n_tokens - 1) / (ended - first)
             if first and n_tokens > 1 and ended > first
             else None,
         )
-        if remember:
-            answer.conversation_id, answer.message_id = self.conversations.save_turn(
-                conversation_id, question, text, [asdict(s) for s in sources], owner=owner or ""
-            )
-        yield ChatEvent("done", text=text, sources=sources, answer=answer)
+
+    def _remember(self, question: str, answer: ChatAnswer, owner: str | None) -> None:
+        """Append the turn to ``answer.conversation_id`` (a new conversation when None) and give ``answer``
+        the conversation's and the stored message's ids."""
+        answer.conversation_id, answer.message_id = self.conversations.save_turn(
+            answer.conversation_id,
+            question,
+            answer.text,
+            [asdict(s) for s in answer.sources],
+            owner=owner or "",
+        )
 
     def answer(self, question: str, **kwargs: Any) -> ChatAnswer:
         """The whole answer at once (``stream`` consumed)."""
@@ -292,10 +312,29 @@ class ChatService:
         raise RuntimeError("the chat stream ended without an answer")
 
 
-def _count_tokens(llm: Any, text: str, pieces: int) -> int:
-    """Tokens in an answer: by the local model's tokenizer (its streamer hands out whole words); else the
-    streamed pieces (OpenAI-compatible servers stream one token per piece)."""
-    generator = getattr(llm, "generator", None)
-    if generator is None:
-        return pieces
-    return len(generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+@dataclass
+class _Run:
+    """What the chain handed out while one answer streamed, and when."""
+
+    started: float
+    first: float | None = None  # when the first piece of the answer came
+    pieces: list[str] = field(default_factory=list)
+    query: str | None = None
+    hits: list[Hit] = field(default_factory=list)
+    prompt: BuiltPrompt | None = None
+
+    def take(self, chunk: dict[str, Any]) -> Iterator[ChatEvent]:
+        """Record ``chunk`` (one of the chain's passthrough keys, or a piece of the answer) and yield the
+        event it makes: the numbered sources once the prompt is built, a token for each piece."""
+        if "prompt" in chunk:
+            self.prompt = chunk["prompt"]
+            shown = chunk["prompt"].hits
+            yield ChatEvent("sources", sources=[Source.from_hit(i, h, False) for i, h in enumerate(shown, 1)])
+        if "query" in chunk:
+            self.query = chunk["query"]
+        if "hits" in chunk:
+            self.hits = chunk["hits"]
+        if piece := chunk.get("answer"):
+            self.first = self.first or time.perf_counter()
+            self.pieces.append(piece)
+            yield ChatEvent("token", text=piece)

@@ -59,6 +59,28 @@ def test_streaming_is_server_sent_events(client):
     assert len(chunks) > 4  # streamed in pieces, not one block
 
 
+def test_responses_validate_as_openai_types(client):
+    """What the API sends parses as the openai package's own types, our extra keys riding along."""
+    from openai.types import Model
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    body = client.post("/v1/chat/completions", json=ask("How do I delete a collection?")).json()
+    completion = ChatCompletion.model_validate(body)
+    assert completion.choices[0].message.content == body["choices"][0]["message"]["content"]
+    assert (
+        completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+    assert completion.model_extra["sources"] == body["sources"]
+    with client.stream(
+        "POST", "/v1/chat/completions", json=ask("How do I delete a collection?", stream=True)
+    ) as r:
+        lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")][:-1]
+    chunks = [ChatCompletionChunk.model_validate_json(line) for line in lines]
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[-1].model_extra["abstained"] is False
+    models = client.get("/v1/models").json()
+    assert [Model.model_validate(m).id for m in models["data"]] == ["assistant"]
+
+
 def test_conversations_are_stored_when_asked_and_manageable(client, service):
     r = client.post("/v1/chat/completions", json=ask("How do I delete a collection?", store=True))
     conv = r.json()["conversation_id"]
