@@ -57,6 +57,10 @@ def main() -> None:
     parser.add_argument(
         "--checkpoints", type=Path, help="a run's checkpoints folder: evaluate each checkpoint"
     )
+    parser.add_argument("--split", default="heldout", help="'heldout' for figures; 'train' to calibrate")
+    parser.add_argument(
+        "--abstain-bias", type=float, nargs="+", default=[None], help="generation.abstain_bias values to try"
+    )
     parser.add_argument("--steps", type=int, nargs="+", help="with --checkpoints: only these steps")
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: squad, " + ", ".join(OWN_SETS))
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-grounded")
@@ -71,14 +75,17 @@ def main() -> None:
     versions = list(args.versions)
     if args.checkpoints:
         versions = register_checkpoints(args.checkpoints, args.data_dir, args.steps)
-    for version in versions:
-        settings = load_settings(data_dir=args.data_dir, models={"device": "cpu", "version": version})
+    for version, bias in [(v, b) for v in versions for b in args.abstain_bias]:
+        generation = {} if bias is None else {"abstain_bias": bias}
+        settings = load_settings(
+            data_dir=args.data_dir, models={"device": "cpu", "version": version}, generation=generation
+        )
         service = ChatService(settings)
         for name, path in sets.items():
             qa = load_squad(path)
             ensure_collection(service, f"bench-{name}", qa)
-            items = spread(qa.subset("heldout").items, args.base_limit if version == "base" else args.limit)
-            with tqdm(total=len(items), desc=f"{version} {name}", unit="q") as bar:
+            items = spread(qa.subset(args.split).items, args.base_limit if version == "base" else args.limit)
+            with tqdm(total=len(items), desc=f"{version} {bias} {name}", unit="q") as bar:
                 report = evaluate_rag(
                     service,
                     f"bench-{name}",
@@ -87,7 +94,14 @@ def main() -> None:
                     progress=lambda *_: bar.update(),
                 )
             note = next((v.note for v in service_versions(settings) if v.id == version), "")
-            report.update(version=version, set=name, model=service.model_name(), note=note)
+            report.update(
+                version=version,
+                set=name,
+                model=service.model_name(),
+                note=note,
+                split=args.split,
+                abstain_bias=settings.generation.abstain_bias,
+            )
             results.append(report)
             args.out.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
     print(table(results))
@@ -138,12 +152,14 @@ def service_versions(settings) -> list:
 
 
 def table(results: list[dict]) -> str:
-    head = "| version | set | questions | " + " | ".join(c for _, c in COLUMNS) + " |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    head = "| version | bias | set | questions | " + " | ".join(c for _, c in COLUMNS) + " |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 4)]
     for r in results:
         cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k, _ in COLUMNS]
         rows.append(
-            f"| {r.get('note') or r['version']} | {r['set']} | {r['questions']} | " + " | ".join(cells) + " |"
+            f"| {r.get('note') or r['version']} | {r.get('abstain_bias', 0)} | {r['set']} | {r['questions']} | "
+            + " | ".join(cells)
+            + " |"
         )
     return "\n".join(rows)
 

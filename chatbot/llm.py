@@ -20,6 +20,7 @@ from pydantic import Field
 
 from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
+from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings
 from finetune.device import model_device, to_device
 
@@ -73,11 +74,34 @@ class AnswerNoRepeatNGram:
         return scores
 
 
-def answer_processors(gen: GenerationSettings, prompt_length: int) -> list[Any]:
-    """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens."""
+class FirstTokenBias:
+    """A logits processor adding ``bias`` to ``token_ids`` at the answer's first position only: there the
+    model chooses between answering and the abstention sentence, whose first tokens are these."""
+
+    def __init__(self, token_ids: list[int], bias: float, prompt_length: int) -> None:
+        self.ids, self.bias, self.start = sorted(set(token_ids)), bias, prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if input_ids.shape[1] == self.start:
+            scores[:, self.ids] += self.bias
+        return scores
+
+
+def abstention_starts(tokenizer: Any) -> list[int]:
+    """The first token of each language's abstention sentence, as the answer's first token."""
+    return [tokenizer.encode(text, add_special_tokens=False)[0] for text in ABSTAIN.values()]
+
+
+def answer_processors(
+    gen: GenerationSettings, prompt_length: int, abstain_ids: list[int] | None = None
+) -> list[Any]:
+    """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
+    abstention sentences' first tokens, for ``abstain_bias``)."""
     from transformers import LogitsProcessorList
 
     processors = LogitsProcessorList()
+    if gen.abstain_bias and abstain_ids:
+        processors.append(FirstTokenBias(abstain_ids, gen.abstain_bias, prompt_length))
     if gen.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(gen.no_repeat_ngram_size, prompt_length))
     return processors
@@ -127,7 +151,9 @@ class LocalChatModel(ChatBackend):
         tok, model = self.generator.tokenizer, self.generator.model
         inputs = self.encode(messages)
         args = generate_kwargs(gen, tok)
-        args["logits_processor"] = answer_processors(gen, int(inputs["input_ids"].shape[1]))
+        args["logits_processor"] = answer_processors(
+            gen, int(inputs["input_ids"].shape[1]), abstention_starts(tok)
+        )
         if stop:
             args.update(stop_strings=stop, tokenizer=tok)
         flag = _StopFlag(STOP.get())

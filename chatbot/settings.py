@@ -43,6 +43,14 @@ class GenerationSettings(BaseModel):
     repetition_penalty: float = Field(
         1.0, ge=1.0, le=2.0, description="Penalty on tokens already in the prompt or answer; 1 = none."
     )
+    abstain_bias: float = Field(
+        0.0,
+        ge=-20.0,
+        le=20.0,
+        description="Added to the logit of the abstention sentence's first token at the answer's first "
+        "position (local backend): below 0 the model declines only when it is surer. Greedy decoding favours "
+        "the one fixed sentence over the many ways an answer can start; see docs/model-card.md.",
+    )
     no_repeat_ngram_size: int = Field(
         4,
         ge=0,

@@ -3,7 +3,13 @@ prompt's defence against documents that imitate its structure."""
 
 import torch
 
-from chatbot.llm import AnswerNoRepeatNGram, LocalChatModel, answer_processors
+from chatbot.llm import (
+    AnswerNoRepeatNGram,
+    FirstTokenBias,
+    LocalChatModel,
+    abstention_starts,
+    answer_processors,
+)
 from chatbot.prompt import defuse, format_sources, is_abstention
 from chatbot.settings import GenerationSettings
 from finetune.models import load_generator
@@ -45,6 +51,34 @@ def test_generation_with_no_repeat_never_repeats_a_4gram(settings):
 
     assert repeated(answer(GenerationSettings(no_repeat_ngram_size=0)))  # the random model loops
     assert not repeated(answer(GenerationSettings(no_repeat_ngram_size=4)))
+
+
+def test_abstain_bias_moves_only_the_answers_first_token(settings):
+    llm = LocalChatModel(generator=load_generator(settings), generation=settings.generation)
+    from langchain_core.messages import HumanMessage
+
+    inputs = llm.encode([HumanMessage("When does the library open?")])
+    prompt_len = int(inputs["input_ids"].shape[1])
+    starts = abstention_starts(llm.generator.tokenizer)
+    assert len(starts) == 2 and all(isinstance(t, int) for t in starts)
+
+    def answer(bias: float) -> list[int]:
+        gen = GenerationSettings(abstain_bias=bias, no_repeat_ngram_size=0)
+        out = llm.generator.model.generate(
+            **inputs,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            logits_processor=answer_processors(gen, prompt_len, starts),
+            pad_token_id=0,
+        )
+        return out[0, prompt_len:].tolist()
+
+    assert answer(20.0)[0] in starts  # pushed up: the answer opens the abstention sentence
+    assert answer(-20.0)[0] not in starts  # pushed down: it never does
+    bias = FirstTokenBias(starts, -5.0, prompt_len)
+    later = bias(torch.zeros(1, prompt_len + 1, dtype=torch.long), torch.zeros(1, 8))
+    assert torch.equal(later, torch.zeros(1, 8))  # later positions are untouched
 
 
 def test_documents_cannot_forge_a_source_or_a_question():
