@@ -1,7 +1,7 @@
 """Screenshots of the three pages for the README, from a running app.
 
     make run &                                   # or any running instance with the sample collection
-    python docs/make_screenshots.py --url http://localhost:8501 --question "How do I delete a collection?"
+    python docs/make_screenshots.py --url http://localhost:8501 --question "Which file formats can I index?"
 
 Needs playwright (dev extra) and Debian's chromium.
 """
@@ -22,7 +22,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://localhost:8501")
-    parser.add_argument("--question", default="How do I delete a collection?")
+    parser.add_argument("--question", default="Which file formats can I index?")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     with sync_playwright() as p:
