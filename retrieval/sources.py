@@ -11,13 +11,13 @@ from pathlib import Path
 from retrieval.errors import model_not_found
 
 
-def local_or_hub(setting: str, value: str, embedded: str = "embedded") -> str:
+def local_or_hub(setting: str, value: str) -> str:
     """``value`` as a local directory (which must exist) or as a hub id, which ``from_pretrained`` resolves
     (cache first, then network). Something that looks like a path but is not a directory is an error."""
     path = Path(value).expanduser()
     looks_local = value.startswith((".", "/", "~")) or path.exists() or value.count("/") > 1
     if looks_local:
         if not path.is_dir():
-            raise model_not_found(setting, value, "no such directory", embedded)
+            raise model_not_found(setting, value, "no such directory")
         return str(path)
     return value
