@@ -1,13 +1,16 @@
 """Building the LLM the chain talks to, chosen by ``models.backend``, and the window its prompts must fit.
 
 Every backend is a :class:`chatbot.chat_model.ChatBackend`:
-- ``local``: :class:`chatbot.llm.LocalChatModel`, transformers in this process;
+- ``local``: :class:`chatbot.llm.EngineChatModel`, llama.cpp in this process (``models.engine``: on the CPU
+  by default), or :class:`chatbot.llm.LocalChatModel`, transformers in this process;
 - ``openai``: :class:`RemoteChatModel`, any OpenAI-compatible server (vLLM, TGI, llama.cpp, Ollama);
 - :class:`GivenChatModel`: any other LangChain chat model a caller hands to the service (tests, embedding).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +23,8 @@ from pydantic import Field
 from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.settings import GenerationSettings, Settings
+
+log = logging.getLogger(__name__)
 
 REMOTE_CONTEXT_DEFAULT = 4096  # when the server's window is unknown and models.max_context_tokens is unset
 
@@ -145,10 +150,61 @@ def build_llm(settings: Settings) -> ChatBackend:
         )
         return RemoteChatModel(client=client, generation=settings.generation)
 
+    if (why := engine_refusal(settings)) is None:
+        try:
+            return build_engine_llm(settings)
+        except Exception as exc:  # the conversion or the engine failed: transformers keeps the chat answering
+            log.warning("llama.cpp cannot serve %s (%s); the chat uses transformers", settings.models.generator, exc)
+    elif settings.models.engine == "llama.cpp":
+        log.warning("models.engine = 'llama.cpp' cannot be used: %s; the chat uses transformers", why)
     from chatbot.llm import LocalChatModel
     from finetune.models import load_generator
 
     return LocalChatModel(generator=load_generator(settings), generation=settings.generation)
+
+
+def engine_refusal(settings: Settings) -> str | None:
+    """Why the local generator will not run on llama.cpp (None: it will): the ``models.engine`` setting, a GPU,
+    transformers-only settings (int8, beam search), or llama.cpp missing on this machine."""
+    models = settings.models
+    if models.engine == "transformers":
+        return "models.engine = 'transformers'"
+    from finetune.device import select_device
+
+    if select_device(models.device).type != "cpu":
+        return f"the model runs on {models.device} (llama.cpp serves the CPU here)"
+    if models.quantize != "none":
+        return f"models.quantize = {models.quantize!r} is a transformers option"
+    if settings.generation.num_beams > 1:
+        return "generation.num_beams > 1 (beam search) is a transformers option"
+    if importlib.util.find_spec("ik_llama_cpp") is None:
+        return "the llama.cpp engine is not installed (pip install ik-llama-cpp-python)"
+    return None
+
+
+def build_engine_llm(settings: Settings) -> ChatBackend:
+    """The configured model on the llama.cpp engine, converted to GGUF on first use (cached)."""
+    from chatbot.llm import EngineChatModel
+    from finetune.llamacpp import Engine
+    from finetune.models import load_engine_model
+
+    loaded = load_engine_model(settings)
+    models = settings.models
+    engine = Engine(
+        loaded.path,
+        context=loaded.context_window,
+        slots=models.engine_slots,
+        queue_limit=models.engine_queue,
+        threads=models.engine_threads,
+    )
+    log.info("llama.cpp serves %s from %s", loaded.name, loaded.path.name)
+    return EngineChatModel(
+        engine=engine,
+        tokenizer=loaded.tokenizer,
+        name=loaded.name,
+        window=loaded.context_window,
+        generation=settings.generation,
+    )
 
 
 def context_limit(settings: Settings, llm: ChatBackend) -> int:

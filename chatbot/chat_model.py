@@ -59,6 +59,10 @@ class ChatBackend(BaseChatModel):
     def count_answer_tokens(self, text: str, pieces: int) -> int:
         """Tokens in an answer ``text`` that streamed in ``pieces`` pieces."""
 
+    def close(self) -> None:
+        """Free what this backend holds (its engine) once the answers already started are done; the service
+        calls it when another version replaces this one."""
+
     @staticmethod
     def _chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
         chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))

@@ -9,9 +9,12 @@ event (:mod:`chatbot.cancel`) is set, or this stream is closed.
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy as np
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
@@ -21,7 +24,7 @@ from pydantic import Field
 from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
-from chatbot.settings import GenerationSettings
+from chatbot.settings import GenerationSettings, SettingsError
 from finetune.device import model_device, to_device
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
@@ -96,15 +99,62 @@ def answer_processors(
     gen: GenerationSettings, prompt_length: int, abstain_ids: list[int] | None = None
 ) -> list[Any]:
     """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
-    abstention sentences' first tokens, for ``abstain_bias``)."""
+    abstention sentences' first tokens, for ``abstain_bias``). They take torch tensors or numpy arrays alike:
+    the llama.cpp engine's sampler (:func:`engine_sampler`) runs the very same ones."""
     from transformers import LogitsProcessorList
 
-    processors = LogitsProcessorList()
+    return LogitsProcessorList(_processors(gen, prompt_length, abstain_ids))
+
+
+def _processors(gen: GenerationSettings, prompt_length: int, abstain_ids: list[int] | None) -> list[Any]:
+    processors: list[Any] = []
     if gen.abstain_bias and abstain_ids:
         processors.append(FirstTokenBias(abstain_ids, gen.abstain_bias, prompt_length))
     if gen.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(gen.no_repeat_ngram_size, prompt_length))
     return processors
+
+
+def engine_sampler(
+    gen: GenerationSettings, prompt: list[int], abstain_ids: list[int], seed: int | None = None
+) -> Callable[[np.ndarray, list[int]], int]:
+    """How the llama.cpp engine picks each token, as ``model.generate`` does with ``gen``: transformers'
+    repetition penalty (over prompt and answer), :func:`answer_processors`, then greedy, or temperature, top-k
+    and top-p sampling, in that order."""
+    processors = _processors(gen, len(prompt), abstain_ids)
+    seen = set(prompt)
+    rng = np.random.default_rng(seed)
+
+    def sample(logits: np.ndarray, answer: list[int]) -> int:
+        scores = logits[None, :]
+        if gen.repetition_penalty != 1.0:
+            if answer:
+                seen.add(answer[-1])
+            ids = np.fromiter(seen, dtype=np.int64)
+            picked = scores[0, ids]
+            scores[0, ids] = np.where(picked < 0, picked * gen.repetition_penalty, picked / gen.repetition_penalty)
+        if processors:
+            ids_so_far = np.asarray([prompt + answer], dtype=np.int64)
+            for processor in processors:
+                scores = processor(ids_so_far, scores)
+        row = scores[0]
+        if gen.temperature <= 0:
+            return int(np.argmax(row))
+        row = row / gen.temperature
+        if 0 < gen.top_k < row.size:
+            kth = np.partition(row, -gen.top_k)[-gen.top_k]
+            row = np.where(row < kth, -np.inf, row)
+        probs = np.exp(row - row.max())
+        probs /= probs.sum()
+        if gen.top_p < 1.0:
+            order = np.argsort(-probs, kind="stable")
+            cumulative = np.cumsum(probs[order])
+            drop = order[cumulative - probs[order] >= gen.top_p]  # keeps the smallest set reaching top_p
+            probs[drop] = 0.0
+            probs /= probs.sum()
+        return int(rng.choice(probs.size, p=probs))
+
+    return sample
 
 
 class _StopFlag:
@@ -201,3 +251,129 @@ class LocalChatModel(ChatBackend):
     def count_answer_tokens(self, text: str, pieces: int) -> int:
         """By the tokenizer: the streamer hands out whole words, not tokens."""
         return len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class _Detokenizer:
+    """Text of a growing list of token ids, handed out as it becomes final: nothing while the last token ends
+    inside a UTF-8 character, and nothing that could still turn into one of the ``stop`` strings."""
+
+    def __init__(self, tokenizer: Any, stop: list[str] | None) -> None:
+        self.tokenizer, self.stop = tokenizer, [s for s in (stop or []) if s]
+        self.ids: list[int] = []
+        self.sent = 0  # characters of the decoded text already handed out
+        self.stopped = False
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        return self._release(text, final=False)
+
+    def flush(self) -> str:
+        return self._release(self.tokenizer.decode(self.ids, skip_special_tokens=True), final=True)
+
+    def _release(self, text: str, final: bool) -> str:
+        if self.stopped:
+            return ""
+        end = len(text)
+        for stop in self.stop:
+            found = text.find(stop, max(0, self.sent - len(stop)))
+            if found >= 0:
+                end, self.stopped = min(end, found), True
+        if not self.stopped and not final:
+            for stop in self.stop:  # hold back a tail that may be the start of a stop string
+                for n in range(min(len(stop) - 1, len(text)), 0, -1):
+                    if text.endswith(stop[:n]):
+                        end = min(end, len(text) - n)
+                        break
+        piece = text[self.sent : max(end, self.sent)]
+        self.sent = max(end, self.sent)
+        return piece
+
+
+class EngineChatModel(ChatBackend):
+    """Chat model served by the llama.cpp engine (:class:`finetune.llamacpp.Engine`): the prompt is tokenised
+    here with the model's own tokenizer and chat template, so token counts are exact and the same as the
+    transformers path's; tokens are chosen by :func:`engine_sampler` with this backend's generation settings."""
+
+    engine: Any = Field(exclude=True, description="The finetune.llamacpp.Engine serving the GGUF file.")
+    tokenizer: Any = Field(exclude=True)
+    name: str
+    window: int
+
+    @property
+    def _llm_type(self) -> str:
+        return "local-llama.cpp"
+
+    def encode(self, messages: list[BaseMessage]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            to_chat_dicts(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        generation: GenerationSettings | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        from finetune.llamacpp import Request
+
+        gen = generation or self.generation
+        if gen.num_beams > 1:
+            raise SettingsError(
+                "num_beams > 1 (beam search) needs models.engine = 'transformers'; llama.cpp decodes one beam"
+            )
+        outer = STOP.get()
+        if outer is not None and outer.is_set():
+            return
+        prompt = self.encode(messages)
+        eos = self.tokenizer.eos_token_id
+        request = Request(
+            prompt,
+            engine_sampler(gen, prompt, abstention_starts(self.tokenizer)),
+            gen.max_new_tokens,
+            frozenset([eos] if isinstance(eos, int) else eos or []),
+        )
+        self.engine.submit(request)  # EngineBusy when every slot is taken and the queue is full
+        text = _Detokenizer(self.tokenizer, stop)
+        try:
+            while not text.stopped:
+                try:
+                    item = request.out.get(timeout=0.05)
+                except queue.Empty:
+                    if outer is not None and outer.is_set():
+                        return
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if piece := text.add(item):
+                    yield self._chunk(piece, run_manager)
+                if outer is not None and outer.is_set():
+                    return
+            if piece := text.flush():
+                yield self._chunk(piece, run_manager)
+        finally:
+            request.cancel()  # a no-op once finished; else the engine frees the slot at its next step
+
+    def answering_model(self) -> str:
+        return self.name
+
+    def context_window(self) -> int:
+        return self.window
+
+    def count_tokens(self, messages: list[BaseMessage]) -> int:
+        """Tokens of ``messages`` once the chat template is applied (generation prompt included): exactly
+        what the engine is given."""
+        return len(self.encode(messages))
+
+    def count_answer_tokens(self, text: str, pieces: int) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def close(self) -> None:
+        self.engine.close()

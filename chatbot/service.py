@@ -122,7 +122,8 @@ class ChatService:
             if key not in self._llms:
                 log.info("Loading the generator for version %s", key)
                 loaded = build_llm(settings)
-                self._llms = {k: v for k, v in self._llms.items() if k[0] != key[0]}  # drop a stale one
+                for stale in [k for k in self._llms if k[0] == key[0]]:  # a version promoted since
+                    self._llms.pop(stale).close()  # its engine is freed once its running answers end
                 self._llms[key] = loaded
             return self._llms[key]
 

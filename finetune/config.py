@@ -72,6 +72,31 @@ class ModelSettings(BaseModel):
         description="'int8': dynamic int8 quantisation of the generator's linear layers, CPU only (faster "
         "decoding, slightly different outputs; see docs/benchmarks.md).",
     )
+    engine: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto",
+        description="What runs the local generator for chat: 'llama.cpp' (the model converted once to GGUF, "
+        "several conversations batched together; CPU), 'transformers' (PyTorch: GPUs, beam search, int8, "
+        "architectures llama.cpp cannot take), or 'auto': llama.cpp on the CPU when it is installed and the "
+        "model converts, else transformers. Training always uses transformers.",
+    )
+    engine_quantization: Literal["q8_0", "f16", "q4_0", "q4_1", "f32"] = Field(
+        "q8_0",
+        description="Weights of the GGUF conversion: q8_0 decodes fastest here with answers equal to float32's "
+        "(docs/benchmarks.md); q4_* are smaller and change answers; f16/f32 are exact and slower.",
+    )
+    engine_slots: int = Field(
+        4, ge=1, le=64, description="Conversations llama.cpp answers at once (continuous batching)."
+    )
+    engine_queue: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="Questions that may wait for a free slot; beyond them the chat answers 'busy' at once.",
+    )
+    engine_context: int = Field(
+        4096, ge=256, le=131072, description="Tokens of prompt and answer per slot (llama.cpp's KV cache)."
+    )
+    engine_threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp; 0 = every core.")
     max_context_tokens: int | None = Field(
         None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
     )

@@ -251,3 +251,146 @@ def quantize_int8(model: PreTrainedModel, device: torch.device | None = None) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# ------------------------------------------------------------------------------------------ llama.cpp engine
+ENGINE_FORMAT = 1  # bump when the conversion changes: every cached file is rebuilt
+
+
+@dataclass
+class EngineModel:
+    """What the llama.cpp engine serves: the GGUF file of the configured model, and its tokenizer."""
+
+    path: Path
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    context_window: int
+
+
+def engine_dir(settings: Host) -> Path:
+    return Path(settings.data_dir) / "models" / "engine"
+
+
+@dataclass
+class _WithModels:
+    """``settings`` with other model settings (the Host protocol, read through)."""
+
+    settings: Host
+    models: Any
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.settings, name)
+
+
+def _engine_key(settings: Host, version: Version | None) -> tuple[str, str]:
+    """(label, fingerprint) of the GGUF file for ``version`` (None: the plain generator [+ adapter]): the
+    fingerprint changes whenever the weights it is made from may have (files' sizes and times, settings)."""
+    import hashlib
+    import json
+
+    models = settings.models
+    parts: dict[str, Any] = {
+        "format": ENGINE_FORMAT,
+        "quantization": models.engine_quantization,
+        "generator": models.generator,
+        "gguf_file": models.generator_gguf_file,
+    }
+    folders: list[Path] = []
+    if version is not None:
+        label = version.id
+        parts.update(version=version.id, created=version.created_at, base=version.base_model)
+        folders.append(version.path)
+    else:
+        label = "base"
+        parts["adapter"] = models.adapter
+        if models.adapter:
+            folders.append(Path(models.adapter).expanduser())
+    if models.generator == EMBEDDED or (version is not None and version.base_setting == EMBEDDED):
+        folders.append(embedded_gguf_path().parent)
+    elif Path(models.generator).expanduser().is_dir():
+        folders.append(Path(models.generator).expanduser())
+    parts["files"] = [
+        (str(f), f.stat().st_size, f.stat().st_mtime_ns)
+        for folder in folders
+        for f in sorted(folder.glob("*"))
+        if f.is_file()
+    ]
+    return label, hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def engine_file(settings: Host, version: Version | None) -> Path:
+    """Where the GGUF conversion of ``version`` is cached (it may not exist yet)."""
+    label, fingerprint = _engine_key(settings, version)
+    return engine_dir(settings) / f"{label}-{fingerprint}.{settings.models.engine_quantization}.gguf"
+
+
+def load_engine_model(settings: Host) -> EngineModel:
+    """The configured model (version, or generator + adapter) as a GGUF file, converted on first use and cached
+    under ``<data_dir>/models/engine/`` (a file per version, named by a fingerprint of what it is made from, so a
+    changed version or setting converts anew; older files of the same version are removed). Raises
+    :class:`finetune.gguf_export.ConversionError` when the model cannot be converted."""
+    from finetune.gguf_export import write_gguf
+    from retrieval.files import exclusive
+
+    version = resolve_version(settings)
+    target = engine_file(settings, version)
+    on_cpu = _WithModels(
+        settings, settings.models.model_copy(update={"device": "cpu", "dtype": "float32", "quantize": "none"})
+    )
+    if target.is_file():
+        tokenizer = load_tokenizer(settings, version) if version is not None else _base_tokenizer(settings)
+        name = f"{settings.models.generator}@{version.id}" if version is not None else _plain_name(settings)
+        return EngineModel(target, tokenizer, name, _window(target, settings))
+    with exclusive(engine_dir(settings) / f".{target.name}.lock"):
+        generator = load_generator(on_cpu)
+        if not target.is_file():  # another process may have converted it meanwhile
+            import tempfile
+
+            embedded = settings.models.generator == EMBEDDED or (
+                version is not None and version.base_setting == EMBEDDED
+            )
+            log.info("Converting %s to GGUF %s for llama.cpp (once)", generator.name, target.name)
+            with tempfile.TemporaryDirectory() as tokenizer_dir:
+                generator.tokenizer.save_pretrained(tokenizer_dir)
+                write_gguf(
+                    generator.model,
+                    Path(tokenizer_dir),
+                    target,
+                    settings.models.engine_quantization,
+                    template=embedded_gguf_path() if embedded else None,
+                )
+            label = target.name.split("-")[0]
+            for stale in engine_dir(settings).glob(f"{label}-*.gguf"):
+                if stale != target:
+                    stale.unlink(missing_ok=True)
+    return EngineModel(target, generator.tokenizer, generator.name, _window(target, settings))
+
+
+def _base_tokenizer(settings: Host) -> PreTrainedTokenizerBase:
+    source, kwargs = resolve_generator(settings)
+    return _tokenizer(source, **kwargs)
+
+
+def _plain_name(settings: Host) -> str:
+    name = settings.models.generator
+    return f"{name}+{settings.models.adapter}" if settings.models.adapter else name
+
+
+def _window(path: Path, settings: Host) -> int:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    field = reader.fields.get("llama.context_length")
+    trained = int(field.contents()) if field is not None else settings.models.engine_context
+    return min(trained, settings.models.engine_context)
+
+
+def engine_status(settings: Host, version: Version | None) -> str:
+    """What `chatbot models list` shows of a version's GGUF conversion."""
+    try:
+        path = engine_file(settings, version)
+    except (OSError, ModelNotFoundError):
+        return "-"
+    if path.is_file():
+        return f"gguf {settings.models.engine_quantization} {path.stat().st_size / 2**20:.0f} MiB"
+    return "not converted"

@@ -1,0 +1,274 @@
+"""llama.cpp as the inference engine: the library, its quantiser, and an :class:`Engine` that serves several
+conversations at once.
+
+The library is llama.cpp's C API from the prebuilt ``llama-cpp-py-sync`` wheel (CFFI, no compiler needed; set
+``LLAMA_CPP_LIB`` to use a llama.cpp built for this very CPU instead). An :class:`Engine` holds one GGUF model
+and one context with ``slots`` sequences, driven by one thread with continuous batching: every step decodes
+the next token of each running answer and a chunk of each waiting prompt in the same ``llama_decode`` call,
+so a new question starts while others are being answered. Requests beyond the free slots wait in a bounded
+queue; past it, :class:`EngineBusy` is raised at once rather than making a user wait without end.
+
+Token ids go in and come out: tokenising, the chat template, detokenising, stop strings and the choice of each
+token (``Sampler``, the callers' logits processing) stay with the caller, so answers and token counts are
+exactly those of the transformers path's tokenizer.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# (logits of the next token, float32, a copy the sampler may change; the answer's tokens so far) -> token id
+Sampler = Callable[[np.ndarray, list[int]], int]
+
+
+class EngineUnavailable(RuntimeError):
+    """llama.cpp cannot be loaded here (package missing, library or model file unreadable)."""
+
+
+class EngineBusy(RuntimeError):
+    """Every slot is answering and the waiting queue is full."""
+
+
+_api: Any = None
+_api_lock = threading.Lock()
+
+
+def library() -> Any:
+    """llama.cpp's C API (ctypes), loaded once, its log routed to :mod:`logging` (warnings and errors)."""
+    global _api
+    with _api_lock:
+        if _api is None:
+            try:
+                from ik_llama_cpp import _ctypes_api as api
+            except ImportError as exc:
+                raise EngineUnavailable(
+                    "the llama.cpp engine is not installed: `pip install ik-llama-cpp-python` (a prebuilt wheel)"
+                ) from exc
+            except OSError as exc:
+                raise EngineUnavailable(f"the llama.cpp library cannot be loaded: {exc}") from exc
+            lib = api._lib
+            lib.llama_kv_cache_seq_rm.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+            lib.llama_kv_cache_seq_rm.restype = ctypes.c_bool
+            lib.llama_n_ctx_train.argtypes = [ctypes.c_void_p]
+            lib.llama_n_ctx_train.restype = ctypes.c_int32
+            lib.llama_log_set.argtypes = [_LOG_CALLBACK, ctypes.c_void_p]
+            lib.llama_log_set.restype = None
+            lib.llama_log_set(_forward_log, None)
+            api.llama_backend_init()
+            _api = api
+    return _api
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def _forward_log(level: int, text: bytes | None, _data: Any) -> None:
+    # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation
+    if level in (3, 4) and text:
+        message = text.decode("utf-8", "replace").rstrip()
+        if message and not message.startswith(_NOISE):
+            log.log(logging.ERROR if level == 4 else logging.WARNING, "llama.cpp: %s", message)
+
+
+# warnings ik_llama.cpp prints on every CPU-only load (it counts the CPU as a device with no free memory)
+_NOISE = ("Free memory 0 MiB",)
+
+
+_LOG_CALLBACK = type(_forward_log)
+
+
+@dataclass(eq=False)
+class Request:
+    """One answer to generate: ``prompt`` token ids in; token ids out through :meth:`tokens`."""
+
+    prompt: list[int]
+    sampler: Sampler
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    generated: list[int] = field(default_factory=list)
+    seq: int = -1
+    fed: int = 0  # prompt tokens already in the KV cache
+
+    def tokens(self, timeout: float = 600.0):
+        """The answer's token ids as they are generated; raises what the engine raised for this request."""
+        while True:
+            item = self.out.get(timeout=timeout)
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def cancel(self) -> None:
+        """Stop generating: the engine frees this request's slot at its next step."""
+        self.cancelled.set()
+
+
+class Engine:
+    """One GGUF model in llama.cpp with ``slots`` sequences of ``context`` tokens each, and its worker thread."""
+
+    def __init__(
+        self, path: Path, context: int = 4096, slots: int = 4, queue_limit: int = 8, threads: int = 0, batch: int = 512
+    ) -> None:
+        api = library()
+        self.api, self.path = api, Path(path)
+        self.slots, self.context, self.queue_limit, self.batch = slots, context, queue_limit, batch
+        params = api.llama_model_default_params()
+        params.n_gpu_layers = 0
+        self.model = api.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise EngineUnavailable(f"llama.cpp could not load {path}")
+        cparams = api.llama_context_default_params()
+        cparams.n_ctx = context * slots
+        cparams.n_batch = cparams.n_ubatch = batch
+        cparams.n_seq_max = slots
+        cparams.flash_attn = False  # ik_llama.cpp's CPU flash attention needs AVX-VNNI
+        cparams.n_threads = cparams.n_threads_batch = threads or (os.cpu_count() or 1)
+        self.ctx = api.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            api.llama_free_model(self.model)
+            raise EngineUnavailable(f"llama.cpp could not create a context for {path}")
+        self.n_vocab = api.llama_vocab_n_tokens(api.llama_model_get_vocab(self.model))
+        self.trained_context = int(api._lib.llama_n_ctx_train(self.model))
+        self._batch = api.llama_batch_init(batch, 0, 1)
+        self._cv = threading.Condition()
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._active: dict[int, Request] = {}
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, daemon=True, name=f"llama.cpp {self.path.name}")
+        self._worker.start()
+
+    # -------------------------------------------------------------------------------------------- callers
+    def submit(self, request: Request) -> Request:
+        """Queue ``request``; raises :class:`EngineBusy` when ``queue_limit`` requests already wait, and
+        ValueError when its prompt and answer cannot fit one slot's context."""
+        if len(request.prompt) + 1 > self.context:
+            raise ValueError(
+                f"prompt of {len(request.prompt)} tokens does not fit the engine's context of {self.context}"
+            )
+        request.max_new_tokens = min(request.max_new_tokens, self.context - len(request.prompt))
+        with self._cv:
+            if self._closed:
+                raise EngineUnavailable("the engine was closed")
+            if len(self._waiting) >= self.queue_limit and len(self._active) >= self.slots:
+                raise EngineBusy(
+                    f"{len(self._active)} answers are being written and {len(self._waiting)} wait; try again shortly"
+                )
+            self._waiting.append(request)
+            self._cv.notify()
+        return request
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(answers being written, requests waiting)."""
+        with self._cv:
+            return len(self._active), len(self._waiting)
+
+    def close(self) -> None:
+        """Take no new requests; the answers already running or waiting are completed, then the model is freed
+        (by the worker, so this returns at once)."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    # --------------------------------------------------------------------------------------------- worker
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._active and not self._waiting:
+                    self._cv.wait()
+                self._admit()
+                if self._closed and not self._active:
+                    break
+            self._drop_cancelled()
+            if not self._active:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode ends the requests of this step, not the engine
+                log.exception("llama.cpp decode failed")
+                for seq in list(self._active):
+                    self._finish(seq, exc)
+        self.api.llama_batch_free(self._batch)
+        self.api.llama_free(self.ctx)
+        self.api.llama_free_model(self.model)
+        log.info("llama.cpp engine for %s closed", self.path.name)
+
+    def _admit(self) -> None:
+        free = [s for s in range(self.slots) if s not in self._active]
+        while free and self._waiting:
+            request = self._waiting.popleft()
+            if request.cancelled.is_set():
+                request.out.put(None)
+                continue
+            request.seq = free.pop(0)
+            self._active[request.seq] = request
+
+    def _drop_cancelled(self) -> None:
+        for seq, request in list(self._active.items()):
+            if request.cancelled.is_set():
+                self._finish(seq, None)
+
+    def _finish(self, seq: int, error: BaseException | None) -> None:
+        request = self._active.pop(seq)
+        self.api._lib.llama_kv_cache_seq_rm(self.ctx, seq, -1, -1)
+        request.out.put(error)
+
+    def _step(self) -> None:
+        batch, n, wants = self._batch, 0, []
+        decoding = [r for r in self._active.values() if r.fed == len(r.prompt)]
+        prefilling = [r for r in self._active.values() if r.fed < len(r.prompt)]
+        for request in decoding:  # every running answer advances by one token per step
+            self._put(batch, n, request.generated[-1], len(request.prompt) + len(request.generated) - 1, request.seq, True)
+            wants.append((n, request))
+            n += 1
+        for request in prefilling:  # then prompts, in chunks that fill the rest of the batch
+            take = min(len(request.prompt) - request.fed, self.batch - n)
+            if take <= 0:
+                break
+            for i in range(take):
+                last = request.fed + i == len(request.prompt) - 1
+                self._put(batch, n, request.prompt[request.fed + i], request.fed + i, request.seq, last)
+                if last:
+                    wants.append((n, request))
+                n += 1
+            request.fed += take
+        batch.n_tokens = n
+        status = self.api.llama_decode(self.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        for index, request in wants:
+            if request.cancelled.is_set():
+                self._finish(request.seq, None)
+                continue
+            pointer = self.api.llama_get_logits_ith(self.ctx, index)
+            logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+            token = int(request.sampler(logits, request.generated))
+            if token in request.stop_ids:
+                self._finish(request.seq, None)
+                continue
+            request.generated.append(token)
+            request.out.put(token)
+            if len(request.generated) >= request.max_new_tokens:
+                self._finish(request.seq, None)
+
+    @staticmethod
+    def _put(batch: Any, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = 1 if logits else 0
