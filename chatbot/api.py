@@ -39,6 +39,7 @@ from chatbot.memory import ConversationNotFound
 from chatbot.prompt import PromptTooLong
 from chatbot.service import AnswerStopped, AnswerTimeout, ChatService, CollectionNotFound
 from chatbot.settings import SettingsError, generation_with
+from finetune.llamacpp import EngineBusy
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ def _failure(exc: Exception) -> JSONResponse:
         return _error(404, str(exc), "not_found")
     if isinstance(exc, AnswerTimeout):
         return _error(504, str(exc), "timeout")
+    if isinstance(exc, EngineBusy):
+        return _error(503, f"the model is busy: {exc}", "overloaded", {"Retry-After": "5"})
     if isinstance(exc, PromptTooLong | ValueError):
         return _error(400, str(exc))
     log.exception("answering failed", exc_info=exc)

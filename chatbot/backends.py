@@ -154,7 +154,9 @@ def build_llm(settings: Settings) -> ChatBackend:
         try:
             return build_engine_llm(settings)
         except Exception as exc:  # the conversion or the engine failed: transformers keeps the chat answering
-            log.warning("llama.cpp cannot serve %s (%s); the chat uses transformers", settings.models.generator, exc)
+            log.warning(
+                "llama.cpp cannot serve %s (%s); the chat uses transformers", settings.models.generator, exc
+            )
     elif settings.models.engine == "llama.cpp":
         log.warning("models.engine = 'llama.cpp' cannot be used: %s; the chat uses transformers", why)
     from chatbot.llm import LocalChatModel
@@ -192,7 +194,8 @@ def build_engine_llm(settings: Settings) -> ChatBackend:
     models = settings.models
     engine = Engine(
         loaded.path,
-        context=loaded.context_window,
+        window=loaded.context_window,
+        pool=models.engine_kv_tokens,
         slots=models.engine_slots,
         queue_limit=models.engine_queue,
         threads=models.engine_threads,

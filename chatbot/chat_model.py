@@ -59,6 +59,10 @@ class ChatBackend(BaseChatModel):
     def count_answer_tokens(self, text: str, pieces: int) -> int:
         """Tokens in an answer ``text`` that streamed in ``pieces`` pieces."""
 
+    def busy(self) -> bool:
+        """Whether the model is generating (or has answers waiting) right now."""
+        return False
+
     def close(self) -> None:
         """Free what this backend holds (its engine) once the answers already started are done; the service
         calls it when another version replaces this one."""

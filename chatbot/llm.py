@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
@@ -132,7 +131,9 @@ def engine_sampler(
                 seen.add(answer[-1])
             ids = np.fromiter(seen, dtype=np.int64)
             picked = scores[0, ids]
-            scores[0, ids] = np.where(picked < 0, picked * gen.repetition_penalty, picked / gen.repetition_penalty)
+            scores[0, ids] = np.where(
+                picked < 0, picked * gen.repetition_penalty, picked / gen.repetition_penalty
+            )
         if processors:
             ids_so_far = np.asarray([prompt + answer], dtype=np.int64)
             for processor in processors:
@@ -252,6 +253,20 @@ class LocalChatModel(ChatBackend):
         """By the tokenizer: the streamer hands out whole words, not tokens."""
         return len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def busy(self) -> bool:
+        return self.lock.locked()
+
+
+def _without(ids: frozenset[int], before: int, sampler: Callable[[np.ndarray, list[int]], int]):
+    """``sampler`` that never picks ``ids`` for the answer's first ``before`` tokens."""
+
+    def sample(logits: np.ndarray, answer: list[int]) -> int:
+        if len(answer) < before:
+            logits[list(ids)] = -np.inf
+        return sampler(logits, answer)
+
+    return sample
+
 
 class _Detokenizer:
     """Text of a growing list of token ids, handed out as it becomes final: nothing while the last token ends
@@ -260,18 +275,24 @@ class _Detokenizer:
     def __init__(self, tokenizer: Any, stop: list[str] | None) -> None:
         self.tokenizer, self.stop = tokenizer, [s for s in (stop or []) if s]
         self.ids: list[int] = []
-        self.sent = 0  # characters of the decoded text already handed out
+        self.prefix = self.read = 0  # incremental decoding: only the last few tokens are decoded again
+        self.text = ""  # decoded so far
+        self.sent = 0  # characters of it already handed out
         self.stopped = False
 
     def add(self, token: int) -> str:
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return ""
-        return self._release(text, final=False)
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        after = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""  # a special token, or the middle of a UTF-8 character
+        self.text += after[len(before) :]
+        self.prefix, self.read = self.read, len(self.ids)
+        return self._release(self.text, final=False)
 
     def flush(self) -> str:
-        return self._release(self.tokenizer.decode(self.ids, skip_special_tokens=True), final=True)
+        return self._release(self.text, final=True)
 
     def _release(self, text: str, final: bool) -> str:
         if self.stopped:
@@ -301,6 +322,7 @@ class EngineChatModel(ChatBackend):
     tokenizer: Any = Field(exclude=True)
     name: str
     window: int
+    min_new_tokens: int = Field(0, description="End of sequence is suppressed before this many (benchmarks).")
 
     @property
     def _llm_type(self) -> str:
@@ -332,12 +354,11 @@ class EngineChatModel(ChatBackend):
             return
         prompt = self.encode(messages)
         eos = self.tokenizer.eos_token_id
-        request = Request(
-            prompt,
-            engine_sampler(gen, prompt, abstention_starts(self.tokenizer)),
-            gen.max_new_tokens,
-            frozenset([eos] if isinstance(eos, int) else eos or []),
-        )
+        stop_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
+        sampler = engine_sampler(gen, prompt, abstention_starts(self.tokenizer))
+        if self.min_new_tokens:
+            sampler = _without(stop_ids, self.min_new_tokens, sampler)
+        request = Request(prompt, sampler, gen.max_new_tokens, stop_ids)
         self.engine.submit(request)  # EngineBusy when every slot is taken and the queue is full
         text = _Detokenizer(self.tokenizer, stop)
         try:
@@ -374,6 +395,9 @@ class EngineChatModel(ChatBackend):
 
     def count_answer_tokens(self, text: str, pieces: int) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def busy(self) -> bool:
+        return self.engine.load != (0, 0)
 
     def close(self) -> None:
         self.engine.close()

@@ -93,8 +93,12 @@ class ModelSettings(BaseModel):
         le=1024,
         description="Questions that may wait for a free slot; beyond them the chat answers 'busy' at once.",
     )
-    engine_context: int = Field(
-        4096, ge=256, le=131072, description="Tokens of prompt and answer per slot (llama.cpp's KV cache)."
+    engine_kv_tokens: int = Field(
+        16384,
+        ge=256,
+        le=1048576,
+        description="llama.cpp's KV cache, in tokens, for all conversations together (~23 KB a token for the "
+        "embedded model): a question waits while the answers being written hold it all.",
     )
     engine_threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp; 0 = every core.")
     max_context_tokens: int | None = Field(

@@ -24,6 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+
 def _types() -> tuple[dict[str, Any], dict[str, int]]:
     from gguf import GGMLQuantizationType as T
 
@@ -161,7 +162,11 @@ def _metadata_from_config(writer: Any, config: Any, tokenizer_dir: Path) -> None
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
     writer.add_token_merges(vocab["merges"])
-    for key, value in (("bos", config.bos_token_id), ("eos", config.eos_token_id), ("pad", config.pad_token_id)):
+    for key, value in (
+        ("bos", config.bos_token_id),
+        ("eos", config.eos_token_id),
+        ("pad", config.pad_token_id),
+    ):
         if isinstance(value, list):
             value = value[0] if value else None
         if value is not None:

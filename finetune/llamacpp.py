@@ -3,7 +3,7 @@ conversations at once.
 
 The library is llama.cpp's C API from the prebuilt ``llama-cpp-py-sync`` wheel (CFFI, no compiler needed; set
 ``LLAMA_CPP_LIB`` to use a llama.cpp built for this very CPU instead). An :class:`Engine` holds one GGUF model
-and one context with ``slots`` sequences, driven by one thread with continuous batching: every step decodes
+and one context with up to ``slots`` sequences, driven by one thread with continuous batching: every step decodes
 the next token of each running answer and a chunk of each waiting prompt in the same ``llama_decode`` call,
 so a new question starts while others are being answered. Requests beyond the free slots wait in a bounded
 queue; past it, :class:`EngineBusy` is raised at once rather than making a user wait without end.
@@ -60,10 +60,18 @@ def library() -> Any:
             except OSError as exc:
                 raise EngineUnavailable(f"the llama.cpp library cannot be loaded: {exc}") from exc
             lib = api._lib
-            lib.llama_kv_cache_seq_rm.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+            lib.llama_kv_cache_seq_rm.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_int32,
+            ]
             lib.llama_kv_cache_seq_rm.restype = ctypes.c_bool
             lib.llama_n_ctx_train.argtypes = [ctypes.c_void_p]
             lib.llama_n_ctx_train.restype = ctypes.c_int32
+            for name in ("llama_kv_cache_defrag", "llama_kv_cache_update"):
+                getattr(lib, name).argtypes = [ctypes.c_void_p]
+                getattr(lib, name).restype = None
             lib.llama_log_set.argtypes = [_LOG_CALLBACK, ctypes.c_void_p]
             lib.llama_log_set.restype = None
             lib.llama_log_set(_forward_log, None)
@@ -118,21 +126,35 @@ class Request:
 
 
 class Engine:
-    """One GGUF model in llama.cpp with ``slots`` sequences of ``context`` tokens each, and its worker thread."""
+    """One GGUF model in llama.cpp answering up to ``slots`` requests at once, and its worker thread.
+
+    The KV cache holds ``pool`` tokens for all requests together. A request (prompt and answer) may be as long
+    as ``window`` (default: the model's trained context); it is admitted once a slot is free and the pool
+    has room for its whole length, so a running answer never runs out of cache."""
 
     def __init__(
-        self, path: Path, context: int = 4096, slots: int = 4, queue_limit: int = 8, threads: int = 0, batch: int = 512
+        self,
+        path: Path,
+        window: int | None = None,
+        pool: int = 16384,
+        slots: int = 4,
+        queue_limit: int = 8,
+        threads: int = 0,
+        batch: int = 512,
     ) -> None:
         api = library()
         self.api, self.path = api, Path(path)
-        self.slots, self.context, self.queue_limit, self.batch = slots, context, queue_limit, batch
+        self.slots, self.queue_limit, self.batch = slots, queue_limit, batch
         params = api.llama_model_default_params()
         params.n_gpu_layers = 0
         self.model = api.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise EngineUnavailable(f"llama.cpp could not load {path}")
         cparams = api.llama_context_default_params()
-        cparams.n_ctx = context * slots
+        self.trained_context = int(api._lib.llama_n_ctx_train(self.model))
+        self.window = min(window or self.trained_context, self.trained_context)
+        self.pool = max(pool, self.window)
+        cparams.n_ctx = self.pool
         cparams.n_batch = cparams.n_ubatch = batch
         cparams.n_seq_max = slots
         cparams.flash_attn = False  # ik_llama.cpp's CPU flash attention needs AVX-VNNI
@@ -142,7 +164,6 @@ class Engine:
             api.llama_free_model(self.model)
             raise EngineUnavailable(f"llama.cpp could not create a context for {path}")
         self.n_vocab = api.llama_vocab_n_tokens(api.llama_model_get_vocab(self.model))
-        self.trained_context = int(api._lib.llama_n_ctx_train(self.model))
         self._batch = api.llama_batch_init(batch, 0, 1)
         self._cv = threading.Condition()
         self._waiting: collections.deque[Request] = collections.deque()
@@ -154,12 +175,12 @@ class Engine:
     # -------------------------------------------------------------------------------------------- callers
     def submit(self, request: Request) -> Request:
         """Queue ``request``; raises :class:`EngineBusy` when ``queue_limit`` requests already wait, and
-        ValueError when its prompt and answer cannot fit one slot's context."""
-        if len(request.prompt) + 1 > self.context:
+        ValueError when its prompt leaves no room for an answer in the window."""
+        if len(request.prompt) + 1 > self.window:
             raise ValueError(
-                f"prompt of {len(request.prompt)} tokens does not fit the engine's context of {self.context}"
+                f"prompt of {len(request.prompt)} tokens does not fit the model's window of {self.window}"
             )
-        request.max_new_tokens = min(request.max_new_tokens, self.context - len(request.prompt))
+        request.max_new_tokens = min(request.max_new_tokens, self.window - len(request.prompt))
         with self._cv:
             if self._closed:
                 raise EngineUnavailable("the engine was closed")
@@ -209,11 +230,17 @@ class Engine:
 
     def _admit(self) -> None:
         free = [s for s in range(self.slots) if s not in self._active]
+        reserved = sum(len(r.prompt) + r.max_new_tokens for r in self._active.values())
         while free and self._waiting:
-            request = self._waiting.popleft()
+            request = self._waiting[0]
             if request.cancelled.is_set():
-                request.out.put(None)
+                self._waiting.popleft().out.put(None)
                 continue
+            need = len(request.prompt) + request.max_new_tokens
+            if reserved + need > self.pool:
+                break  # waits for running answers to end (first come, first served)
+            self._waiting.popleft()
+            reserved += need
             request.seq = free.pop(0)
             self._active[request.seq] = request
 
@@ -232,7 +259,14 @@ class Engine:
         decoding = [r for r in self._active.values() if r.fed == len(r.prompt)]
         prefilling = [r for r in self._active.values() if r.fed < len(r.prompt)]
         for request in decoding:  # every running answer advances by one token per step
-            self._put(batch, n, request.generated[-1], len(request.prompt) + len(request.generated) - 1, request.seq, True)
+            self._put(
+                batch,
+                n,
+                request.generated[-1],
+                len(request.prompt) + len(request.generated) - 1,
+                request.seq,
+                True,
+            )
             wants.append((n, request))
             n += 1
         for request in prefilling:  # then prompts, in chunks that fill the rest of the batch
@@ -248,6 +282,10 @@ class Engine:
             request.fed += take
         batch.n_tokens = n
         status = self.api.llama_decode(self.ctx, batch)
+        if status == 1:  # no contiguous room in the cache although admission reserved enough: compact, retry
+            self.api._lib.llama_kv_cache_defrag(self.ctx)
+            self.api._lib.llama_kv_cache_update(self.ctx)
+            status = self.api.llama_decode(self.ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         for index, request in wants:

@@ -377,12 +377,13 @@ def _plain_name(settings: Host) -> str:
 
 
 def _window(path: Path, settings: Host) -> int:
+    """The model's trained context (as transformers reports it for the same model), capped by
+    ``models.max_context_tokens``."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(path)
-    field = reader.fields.get("llama.context_length")
-    trained = int(field.contents()) if field is not None else settings.models.engine_context
-    return min(trained, settings.models.engine_context)
+    field = GGUFReader(path).fields.get("llama.context_length")
+    trained = int(field.contents()) if field is not None else 2048
+    return min(trained, settings.models.max_context_tokens or trained)
 
 
 def engine_status(settings: Host, version: Version | None) -> str:

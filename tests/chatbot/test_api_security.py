@@ -146,7 +146,7 @@ def test_oversized_requests_are_refused_before_any_work(service):
 
 
 def test_a_client_that_disconnects_mid_stream_frees_the_model_at_once(service):
-    lock = service.llm.lock
+    llm = service.llm
     with serving(service) as port:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         with httpx.Client(timeout=60) as client:
@@ -155,20 +155,20 @@ def test_a_client_that_disconnects_mid_stream_frees_the_model_at_once(service):
                 assert r.status_code == 200
                 lines = r.iter_lines()
                 seen = [next(lines) for _ in range(6)]  # the model is generating now
-                assert lock.locked() and any('"content"' in line for line in seen)
+                assert llm.busy() and any('"content"' in line for line in seen)
             disconnected = time.perf_counter()  # leaving the block closed the connection
         started = time.perf_counter()
         second = httpx.post(url, json=ask(QUESTION, max_tokens=4), timeout=60)
         answered = time.perf_counter() - started
         assert second.status_code == 200, second.text
-    freed = _wait_unlocked(lock, disconnected)
+    freed = _wait_idle(llm, disconnected)
     print(f"\n[disconnect] second request answered {answered:.2f} s after the first client left")
     assert answered < 3.0, answered  # the old behaviour: ~20 s, the rest of the abandoned generation
     assert freed < 3.0
 
 
-def _wait_unlocked(lock: threading.Lock, since: float) -> float:
-    while lock.locked() and time.perf_counter() - since < 30:
+def _wait_idle(llm, since: float) -> float:
+    while llm.busy() and time.perf_counter() - since < 30:
         time.sleep(0.01)
     return time.perf_counter() - since
 
@@ -184,7 +184,7 @@ def test_a_flood_gets_429_while_health_stays_fast(service):
             )
         )
         long.start()
-        _wait_locked(service.llm.lock)  # one answer is generating: the others must wait or be refused
+        _wait_busy(service.llm)  # one answer is generating: the others must wait or be refused
 
         def one() -> None:
             r = httpx.post(f"{url}/v1/chat/completions", json=ask(QUESTION, max_tokens=4), timeout=120)
@@ -213,8 +213,8 @@ def test_a_flood_gets_429_while_health_stays_fast(service):
     assert max(health) < 2.5  # 46 s before the limit; here client, server and model share 2 cores
 
 
-def _wait_locked(lock: threading.Lock) -> None:
+def _wait_busy(llm) -> None:
     deadline = time.perf_counter() + 30
-    while not lock.locked() and time.perf_counter() < deadline:
+    while not llm.busy() and time.perf_counter() < deadline:
         time.sleep(0.01)
-    assert lock.locked()
+    assert llm.busy()

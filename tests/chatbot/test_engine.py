@@ -1,0 +1,301 @@
+"""The llama.cpp engine on the tiny random Llama: conversion to GGUF, the same tokens as transformers, continuous
+batching, cancellation, a full queue, a version switch, and the fallback to transformers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from langchain_core.messages import HumanMessage, SystemMessage
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from chatbot.backends import build_llm, engine_refusal
+from chatbot.cancel import STOP
+from chatbot.llm import EngineChatModel, LocalChatModel, _Detokenizer, answer_processors, engine_sampler
+from chatbot.service import ChatService
+from chatbot.settings import GenerationSettings
+from finetune.gguf_export import ConversionError, write_gguf
+from finetune.llamacpp import Engine, EngineBusy, Request
+from finetune.models import engine_dir, engine_status, load_engine_model, load_generator
+from finetune.registry import Registry
+
+pytest.importorskip(
+    "ik_llama_cpp", reason="the llama.cpp engine is installed with the project on Linux x86_64"
+)
+
+PROMPT = "Index a folder with chatbot index, then ask a question"
+
+
+def _greedy(logits: np.ndarray, answer: list[int]) -> int:
+    return int(np.argmax(logits))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llm_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_llm_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny, tiny_llm_dir, tmp_path_factory):
+    model, _ = tiny
+    return write_gguf(model, tiny_llm_dir, tmp_path_factory.mktemp("gguf") / "tiny.f32.gguf", "f32")
+
+
+def _transformers_greedy(model, ids: list[int], n: int) -> list[int]:
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0
+        )
+    return out[0, len(ids) :].tolist()
+
+
+def _run(engine: Engine, ids: list[int], n: int, sampler=_greedy) -> list[int]:
+    return list(engine.submit(Request(ids, sampler, n, frozenset())).tokens())
+
+
+def test_a_converted_tiny_llama_decodes_the_tokens_transformers_decodes(tiny, tiny_gguf):
+    model, tok = tiny
+    ids = tok(PROMPT)["input_ids"]
+    engine = Engine(tiny_gguf, window=256, slots=2)
+    try:
+        assert engine.n_vocab == model.config.vocab_size and engine.trained_context == 512
+        assert _run(engine, ids, 24) == _transformers_greedy(model, ids, 24)
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("quantization", ["q8_0", "f16"])
+def test_quantized_conversions_load_and_stay_close(tiny, tiny_llm_dir, tmp_path, quantization):
+    model, tok = tiny
+    path = write_gguf(model, tiny_llm_dir, tmp_path / f"tiny.{quantization}.gguf", quantization)
+    assert not list(tmp_path.glob(".*tmp"))  # written beside, then renamed
+    ids = tok(PROMPT)["input_ids"]
+    engine = Engine(path, window=256, slots=1)
+    try:
+        got = _run(engine, ids, 8)
+    finally:
+        engine.close()
+    assert len(got) == 8 and got[0] == _transformers_greedy(model, ids, 1)[0]
+
+
+def test_answers_batched_together_equal_answers_alone(tiny, tiny_gguf):
+    model, tok = tiny
+    prompts = [tok(p)["input_ids"] for p in (PROMPT, "The library opens at nine", "El asistente responde")]
+    engine = Engine(tiny_gguf, window=256, slots=4)
+    try:
+        alone = [_run(engine, ids, 16) for ids in prompts]
+        requests = [engine.submit(Request(ids, _greedy, 16, frozenset())) for ids in prompts]
+        together = [list(r.tokens()) for r in requests]
+    finally:
+        engine.close()
+    assert together == alone
+    assert alone == [_transformers_greedy(model, ids, 16) for ids in prompts]
+
+
+def test_a_cancelled_answer_frees_its_slot_at_once_and_a_full_queue_answers_busy(long_llm_dir, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(long_llm_dir)
+    path = write_gguf(model, long_llm_dir, tmp_path / "long.gguf", "f32")
+    engine = Engine(path, slots=1, queue_limit=1)
+    try:
+        running = engine.submit(Request([5, 6, 7], _greedy, 6000, frozenset()))
+        tokens = running.tokens()
+        [next(tokens) for _ in range(3)]
+        engine.submit(Request([5, 6], _greedy, 4, frozenset()))  # waits for the slot
+        with pytest.raises(EngineBusy, match="wait"):
+            engine.submit(Request([5], _greedy, 4, frozenset()))
+        assert engine.load == (1, 1)
+        running.cancel()
+        deadline = time.perf_counter() + 5
+        while engine.load != (0, 0) and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        assert engine.load == (0, 0)  # the waiting one ran and finished; the cancelled one stopped early
+        assert len(running.generated) < 6000
+    finally:
+        engine.close()
+
+
+def test_the_chat_backend_streams_counts_and_stops_like_transformers(settings):
+    llm = build_llm(settings)
+    assert isinstance(llm, EngineChatModel)
+    local = LocalChatModel(generator=load_generator(settings), generation=llm.generation)
+    messages = [SystemMessage("Answer briefly."), HumanMessage("Where does the library open?")]
+    assert llm.count_tokens(messages) == local.count_tokens(messages)  # exact, the same tokenizer
+    gen = GenerationSettings(max_new_tokens=12, no_repeat_ngram_size=0, abstain_bias=0)
+    engine_text = "".join(c.content for c in llm.stream(messages, generation=gen))
+    local_text = "".join(c.content for c in local.stream(messages, generation=gen))
+    assert engine_text == local_text and engine_text
+    llm.close()
+
+
+def test_the_backend_stops_when_the_caller_sets_stop(long_llm_dir, settings):
+    long = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"generator": str(long_llm_dir)})}
+    )
+    llm = build_llm(long)
+    assert isinstance(llm, EngineChatModel)
+    stop = threading.Event()
+    token = STOP.set(stop)
+    try:
+        stream = llm.stream([HumanMessage("go on")], generation=GenerationSettings(max_new_tokens=5000))
+        next(stream)
+        stop.set()
+        rest = list(stream)
+    finally:
+        STOP.reset(token)
+    assert len(rest) < 50
+    deadline = time.perf_counter() + 5
+    while llm.engine.load != (0, 0) and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert llm.engine.load == (0, 0)
+    llm.close()
+
+
+def test_the_sampler_runs_the_same_processors_as_transformers():
+    gen = GenerationSettings(no_repeat_ngram_size=2, abstain_bias=-5.0, repetition_penalty=1.3)
+    prompt, answer = [1, 2, 3], [7, 8, 7]
+    logits = np.linspace(-1, 1, 12, dtype=np.float32)
+    logits[8] = 5.0  # 7 8 would repeat: banned
+    got = engine_sampler(gen, prompt, abstain_ids=[11])(logits.copy(), answer)
+    scores = torch.tensor(logits)[None, :]
+    ids = torch.tensor([prompt + answer])
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    scores = RepetitionPenaltyLogitsProcessor(1.3)(ids, scores)
+    for processor in answer_processors(gen, len(prompt), [11]):
+        scores = processor(ids, scores)
+    assert got == int(scores.argmax()) and got != 8
+    first = engine_sampler(gen, prompt, abstain_ids=[11])
+    biased = np.zeros(12, dtype=np.float32)
+    biased[11] = 4.0  # the abstention's first token loses its lead at the first position only
+    assert first(biased.copy(), []) != 11 and first(biased.copy(), [3]) == 11
+
+
+def test_sampling_keeps_to_top_k_and_is_seeded():
+    gen = GenerationSettings(temperature=1.0, top_k=2, top_p=1.0, no_repeat_ngram_size=0, abstain_bias=0)
+    logits = np.array([0.0, 3.0, 2.9, -1.0], dtype=np.float32)
+    draws = [engine_sampler(gen, [0], [], seed=s)(logits.copy(), []) for s in range(40)]
+    assert set(draws) == {1, 2}
+    assert draws == [engine_sampler(gen, [0], [], seed=s)(logits.copy(), []) for s in range(40)]
+
+
+def test_stop_strings_cut_the_answer(tiny):
+    _, tok = tiny
+    text = _Detokenizer(tok, stop=["ask"])
+    shown = "".join(text.add(t) for t in tok(PROMPT)["input_ids"]) + text.flush()
+    assert shown == PROMPT[: PROMPT.index("ask")] and text.stopped
+
+
+def test_a_promoted_version_gets_its_own_conversion_and_replaces_the_engine(settings, tiny_llm_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    registry = Registry(settings)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+        lora = get_peft_model(
+            base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        )
+        lora.save_pretrained(tmp_path / f"adapter{seed}")
+        registry.add(
+            tmp_path / f"adapter{seed}",
+            kind="lora",
+            base_model=str(tiny_llm_dir),
+            manifest={},
+            settings={},
+            metrics={},
+        )
+    registry.promote("v0001")
+    service = ChatService(settings)
+    first = service.llm
+    assert isinstance(first, EngineChatModel) and first.answering_model().endswith("@v0001")
+    assert engine_status(settings, registry.get("v0001")).startswith("gguf q8_0")
+    assert engine_status(settings, registry.get("v0002")) == "not converted"
+    registry.promote("v0002")
+    second = service.llm
+    assert second is not first and second.answering_model().endswith("@v0002")
+    first.engine._worker.join(5)
+    assert not first.engine._worker.is_alive()  # the replaced engine was freed
+    names = sorted(p.name.split("-")[0] for p in engine_dir(settings).glob("*.gguf"))
+    assert names == ["v0001", "v0002"]
+    # converted once: loading again finds the file
+    again = load_engine_model(settings)
+    assert (
+        again.path.name.startswith("v0002-")
+        and again.path.stat().st_mtime == second.engine.path.stat().st_mtime
+    )
+    second.close()
+
+
+def test_a_model_that_cannot_convert_is_served_by_transformers(settings, tmp_path, caplog):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(settings.models.generator)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attention_bias=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "biased")
+    tok.save_pretrained(tmp_path / "biased")
+    odd = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"generator": str(tmp_path / "biased")})}
+    )
+    with caplog.at_level(logging.WARNING):
+        llm = build_llm(odd)
+    assert isinstance(llm, LocalChatModel)
+    assert "attention or MLP biases" in caplog.text and "uses transformers" in caplog.text
+    with pytest.raises(ConversionError, match="biases"):
+        load_engine_model(odd)
+
+
+def test_auto_chooses_transformers_for_what_only_transformers_does(settings):
+    def with_(**models):
+        return settings.model_copy(update={"models": settings.models.model_copy(update=models)})
+
+    assert engine_refusal(settings) is None
+    assert "transformers" in engine_refusal(with_(engine="transformers"))
+    assert "int8" in engine_refusal(with_(quantize="int8"))
+    beams = settings.model_copy(
+        update={"generation": settings.generation.model_copy(update={"num_beams": 2})}
+    )
+    assert "beam" in engine_refusal(beams)
+    assert isinstance(build_llm(with_(engine="transformers")), LocalChatModel)
+
+
+def test_a_request_waits_until_the_kv_cache_has_room_for_it(tiny_gguf):
+    engine = Engine(tiny_gguf, window=256, pool=256, slots=2)
+    try:
+        first = engine.submit(Request([5, 6, 7], _greedy, 200, frozenset()))
+        second = engine.submit(Request([5, 6], _greedy, 100, frozenset()))  # 103 + 203 tokens > 256
+        tokens = first.tokens()
+        next(tokens)
+        assert engine.load == (1, 1)  # a slot is free, the cache is not
+        assert len(list(tokens)) == 199 and len(list(second.tokens())) == 100
+    finally:
+        engine.close()
+
+
+def test_the_engine_sampler_stops_the_random_model_looping(tiny, tiny_gguf):
+    _, tok = tiny
+    ids = tok("library library library")["input_ids"]
+
+    def repeated(answer: list[int]) -> bool:
+        grams = [tuple(answer[i : i + 4]) for i in range(len(answer) - 3)]
+        return len(grams) != len(set(grams))
+
+    engine = Engine(tiny_gguf, window=256, slots=1)
+    try:
+        loose = _run(engine, ids, 60, engine_sampler(GenerationSettings(no_repeat_ngram_size=0), ids, []))
+        strict = _run(engine, ids, 60, engine_sampler(GenerationSettings(no_repeat_ngram_size=4), ids, []))
+    finally:
+        engine.close()
+    assert repeated(loose) and not repeated(strict) and len(strict) == 60
