@@ -1,7 +1,7 @@
 """Time to first token and decode speed of the chat path, side by side with llama.cpp on the same prompt and
 machine, and the engine's throughput with several users at once.
 
-    python benchmarks/chat_speed.py [--runs 3] [--new-tokens 96] [--users 4] [--json out.json]
+    python benchmarks/chat_speed.py [--runs 3] [--new-tokens 96] [--users 4] [--slots 1 2 4] [--json out.json]
 
 Rows, each on the same ~880-token prompt (system prompt, sample passages, question), decoding exactly
 ``--new-tokens`` tokens (end of sequence suppressed), greedy, median of ``--runs`` runs after a warm-up:
@@ -10,8 +10,9 @@ Rows, each on the same ~880-token prompt (system prompt, sample passages, questi
 - the chat path on transformers, float32 (``models.engine: transformers``), and with dynamic int8;
 - mainline llama.cpp (``pip install -e ".[bench]"``: llama-cpp-python, compiled here) on the same q8_0 file,
   and on the embedded Q4_1 file the model ships as: the reference the engine must match or beat.
-Then ``--users`` conversations asking at once through the engine: each user's time to first token, and the
-tokens per second of all of them together.
+Then ``--users`` conversations asking at once through the engine, for each ``--slots`` (answers written at
+once; the others wait in the queue): each user's time to first token, and the answer tokens per second of all
+of them together (prompts of ~880 tokens each: on 2 cores their prefill is most of the time).
 """
 
 from __future__ import annotations
@@ -75,11 +76,11 @@ def time_stream(pieces, tokens: int) -> tuple[float, float]:
     return first - start, (tokens - 1) / (end - first)
 
 
-def settings_for(engine: str, quantize: str = "none"):
-    return load_settings(
-        data_dir=Path(tempfile.gettempdir()) / "assistant-bench",
-        models={"device": "cpu", "quantize": quantize, "engine": engine},
-    )
+def settings_for(engine: str, quantize: str = "none", slots: int | None = None):
+    models = {"device": "cpu", "quantize": quantize, "engine": engine}
+    if slots:
+        models["engine_slots"] = slots
+    return load_settings(data_dir=Path(tempfile.gettempdir()) / "assistant-bench", models=models)
 
 
 def bench_chat_path(llm, messages: list[BaseMessage], runs: int, new_tokens: int, name: str) -> dict:
@@ -177,6 +178,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per variant (after one warm-up)")
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--users", type=int, default=4, help="conversations at once for the engine (0: skip)")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4],
+        help="models.engine_slots values to try with --users",
+    )
     parser.add_argument("--skip-transformers", action="store_true", help="only the engine and llama.cpp rows")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -192,7 +200,7 @@ def main() -> None:
             engine, built.messages, args.runs, args.new_tokens, "chat path, llama.cpp engine q8_0"
         )
     ]
-    users = None
+    users = []
     if args.users:
         prompts = [
             build_prompt(
@@ -200,10 +208,17 @@ def main() -> None:
             ).messages
             for q in (QUESTIONS * args.users)[: args.users]
         ]
-        users = bench_users(engine, prompts, args.new_tokens)
-        single = bench_users(engine, prompts[:1], args.new_tokens)
-        users["one_user_tokens_per_s"] = single["total_tokens_per_s"]
-        print(f"{args.users} users at once: {users}")
+        for slots in args.slots:
+            llm = build_llm(settings_for("auto", slots=slots))
+            bench_users(llm, prompts[:1], 8)  # started and warm
+            row = {"slots": slots, **bench_users(llm, prompts, args.new_tokens)}
+            row["one_user_tokens_per_s"] = bench_users(llm, prompts[:1], args.new_tokens)[
+                "total_tokens_per_s"
+            ]
+            row["load_average"] = machine()["load_average"]
+            llm.close()
+            users.append(row)
+            print(f"{args.users} users at once, {slots} slot(s): {row}")
     converted = engine.engine.path
     engine.close()
     if not args.skip_transformers:

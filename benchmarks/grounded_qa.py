@@ -64,6 +64,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", help="with --checkpoints: only these steps")
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: squad, " + ", ".join(OWN_SETS))
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-grounded")
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["auto"],
+        help="models.engine values to compare (llama.cpp, transformers)",
+    )
     parser.add_argument("--out", type=Path, default=Path("grounded.json"))
     args = parser.parse_args()
 
@@ -75,17 +81,21 @@ def main() -> None:
     versions = list(args.versions)
     if args.checkpoints:
         versions = register_checkpoints(args.checkpoints, args.data_dir, args.steps)
-    for version, bias in [(v, b) for v in versions for b in args.abstain_bias]:
+    for version, bias, engine in [
+        (v, b, e) for v in versions for b in args.abstain_bias for e in args.engines
+    ]:
         generation = {} if bias is None else {"abstain_bias": bias}
         settings = load_settings(
-            data_dir=args.data_dir, models={"device": "cpu", "version": version}, generation=generation
+            data_dir=args.data_dir,
+            models={"device": "cpu", "version": version, "engine": engine},
+            generation=generation,
         )
         service = ChatService(settings)
         for name, path in sets.items():
             qa = load_squad(path)
             ensure_collection(service, f"bench-{name}", qa)
             items = spread(qa.subset(args.split).items, args.base_limit if version == "base" else args.limit)
-            with tqdm(total=len(items), desc=f"{version} {bias} {name}", unit="q") as bar:
+            with tqdm(total=len(items), desc=f"{version} {bias} {engine} {name}", unit="q") as bar:
                 report = evaluate_rag(
                     service,
                     f"bench-{name}",
@@ -101,6 +111,7 @@ def main() -> None:
                 note=note,
                 split=args.split,
                 abstain_bias=settings.generation.abstain_bias,
+                engine=type(service.llm).__name__,
             )
             results.append(report)
             args.out.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
@@ -152,12 +163,12 @@ def service_versions(settings) -> list:
 
 
 def table(results: list[dict]) -> str:
-    head = "| version | bias | set | questions | " + " | ".join(c for _, c in COLUMNS) + " |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    head = "| version | engine | bias | set | questions | " + " | ".join(c for _, c in COLUMNS) + " |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 5)]
     for r in results:
         cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k, _ in COLUMNS]
         rows.append(
-            f"| {r.get('note') or r['version']} | {r.get('abstain_bias', 0)} | {r['set']} | {r['questions']} | "
+            f"| {r['version']} | {r.get('engine', '-')} | {r.get('abstain_bias', 0)} | {r['set']} | {r['questions']} | "
             + " | ".join(cells)
             + " |"
         )

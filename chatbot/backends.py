@@ -187,12 +187,12 @@ def engine_refusal(settings: Settings) -> str | None:
 def build_engine_llm(settings: Settings) -> ChatBackend:
     """The configured model on the llama.cpp engine, converted to GGUF on first use (cached)."""
     from chatbot.llm import EngineChatModel
-    from finetune.llamacpp import Engine
+    from finetune.llamacpp import EngineProcess
     from finetune.models import load_engine_model
 
     loaded = load_engine_model(settings)
     models = settings.models
-    engine = Engine(
+    engine = EngineProcess(
         loaded.path,
         window=loaded.context_window,
         pool=models.engine_kv_tokens,

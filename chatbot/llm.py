@@ -24,7 +24,16 @@ from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
+from finetune.decoding import (
+    AnswerNoRepeatNGram,
+    Decoding,
+    FirstTokenBias,
+    answer_processor_list,
+    sampler,
+)
 from finetune.device import model_device, to_device
+
+__all__ = ["AnswerNoRepeatNGram", "FirstTokenBias"]  # re-exported: the transformers path's processors
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -50,45 +59,6 @@ def generate_kwargs(gen: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
     return kwargs
 
 
-class AnswerNoRepeatNGram:
-    """A logits processor that bans any token completing an n-gram the answer already contains.
-
-    transformers' own ``no_repeat_ngram_size`` counts the prompt too, which would forbid quoting three words of
-    a source; this one looks at the generated tokens only (from ``prompt_length`` on)."""
-
-    def __init__(self, n: int, prompt_length: int) -> None:
-        self.n, self.start = n, prompt_length
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        n = self.n
-        for row in range(input_ids.shape[0]):
-            answer = input_ids[row, self.start :].tolist()
-            if len(answer) < n:
-                continue
-            prefix = tuple(answer[len(answer) - n + 1 :])
-            banned = {
-                answer[i + n - 1]
-                for i in range(len(answer) - n + 1)
-                if tuple(answer[i : i + n - 1]) == prefix
-            }
-            if banned:
-                scores[row, list(banned)] = float("-inf")
-        return scores
-
-
-class FirstTokenBias:
-    """A logits processor adding ``bias`` to ``token_ids`` at the answer's first position only: there the
-    model chooses between answering and the abstention sentence, whose first tokens are these."""
-
-    def __init__(self, token_ids: list[int], bias: float, prompt_length: int) -> None:
-        self.ids, self.bias, self.start = sorted(set(token_ids)), bias, prompt_length
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if input_ids.shape[1] == self.start:
-            scores[:, self.ids] += self.bias
-        return scores
-
-
 def abstention_starts(tokenizer: Any) -> list[int]:
     """The first token of each language's abstention sentence, as the answer's first token."""
     return [tokenizer.encode(text, add_special_tokens=False)[0] for text in ABSTAIN.values()]
@@ -106,56 +76,19 @@ def answer_processors(
 
 
 def _processors(gen: GenerationSettings, prompt_length: int, abstain_ids: list[int] | None) -> list[Any]:
-    processors: list[Any] = []
-    if gen.abstain_bias and abstain_ids:
-        processors.append(FirstTokenBias(abstain_ids, gen.abstain_bias, prompt_length))
-    if gen.no_repeat_ngram_size > 0:
-        processors.append(AnswerNoRepeatNGram(gen.no_repeat_ngram_size, prompt_length))
-    return processors
+    return answer_processor_list(decoding_of(gen), prompt_length, abstain_ids)
+
+
+def decoding_of(gen: GenerationSettings) -> Decoding:
+    """The part of ``gen`` that chooses tokens, as the engine's process takes it."""
+    return Decoding(**{k: getattr(gen, k) for k in Decoding.__dataclass_fields__})
 
 
 def engine_sampler(
     gen: GenerationSettings, prompt: list[int], abstain_ids: list[int], seed: int | None = None
 ) -> Callable[[np.ndarray, list[int]], int]:
-    """How the llama.cpp engine picks each token, as ``model.generate`` does with ``gen``: transformers'
-    repetition penalty (over prompt and answer), :func:`answer_processors`, then greedy, or temperature, top-k
-    and top-p sampling, in that order."""
-    processors = _processors(gen, len(prompt), abstain_ids)
-    seen = set(prompt)
-    rng = np.random.default_rng(seed)
-
-    def sample(logits: np.ndarray, answer: list[int]) -> int:
-        scores = logits[None, :]
-        if gen.repetition_penalty != 1.0:
-            if answer:
-                seen.add(answer[-1])
-            ids = np.fromiter(seen, dtype=np.int64)
-            picked = scores[0, ids]
-            scores[0, ids] = np.where(
-                picked < 0, picked * gen.repetition_penalty, picked / gen.repetition_penalty
-            )
-        if processors:
-            ids_so_far = np.asarray([prompt + answer], dtype=np.int64)
-            for processor in processors:
-                scores = processor(ids_so_far, scores)
-        row = scores[0]
-        if gen.temperature <= 0:
-            return int(np.argmax(row))
-        row = row / gen.temperature
-        if 0 < gen.top_k < row.size:
-            kth = np.partition(row, -gen.top_k)[-gen.top_k]
-            row = np.where(row < kth, -np.inf, row)
-        probs = np.exp(row - row.max())
-        probs /= probs.sum()
-        if gen.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            cumulative = np.cumsum(probs[order])
-            drop = order[cumulative - probs[order] >= gen.top_p]  # keeps the smallest set reaching top_p
-            probs[drop] = 0.0
-            probs /= probs.sum()
-        return int(rng.choice(probs.size, p=probs))
-
-    return sample
+    """How the llama.cpp engine picks each token with ``gen`` (see :func:`finetune.decoding.sampler`)."""
+    return sampler(decoding_of(gen), prompt, abstain_ids, seed)
 
 
 class _StopFlag:
@@ -257,17 +190,6 @@ class LocalChatModel(ChatBackend):
         return self.lock.locked()
 
 
-def _without(ids: frozenset[int], before: int, sampler: Callable[[np.ndarray, list[int]], int]):
-    """``sampler`` that never picks ``ids`` for the answer's first ``before`` tokens."""
-
-    def sample(logits: np.ndarray, answer: list[int]) -> int:
-        if len(answer) < before:
-            logits[list(ids)] = -np.inf
-        return sampler(logits, answer)
-
-    return sample
-
-
 class _Detokenizer:
     """Text of a growing list of token ids, handed out as it becomes final: nothing while the last token ends
     inside a UTF-8 character, and nothing that could still turn into one of the ``stop`` strings."""
@@ -318,7 +240,9 @@ class EngineChatModel(ChatBackend):
     here with the model's own tokenizer and chat template, so token counts are exact and the same as the
     transformers path's; tokens are chosen by :func:`engine_sampler` with this backend's generation settings."""
 
-    engine: Any = Field(exclude=True, description="The finetune.llamacpp.Engine serving the GGUF file.")
+    engine: Any = Field(
+        exclude=True, description="The finetune.llamacpp.EngineProcess (or Engine) serving the GGUF file."
+    )
     tokenizer: Any = Field(exclude=True)
     name: str
     window: int
@@ -342,7 +266,7 @@ class EngineChatModel(ChatBackend):
         generation: GenerationSettings | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        from finetune.llamacpp import Request
+        from finetune.llamacpp import Request, Sampling
 
         gen = generation or self.generation
         if gen.num_beams > 1:
@@ -355,10 +279,10 @@ class EngineChatModel(ChatBackend):
         prompt = self.encode(messages)
         eos = self.tokenizer.eos_token_id
         stop_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
-        sampler = engine_sampler(gen, prompt, abstention_starts(self.tokenizer))
-        if self.min_new_tokens:
-            sampler = _without(stop_ids, self.min_new_tokens, sampler)
-        request = Request(prompt, sampler, gen.max_new_tokens, stop_ids)
+        sampling = Sampling(
+            decoding_of(gen), tuple(abstention_starts(self.tokenizer)), suppress_before=self.min_new_tokens
+        )
+        request = Request(prompt, sampling, gen.max_new_tokens, stop_ids)
         self.engine.submit(request)  # EngineBusy when every slot is taken and the queue is full
         text = _Detokenizer(self.tokenizer, stop)
         try:
@@ -397,7 +321,7 @@ class EngineChatModel(ChatBackend):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def busy(self) -> bool:
-        return self.engine.load != (0, 0)
+        return self.engine.busy
 
     def close(self) -> None:
         self.engine.close()

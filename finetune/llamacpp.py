@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import json
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from finetune.decoding import Decoding, sampler
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +101,35 @@ _NOISE = ("Free memory 0 MiB",)
 _LOG_CALLBACK = type(_forward_log)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How to choose tokens, as data (what crosses to the engine's process): see :func:`finetune.decoding.sampler`."""
+
+    decoding: Decoding
+    abstain_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    suppress_before: int = 0  # end of sequence is never chosen before this many tokens (benchmarks)
+
+    def sampler(self, prompt: list[int], stop_ids: frozenset[int]) -> Sampler:
+        return sampler(
+            self.decoding, prompt, list(self.abstain_ids), self.seed, stop_ids, self.suppress_before
+        )
+
+
 @dataclass(eq=False)
 class Request:
     """One answer to generate: ``prompt`` token ids in; token ids out through :meth:`tokens`."""
 
     prompt: list[int]
-    sampler: Sampler
+    sampler: Sampler | Sampling
     max_new_tokens: int
     stop_ids: frozenset[int]
     cancelled: threading.Event = field(default_factory=threading.Event)
-    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    out: Any = field(default_factory=queue.SimpleQueue)  # .put(token | None at the end | an exception)
     generated: list[int] = field(default_factory=list)
     seq: int = -1
     fed: int = 0  # prompt tokens already in the KV cache
+    on_cancel: Callable[[], None] | None = None
 
     def tokens(self, timeout: float = 600.0):
         """The answer's token ids as they are generated; raises what the engine raised for this request."""
@@ -122,7 +143,10 @@ class Request:
 
     def cancel(self) -> None:
         """Stop generating: the engine frees this request's slot at its next step."""
-        self.cancelled.set()
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            if self.on_cancel is not None:
+                self.on_cancel()
 
 
 class Engine:
@@ -193,6 +217,11 @@ class Engine:
         return request
 
     @property
+    def busy(self) -> bool:
+        """Whether an answer is being written or waits."""
+        return self.load != (0, 0)
+
+    @property
     def load(self) -> tuple[int, int]:
         """(answers being written, requests waiting)."""
         with self._cv:
@@ -242,6 +271,8 @@ class Engine:
             self._waiting.popleft()
             reserved += need
             request.seq = free.pop(0)
+            if isinstance(request.sampler, Sampling):
+                request.sampler = request.sampler.sampler(request.prompt, request.stop_ids)
             self._active[request.seq] = request
 
     def _drop_cancelled(self) -> None:
@@ -310,3 +341,243 @@ class Engine:
         batch.n_seq_id[i] = 1
         batch.seq_id[i][0] = seq
         batch.logits[i] = 1 if logits else 0
+
+
+# ----------------------------------------------------------------------------------- the engine's own process
+class EngineProcess:
+    """An :class:`Engine` in a process of its own, driven over a pipe of JSON lines (no pickles).
+
+    llama.cpp decodes at half speed in a process whose PyTorch has run its OpenMP thread pool (the embedding
+    model does, for every question): two OpenMP runtimes fight over the cores (docs/benchmarks.md). In its own
+    process it runs at full speed, holds no GIL the app needs, and a crash in native code cannot take the app
+    down: the process is started again at the next request. Same interface as :class:`Engine`; requests carry
+    a :class:`Sampling`, never a function."""
+
+    def __init__(self, path: Path, start_timeout: float = 300.0, **config: Any) -> None:
+        self.path = Path(path)
+        self.config = {"path": str(path), **config}
+        self.start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._requests: dict[int, Request] = {}
+        self._ids = 0
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "finetune.llamacpp", json.dumps(self.config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
+        ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._reader = threading.Thread(
+            target=self._read, args=(self.proc, ready), daemon=True, name=f"llama.cpp {self.path.name} reader"
+        )
+        self._reader.start()
+        try:
+            info = ready.get(timeout=self.start_timeout)
+        except queue.Empty:
+            self.proc.kill()
+            raise EngineUnavailable(
+                f"the llama.cpp process did not start within {self.start_timeout:g} s"
+            ) from None
+        if info is None:
+            raise EngineUnavailable(
+                f"the llama.cpp process for {self.path.name} ended at start (exit code {self.proc.wait()}); "
+                "its error is in the log above"
+            )
+        self.n_vocab, self.trained_context = info["n_vocab"], info["trained_context"]
+        self.window, self.pool = info["window"], info["pool"]
+
+    def _read(self, proc: subprocess.Popen, ready: queue.SimpleQueue) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            message = json.loads(line)
+            if "ready" in message:
+                ready.put(message["ready"])
+                continue
+            with self._lock:
+                request = self._requests.get(message["id"])
+                if request is not None and "t" not in message:
+                    del self._requests[message["id"]]
+            if request is None:
+                continue
+            if "t" in message:
+                request.generated.append(message["t"])
+                request.out.put(message["t"])
+            elif "error" in message:
+                kind = {"busy": EngineBusy, "value": ValueError}.get(message.get("kind"), RuntimeError)
+                request.out.put(kind(message["error"]))
+            else:
+                request.out.put(None)
+        ready.put(None)
+        code = proc.wait()
+        with self._lock:
+            orphans, self._requests = list(self._requests.values()), {}
+        if orphans or not self._closed:
+            log.warning("the llama.cpp process for %s ended (exit code %s)", self.path.name, code)
+        for request in orphans:
+            request.out.put(EngineUnavailable(f"the llama.cpp process ended (exit code {code})"))
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def submit(self, request: Request) -> Request:
+        if not isinstance(request.sampler, Sampling):
+            raise TypeError("a request to the engine's process chooses its tokens by a Sampling")
+        with self._lock:
+            if self._closed:
+                raise EngineUnavailable("the engine was closed")
+            if self.proc.poll() is not None:
+                log.warning("starting the llama.cpp process for %s again", self.path.name)
+                self._start()
+            self._ids += 1
+            rid = self._ids
+            self._requests[rid] = request
+            sampling = request.sampler
+            request.on_cancel = lambda: self._cancel(rid)
+            try:
+                self._send(
+                    {
+                        "op": "generate",
+                        "id": rid,
+                        "prompt": request.prompt,
+                        "max_new_tokens": request.max_new_tokens,
+                        "stop_ids": sorted(request.stop_ids),
+                        "decoding": vars(sampling.decoding),
+                        "abstain_ids": list(sampling.abstain_ids),
+                        "seed": sampling.seed,
+                        "suppress_before": sampling.suppress_before,
+                    }
+                )
+            except OSError as exc:
+                del self._requests[rid]
+                raise EngineUnavailable(f"the llama.cpp process is gone: {exc}") from exc
+        return request
+
+    def _cancel(self, rid: int) -> None:
+        with self._lock:
+            if rid in self._requests:
+                with _ignored(OSError):
+                    self._send({"op": "cancel", "id": rid})
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._requests)
+
+    def close(self) -> None:
+        """No new requests; the process ends once the answers it is writing are done."""
+        with self._lock:
+            self._closed = True
+            with _ignored(OSError, ValueError):
+                self._send({"op": "close"})
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+
+
+class _ignored:
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self.kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, self.kinds)
+
+
+def _serve(config: dict[str, Any]) -> None:
+    """The engine's process: requests from stdin, tokens to stdout, one JSON object a line."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever else writes to stdout (llama.cpp's own prints) goes to stderr
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.WARNING, format="llama.cpp engine: %(levelname)s %(message)s")
+    write_lock = threading.Lock()
+
+    def write(message: dict[str, Any]) -> None:
+        with write_lock:
+            protocol.write(json.dumps(message) + "\n")
+
+    engine = Engine(**{**config, "path": Path(config["path"])})
+    write(
+        {
+            "ready": {
+                "n_vocab": engine.n_vocab,
+                "trained_context": engine.trained_context,
+                "window": engine.window,
+                "pool": engine.pool,
+            }
+        }
+    )
+    requests: dict[int, Request] = {}
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message["op"] == "close":
+            break
+        if message["op"] == "cancel":
+            if (request := requests.get(message["id"])) is not None:
+                request.cancel()
+            continue
+        rid = message["id"]
+        request = Request(
+            message["prompt"],
+            Sampling(
+                Decoding(**message["decoding"]),
+                tuple(message["abstain_ids"]),
+                message["seed"],
+                message["suppress_before"],
+            ),
+            message["max_new_tokens"],
+            frozenset(message["stop_ids"]),
+            out=_Forward(rid, write, requests),
+        )
+        requests[rid] = request
+        try:
+            engine.submit(request)
+        except EngineBusy as exc:
+            request.out.put(exc)
+        except ValueError as exc:
+            request.out.put(exc)
+    engine.close()
+    engine._worker.join()
+
+
+@dataclass
+class _Forward:
+    """A request's output in the engine's process: each token, the end or the error, as a JSON line."""
+
+    rid: int
+    write: Callable[[dict[str, Any]], None]
+    requests: dict[int, Request]
+
+    def put(self, item: Any) -> None:
+        if isinstance(item, int):
+            self.write({"id": self.rid, "t": item})
+            return
+        self.requests.pop(self.rid, None)
+        if item is None:
+            self.write({"id": self.rid, "end": True})
+        else:
+            kind = (
+                "busy"
+                if isinstance(item, EngineBusy)
+                else "value"
+                if isinstance(item, ValueError)
+                else "error"
+            )
+            self.write({"id": self.rid, "error": str(item), "kind": kind})
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]))

@@ -149,9 +149,9 @@ def test_the_backend_stops_when_the_caller_sets_stop(long_llm_dir, settings):
         STOP.reset(token)
     assert len(rest) < 50
     deadline = time.perf_counter() + 5
-    while llm.engine.load != (0, 0) and time.perf_counter() < deadline:
+    while llm.engine.busy and time.perf_counter() < deadline:
         time.sleep(0.01)
-    assert llm.engine.load == (0, 0)
+    assert not llm.engine.busy  # the engine's process freed the slot
     llm.close()
 
 
@@ -218,8 +218,7 @@ def test_a_promoted_version_gets_its_own_conversion_and_replaces_the_engine(sett
     registry.promote("v0002")
     second = service.llm
     assert second is not first and second.answering_model().endswith("@v0002")
-    first.engine._worker.join(5)
-    assert not first.engine._worker.is_alive()  # the replaced engine was freed
+    assert first.engine.proc.wait(10) == 0  # the replaced engine's process ended
     names = sorted(p.name.split("-")[0] for p in engine_dir(settings).glob("*.gguf"))
     assert names == ["v0001", "v0002"]
     # converted once: loading again finds the file
@@ -299,3 +298,38 @@ def test_the_engine_sampler_stops_the_random_model_looping(tiny, tiny_gguf):
     finally:
         engine.close()
     assert repeated(loose) and not repeated(strict) and len(strict) == 60
+
+
+def test_the_engine_process_starts_again_after_a_crash(settings):
+    import os
+    import signal
+
+    llm = build_llm(settings)
+    messages = [HumanMessage("Where does the library open?")]
+    gen = GenerationSettings(max_new_tokens=6)
+    first = "".join(c.content for c in llm.stream(messages, generation=gen))
+    crashed = llm.engine.proc.pid
+    os.kill(crashed, signal.SIGKILL)
+    llm.engine.proc.wait(10)
+    assert "".join(c.content for c in llm.stream(messages, generation=gen)) == first
+    assert llm.engine.proc.pid != crashed
+    llm.close()
+
+
+def test_a_full_engine_answers_busy_at_once(long_llm_dir, settings):
+    full = settings.model_copy(
+        update={
+            "models": settings.models.model_copy(
+                update={"generator": str(long_llm_dir), "engine_slots": 1, "engine_queue": 0}
+            )
+        }
+    )
+    llm = build_llm(full)
+    talking = llm.stream([HumanMessage("go on")], generation=GenerationSettings(max_new_tokens=5000))
+    next(talking)
+    started = time.perf_counter()
+    with pytest.raises(EngineBusy, match="try again"):
+        list(llm.stream([HumanMessage("me too")], generation=GenerationSettings(max_new_tokens=4)))
+    assert time.perf_counter() - started < 2
+    talking.close()
+    llm.close()
