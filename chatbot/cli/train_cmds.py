@@ -208,14 +208,17 @@ def list_versions(ctx: typer.Context) -> None:
     """Every version, oldest first; '*' marks the current one."""
     from finetune.registry import Registry
 
-    registry = Registry(settings_of(ctx))
+    from finetune.models import engine_status
+
+    settings = settings_of(ctx)
+    registry = Registry(settings)
     current = registry.current_id()
     for v in registry.list():
         ppl = v.metrics.get("val_perplexity")
         shown = f"{ppl:.2f}" if isinstance(ppl, float) else "-"
         typer.echo(
             f"{'*' if v.id == current else ' '} {v.id}  {v.kind:4}  {v.created_at}  "
-            f"val_ppl {shown:>8}  parent {v.parent or '-':5}  {v.note}"
+            f"val_ppl {shown:>8}  parent {v.parent or '-':5}  llama.cpp: {engine_status(settings, v):22}  {v.note}"
         )
     if current is None:
         typer.echo("(no current version: the chat uses the base model)")
@@ -228,11 +231,29 @@ def promote(
     """Make VERSION the current model (the chat picks it up without a restart)."""
     from finetune.registry import Registry, RegistryError
 
+    settings = settings_of(ctx)
     try:
-        Registry(settings_of(ctx)).promote(version)
+        Registry(settings).promote(version)
     except RegistryError as exc:
         fail(str(exc))
     typer.echo(f"{version} is now current")
+    _convert_for_engine(settings)
+
+
+def _convert_for_engine(settings: Settings) -> None:
+    """Convert the current version for the llama.cpp engine now, so that the chat's next question does not
+    wait for it; a model that cannot convert is reported, and the chat serves it with transformers."""
+    from chatbot.backends import engine_refusal
+    from finetune.models import load_engine_model
+
+    if settings.models.backend != "local" or engine_refusal(settings) is not None:
+        return
+    try:
+        path = load_engine_model(settings).path
+    except Exception as exc:  # the chat falls back to transformers the same way
+        typer.echo(f"llama.cpp cannot serve it ({exc}); the chat will use transformers")
+        return
+    typer.echo(f"llama.cpp: {path.name} ready")
 
 
 @models_app.command()
@@ -245,6 +266,7 @@ def rollback(ctx: typer.Context) -> None:
     except RegistryError as exc:
         fail(str(exc))
     typer.echo(f"current: {now.id if now else 'the base model'}")
+    _convert_for_engine(settings_of(ctx))
 
 
 @models_app.command()

@@ -33,8 +33,11 @@ def test_train_models_and_retrain_commands(ft_settings, tmp_path):
     assert chatbot("train", "--max-steps", "1").exit_code == 0
     listing = chatbot("models", "list").output
     assert "* v0001" in listing and "  v0002" in listing
-    assert chatbot("models", "promote", "v0002").exit_code == 0
+    promoted = chatbot("models", "promote", "v0002")
+    assert promoted.exit_code == 0 and "llama.cpp: v0002-" in promoted.output  # converted at promotion
     assert Registry(ft_settings).current_id() == "v0002"
+    listing = chatbot("models", "list").output
+    assert "v0002" in listing and "llama.cpp: gguf q8_0" in listing
     assert "current: v0001" in chatbot("models", "rollback").output
     assert chatbot("models", "promote", "v0042").exit_code == 1
     nothing = chatbot("retrain")
