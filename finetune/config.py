@@ -81,11 +81,14 @@ class ModelSettings(BaseModel):
     )
     engine_quantization: Literal["q8_0", "f16", "q4_0", "q4_1", "f32"] = Field(
         "q8_0",
-        description="Weights of the GGUF conversion: q8_0 decodes fastest here with answers equal to float32's "
-        "(docs/benchmarks.md); q4_* are smaller and change answers; f16/f32 are exact and slower.",
+        description="Weights of the GGUF conversion: q8_0 (default) decodes ~2x faster than f16 here and keeps "
+        "the answers' accuracy (docs/benchmarks.md), though some answers differ from float32's; f16/f32 give "
+        "float32's answers, slower; q4_* are smaller and less accurate.",
     )
+    # 2: on 2 CPU cores, 4 users were served as fast in all with 1 or 2 slots and slower with 4 (every prompt's
+    # attention then spans the others' cache too); with 2, a long answer does not hold up the next question.
     engine_slots: int = Field(
-        4, ge=1, le=64, description="Conversations llama.cpp answers at once (continuous batching)."
+        2, ge=1, le=64, description="Conversations llama.cpp answers at once (continuous batching); more wait."
     )
     engine_queue: int = Field(
         8,

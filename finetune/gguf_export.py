@@ -156,6 +156,9 @@ def _metadata_from_config(writer: Any, config: Any, tokenizer_dir: Path) -> None
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_rope_dimension_count(int(head_dim))
+    if head_dim * config.num_attention_heads != config.hidden_size:
+        writer.add_key_length(int(head_dim))
+        writer.add_value_length(int(head_dim))
     writer.add_vocab_size(len(vocab["tokens"]))
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")

@@ -48,8 +48,9 @@ def _train_bpe_tokenizer():
     return fast
 
 
-def build_tiny_llm(path: Path, max_positions: int = 512) -> Path:
-    """A 2-layer Llama with random weights and a BPE tokenizer trained on a few sentences."""
+def build_tiny_llm(path: Path, max_positions: int = 512, **config_overrides) -> Path:
+    """A 2-layer Llama with random weights and a BPE tokenizer trained on a few sentences (``config_overrides``
+    change its LlamaConfig)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,6 +67,7 @@ def build_tiny_llm(path: Path, max_positions: int = 512) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        **config_overrides,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)

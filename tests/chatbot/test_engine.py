@@ -231,20 +231,9 @@ def test_a_promoted_version_gets_its_own_conversion_and_replaces_the_engine(sett
 
 
 def test_a_model_that_cannot_convert_is_served_by_transformers(settings, tmp_path, caplog):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from conftest import build_tiny_llm
 
-    tok = AutoTokenizer.from_pretrained(settings.models.generator)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attention_bias=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "biased")
-    tok.save_pretrained(tmp_path / "biased")
+    build_tiny_llm(tmp_path / "biased", attention_bias=True)
     odd = settings.model_copy(
         update={"models": settings.models.model_copy(update={"generator": str(tmp_path / "biased")})}
     )
