@@ -85,10 +85,15 @@ class ModelSettings(BaseModel):
         "the answers' accuracy (docs/benchmarks.md), though some answers differ from float32's; f16/f32 give "
         "float32's answers, slower; q4_* are smaller and less accurate.",
     )
-    # 2: on 2 CPU cores, 4 users were served as fast in all with 1 or 2 slots and slower with 4 (every prompt's
-    # attention then spans the others' cache too); with 2, a long answer does not hold up the next question.
+    # 1 on this 2-core CPU, by measurement (docs/benchmarks.md): 4 users asking at once were served with 36.7
+    # answer tokens/s in all with 1 slot, 31.9 with 2, 26.8 with 4, at the same or better median time to first
+    # token; the prompts' prefill takes the cores either way. Raise it on a machine with more cores.
     engine_slots: int = Field(
-        2, ge=1, le=64, description="Conversations llama.cpp answers at once (continuous batching); more wait."
+        1,
+        ge=1,
+        le=64,
+        description="Answers llama.cpp writes at once, batched together (continuous batching); more questions "
+        "wait in the queue.",
     )
     engine_queue: int = Field(
         8,

@@ -322,3 +322,11 @@ def test_a_full_engine_answers_busy_at_once(long_llm_dir, settings):
     assert time.perf_counter() - started < 2
     talking.close()
     llm.close()
+
+
+def test_the_api_answers_503_with_retry_after_when_the_engine_is_full():
+    from chatbot.api import _failure
+
+    response = _failure(EngineBusy("2 answers are being written and 8 wait; try again shortly"))
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert b"the model is busy" in response.body and b"overloaded" in response.body
