@@ -206,9 +206,8 @@ def retrain(ctx: typer.Context) -> None:
 @models_app.command("list")
 def list_versions(ctx: typer.Context) -> None:
     """Every version, oldest first; '*' marks the current one."""
-    from finetune.registry import Registry
-
     from finetune.models import engine_status
+    from finetune.registry import Registry
 
     settings = settings_of(ctx)
     registry = Registry(settings)
