@@ -16,6 +16,7 @@ exactly those of the transformers path's tokenizer.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import json
 import logging
@@ -358,6 +359,7 @@ class EngineProcess:
         self.config = {"path": str(path), **config}
         self.start_timeout = start_timeout
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._requests: dict[int, Request] = {}
         self._ids = 0
         self._closed = False
@@ -421,6 +423,8 @@ class EngineProcess:
         ready.put(None)
         code = proc.wait()
         with self._lock:
+            if self.proc is not proc:
+                return  # already started again; submit() failed this process's requests
             orphans, self._requests = list(self._requests.values()), {}
         if orphans or not self._closed:
             log.warning("the llama.cpp process for %s ended (exit code %s)", self.path.name, code)
@@ -428,9 +432,12 @@ class EngineProcess:
             request.out.put(EngineUnavailable(f"the llama.cpp process ended (exit code {code})"))
 
     def _send(self, message: dict[str, Any]) -> None:
+        """One line to the process. Its own lock, never held with ``_lock``: the reader thread, which takes
+        ``_lock``, must never wait on a write the process is too busy writing to read."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
+        with self._send_lock:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
 
     def submit(self, request: Request) -> Request:
         if not isinstance(request.sampler, Sampling):
@@ -440,36 +447,41 @@ class EngineProcess:
                 raise EngineUnavailable("the engine was closed")
             if self.proc.poll() is not None:
                 log.warning("starting the llama.cpp process for %s again", self.path.name)
+                for orphan in self._requests.values():
+                    orphan.out.put(EngineUnavailable("the llama.cpp process ended"))
+                self._requests = {}
                 self._start()
             self._ids += 1
             rid = self._ids
             self._requests[rid] = request
-            sampling = request.sampler
-            request.on_cancel = lambda: self._cancel(rid)
-            try:
-                self._send(
-                    {
-                        "op": "generate",
-                        "id": rid,
-                        "prompt": request.prompt,
-                        "max_new_tokens": request.max_new_tokens,
-                        "stop_ids": sorted(request.stop_ids),
-                        "decoding": vars(sampling.decoding),
-                        "abstain_ids": list(sampling.abstain_ids),
-                        "seed": sampling.seed,
-                        "suppress_before": sampling.suppress_before,
-                    }
-                )
-            except OSError as exc:
-                del self._requests[rid]
-                raise EngineUnavailable(f"the llama.cpp process is gone: {exc}") from exc
+        sampling = request.sampler
+        request.on_cancel = lambda: self._cancel(rid)
+        try:
+            self._send(
+                {
+                    "op": "generate",
+                    "id": rid,
+                    "prompt": request.prompt,
+                    "max_new_tokens": request.max_new_tokens,
+                    "stop_ids": sorted(request.stop_ids),
+                    "decoding": vars(sampling.decoding),
+                    "abstain_ids": list(sampling.abstain_ids),
+                    "seed": sampling.seed,
+                    "suppress_before": sampling.suppress_before,
+                }
+            )
+        except OSError as exc:
+            with self._lock:
+                self._requests.pop(rid, None)
+            raise EngineUnavailable(f"the llama.cpp process is gone: {exc}") from exc
         return request
 
     def _cancel(self, rid: int) -> None:
         with self._lock:
-            if rid in self._requests:
-                with _ignored(OSError):
-                    self._send({"op": "cancel", "id": rid})
+            running = rid in self._requests
+        if running:
+            with contextlib.suppress(OSError):
+                self._send({"op": "cancel", "id": rid})
 
     @property
     def busy(self) -> bool:
@@ -480,21 +492,10 @@ class EngineProcess:
         """No new requests; the process ends once the answers it is writing are done."""
         with self._lock:
             self._closed = True
-            with _ignored(OSError, ValueError):
-                self._send({"op": "close"})
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-
-
-class _ignored:
-    def __init__(self, *kinds: type[BaseException]) -> None:
-        self.kinds = kinds
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, self.kinds)
+        with contextlib.suppress(OSError, ValueError):
+            self._send({"op": "close"})
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
 
 
 def _serve(config: dict[str, Any]) -> None:
