@@ -125,6 +125,12 @@ def long_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llm_builder():
+    """:func:`build_tiny_llm` itself, for a test that needs a variant of the tiny model (``**config_overrides``)."""
+    return build_tiny_llm
+
+
+@pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
 

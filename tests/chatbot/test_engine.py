@@ -230,10 +230,8 @@ def test_a_promoted_version_gets_its_own_conversion_and_replaces_the_engine(sett
     second.close()
 
 
-def test_a_model_that_cannot_convert_is_served_by_transformers(settings, tmp_path, caplog):
-    from conftest import build_tiny_llm
-
-    build_tiny_llm(tmp_path / "biased", attention_bias=True)
+def test_a_model_that_cannot_convert_is_served_by_transformers(settings, tmp_path, caplog, tiny_llm_builder):
+    tiny_llm_builder(tmp_path / "biased", attention_bias=True)
     odd = settings.model_copy(
         update={"models": settings.models.model_copy(update={"generator": str(tmp_path / "biased")})}
     )
