@@ -182,7 +182,7 @@ class Engine:
         cparams.n_ctx = self.pool
         cparams.n_batch = cparams.n_ubatch = batch
         cparams.n_seq_max = slots
-        cparams.flash_attn = False  # ik_llama.cpp's CPU flash attention needs AVX-VNNI
+        cparams.flash_attn = False  # faster prompts but slower decoding here, and asserts without AVX-VNNI
         cparams.n_threads = cparams.n_threads_batch = threads or (os.cpu_count() or 1)
         self.ctx = api.llama_init_from_model(self.model, cparams)
         if not self.ctx:
