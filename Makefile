@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make run    create .venv if missing, install, index the sample collection, start the app on 127.0.0.1:8501
+#   make run    create .venv if missing, install, index the sample collection, prepare the model, start the app on
+#               127.0.0.1:8501
 #   make test   install the same way if needed, then run the whole test suite
 #
 # torch: the CPU build by default (torch==2.13.0, ~200 MB) rather than the ~5 GB CUDA build a plain `torch`
@@ -31,6 +32,8 @@ install: $(STAMP)
 
 index-sample: install
 	$(BIN)/chatbot index sample data/sample
+	@# the chat's model converted now (once, ~25 s), not at the first question
+	$(BIN)/chatbot models prepare
 
 run: index-sample
 	$(BIN)/streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT) \

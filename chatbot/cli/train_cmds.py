@@ -239,13 +239,22 @@ def promote(
     _convert_for_engine(settings)
 
 
+@models_app.command()
+def prepare(ctx: typer.Context) -> None:
+    """Get the model the chat will use ready now (converted for llama.cpp), so the first question does not wait."""
+    _convert_for_engine(settings_of(ctx))
+
+
 def _convert_for_engine(settings: Settings) -> None:
     """Convert the current version for the llama.cpp engine now, so that the chat's next question does not
     wait for it; a model that cannot convert is reported, and the chat serves it with transformers."""
     from chatbot.backends import engine_refusal
     from finetune.models import load_engine_model
 
-    if settings.models.backend != "local" or engine_refusal(settings) is not None:
+    if settings.models.backend != "local":
+        return
+    if (why := engine_refusal(settings)) is not None:
+        typer.echo(f"the chat uses transformers ({why})")
         return
     try:
         path = load_engine_model(settings).path

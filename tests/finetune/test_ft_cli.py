@@ -38,6 +38,7 @@ def test_train_models_and_retrain_commands(ft_settings, tmp_path):
     assert Registry(ft_settings).current_id() == "v0002"
     listing = chatbot("models", "list").output
     assert "v0002" in listing and "llama.cpp: gguf q8_0" in listing
+    assert "llama.cpp: v0002-" in chatbot("models", "prepare").output  # already converted: found again
     assert "current: v0001" in chatbot("models", "rollback").output
     assert chatbot("models", "promote", "v0042").exit_code == 1
     nothing = chatbot("retrain")
