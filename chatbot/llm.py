@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
@@ -24,16 +23,8 @@ from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
-from finetune.decoding import (
-    AnswerNoRepeatNGram,
-    Decoding,
-    FirstTokenBias,
-    answer_processor_list,
-    sampler,
-)
+from finetune.decoding import Decoding, answer_processor_list
 from finetune.device import model_device, to_device
-
-__all__ = ["AnswerNoRepeatNGram", "FirstTokenBias"]  # re-exported: the transformers path's processors
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -69,26 +60,15 @@ def answer_processors(
 ) -> list[Any]:
     """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
     abstention sentences' first tokens, for ``abstain_bias``). They take torch tensors or numpy arrays alike:
-    the llama.cpp engine's sampler (:func:`engine_sampler`) runs the very same ones."""
+    the llama.cpp engine's sampler (:func:`finetune.decoding.sampler`) runs the very same ones."""
     from transformers import LogitsProcessorList
 
-    return LogitsProcessorList(_processors(gen, prompt_length, abstain_ids))
-
-
-def _processors(gen: GenerationSettings, prompt_length: int, abstain_ids: list[int] | None) -> list[Any]:
-    return answer_processor_list(decoding_of(gen), prompt_length, abstain_ids)
+    return LogitsProcessorList(answer_processor_list(decoding_of(gen), prompt_length, abstain_ids))
 
 
 def decoding_of(gen: GenerationSettings) -> Decoding:
     """The part of ``gen`` that chooses tokens, as the engine's process takes it."""
     return Decoding(**{k: getattr(gen, k) for k in Decoding.__dataclass_fields__})
-
-
-def engine_sampler(
-    gen: GenerationSettings, prompt: list[int], abstain_ids: list[int], seed: int | None = None
-) -> Callable[[np.ndarray, list[int]], int]:
-    """How the llama.cpp engine picks each token with ``gen`` (see :func:`finetune.decoding.sampler`)."""
-    return sampler(decoding_of(gen), prompt, abstain_ids, seed)
 
 
 class _StopFlag:
@@ -238,7 +218,7 @@ class _Detokenizer:
 class EngineChatModel(ChatBackend):
     """Chat model served by the llama.cpp engine (:class:`finetune.llamacpp.Engine`): the prompt is tokenised
     here with the model's own tokenizer and chat template, so token counts are exact and the same as the
-    transformers path's; tokens are chosen by :func:`engine_sampler` with this backend's generation settings."""
+    transformers path's; tokens are chosen in the engine by :class:`finetune.llamacpp.Sampling` from this backend's generation settings."""
 
     engine: Any = Field(
         exclude=True, description="The finetune.llamacpp.EngineProcess (or Engine) serving the GGUF file."

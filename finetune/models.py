@@ -137,7 +137,6 @@ def load_generator(settings: Host) -> Generator:
     version = resolve_version(settings)
     if version is not None:
         model, tokenizer = load_version(settings, version)
-        name = f"{settings.models.generator}@{version.id}"
     else:
         source, kwargs = resolve_generator(settings)  # raises ModelNotFoundError itself
         try:
@@ -147,14 +146,20 @@ def load_generator(settings: Host) -> Generator:
             raise model_not_found(
                 "models.generator", settings.models.generator, f"cannot be loaded ({exc})"
             ) from exc
-        name = settings.models.generator
         if settings.models.adapter:
             model = _with_adapter(model, settings.models.adapter)
-            name = f"{name}+{settings.models.adapter}"
     model.to(device).eval()
     if settings.models.quantize == "int8":
         model = quantize_int8(model, device)
-    return Generator(model=model, tokenizer=tokenizer, device=device, name=name)
+    return Generator(model=model, tokenizer=tokenizer, device=device, name=generator_name(settings, version))
+
+
+def generator_name(settings: Host, version: Version | None) -> str:
+    """What answers, as reports name it: ``generator@version``, or ``generator[+adapter]``."""
+    if version is not None:
+        return f"{settings.models.generator}@{version.id}"
+    adapter = settings.models.adapter
+    return f"{settings.models.generator}+{adapter}" if adapter else settings.models.generator
 
 
 def base_source(settings: Host, version: Version | None) -> tuple[str, dict[str, Any]]:
@@ -297,15 +302,13 @@ def _engine_key(settings: Host, version: Version | None) -> tuple[str, str]:
     }
     folders: list[Path] = []
     if version is not None:
-        label = version.id
         parts.update(version=version.id, created=version.created_at, base=version.base_model)
         folders.append(version.path)
     else:
-        label = "base"
         parts["adapter"] = models.adapter
         if models.adapter:
             folders.append(Path(models.adapter).expanduser())
-    if models.generator == EMBEDDED or (version is not None and version.base_setting == EMBEDDED):
+    if _on_embedded(settings, version):
         folders.append(embedded_gguf_path().parent)
     elif Path(models.generator).expanduser().is_dir():
         folders.append(Path(models.generator).expanduser())
@@ -315,7 +318,19 @@ def _engine_key(settings: Host, version: Version | None) -> tuple[str, str]:
         for f in sorted(folder.glob("*"))
         if f.is_file()
     ]
-    return label, hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _engine_label(version), hashlib.sha256(
+        json.dumps(parts, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+
+
+def _engine_label(version: Version | None) -> str:
+    """The first part of a GGUF file's name: the version's id, or 'base'."""
+    return version.id if version is not None else "base"
+
+
+def _on_embedded(settings: Host, version: Version | None) -> bool:
+    """Whether the weights come from the embedded GGUF file (whose metadata the conversion then reuses)."""
+    return settings.models.generator == EMBEDDED or (version is not None and version.base_setting == EMBEDDED)
 
 
 def engine_file(settings: Host, version: Version | None) -> Path:
@@ -334,21 +349,17 @@ def load_engine_model(settings: Host) -> EngineModel:
 
     version = resolve_version(settings)
     target = engine_file(settings, version)
+    if target.is_file():
+        name = generator_name(settings, version)
+        return EngineModel(target, load_tokenizer(settings, version), name, _window(target, settings))
     on_cpu = _WithModels(
         settings, settings.models.model_copy(update={"device": "cpu", "dtype": "float32", "quantize": "none"})
     )
-    if target.is_file():
-        tokenizer = load_tokenizer(settings, version) if version is not None else _base_tokenizer(settings)
-        name = f"{settings.models.generator}@{version.id}" if version is not None else _plain_name(settings)
-        return EngineModel(target, tokenizer, name, _window(target, settings))
     with exclusive(engine_dir(settings) / f".{target.name}.lock"):
         generator = load_generator(on_cpu)
         if not target.is_file():  # another process may have converted it meanwhile
             import tempfile
 
-            embedded = settings.models.generator == EMBEDDED or (
-                version is not None and version.base_setting == EMBEDDED
-            )
             log.info("Converting %s to GGUF %s for llama.cpp (once)", generator.name, target.name)
             with tempfile.TemporaryDirectory() as tokenizer_dir:
                 generator.tokenizer.save_pretrained(tokenizer_dir)
@@ -357,23 +368,12 @@ def load_engine_model(settings: Host) -> EngineModel:
                     Path(tokenizer_dir),
                     target,
                     settings.models.engine_quantization,
-                    template=embedded_gguf_path() if embedded else None,
+                    template=embedded_gguf_path() if _on_embedded(settings, version) else None,
                 )
-            label = target.name.split("-")[0]
-            for stale in engine_dir(settings).glob(f"{label}-*.gguf"):
+            for stale in engine_dir(settings).glob(f"{_engine_label(version)}-*.gguf"):
                 if stale != target:
                     stale.unlink(missing_ok=True)
     return EngineModel(target, generator.tokenizer, generator.name, _window(target, settings))
-
-
-def _base_tokenizer(settings: Host) -> PreTrainedTokenizerBase:
-    source, kwargs = resolve_generator(settings)
-    return _tokenizer(source, **kwargs)
-
-
-def _plain_name(settings: Host) -> str:
-    name = settings.models.generator
-    return f"{name}+{settings.models.adapter}" if settings.models.adapter else name
 
 
 def _window(path: Path, settings: Host) -> int:

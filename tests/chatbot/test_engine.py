@@ -15,11 +15,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatbot.backends import build_llm, engine_refusal
 from chatbot.cancel import STOP
-from chatbot.llm import EngineChatModel, LocalChatModel, _Detokenizer, answer_processors, engine_sampler
+from chatbot.llm import EngineChatModel, LocalChatModel, _Detokenizer, answer_processors, decoding_of
 from chatbot.service import ChatService
 from chatbot.settings import GenerationSettings
 from finetune.gguf_export import ConversionError, write_gguf
-from finetune.llamacpp import Engine, EngineBusy, Request
+from finetune.llamacpp import Engine, EngineBusy, Request, Sampling
 from finetune.models import engine_dir, engine_status, load_engine_model, load_generator
 from finetune.registry import Registry
 
@@ -28,6 +28,13 @@ pytest.importorskip(
 )
 
 PROMPT = "Index a folder with chatbot index, then ask a question"
+
+
+def engine_sampler(
+    gen: GenerationSettings, prompt: list[int], abstain_ids: list[int], seed: int | None = None
+):
+    """The sampler the engine builds for a chat request (:class:`Sampling`), for ``gen``."""
+    return Sampling(decoding_of(gen), tuple(abstain_ids), seed).sampler(prompt, frozenset())
 
 
 def _greedy(logits: np.ndarray, answer: list[int]) -> int:

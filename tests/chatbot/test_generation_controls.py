@@ -3,15 +3,10 @@ prompt's defence against documents that imitate its structure."""
 
 import torch
 
-from chatbot.llm import (
-    AnswerNoRepeatNGram,
-    FirstTokenBias,
-    LocalChatModel,
-    abstention_starts,
-    answer_processors,
-)
+from chatbot.llm import LocalChatModel, abstention_starts, answer_processors
 from chatbot.prompt import defuse, format_sources, is_abstention
 from chatbot.settings import GenerationSettings
+from finetune.decoding import AnswerNoRepeatNGram, FirstTokenBias
 from finetune.models import load_generator
 from retrieval.types import Hit
 
