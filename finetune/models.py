@@ -330,7 +330,9 @@ def _engine_label(version: Version | None) -> str:
 
 def _on_embedded(settings: Host, version: Version | None) -> bool:
     """Whether the weights come from the embedded GGUF file (whose metadata the conversion then reuses)."""
-    return settings.models.generator == EMBEDDED or (version is not None and version.base_setting == EMBEDDED)
+    if version is not None:  # a version keeps the base it was trained on, whatever models.generator says now
+        return version.base_setting == EMBEDDED
+    return settings.models.generator == EMBEDDED
 
 
 def engine_file(settings: Host, version: Version | None) -> Path:

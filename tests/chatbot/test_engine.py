@@ -335,3 +335,21 @@ def test_the_api_answers_503_with_retry_after_when_the_engine_is_full():
     response = _failure(EngineBusy("2 answers are being written and 8 wait; try again shortly"))
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert b"the model is busy" in response.body and b"overloaded" in response.body
+
+
+def test_a_version_is_converted_with_its_own_base_whatever_the_generator_setting(
+    settings, tiny_llm_dir, tmp_path
+):
+    from finetune.models import _on_embedded
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    model.save_pretrained(tmp_path / "full")
+    AutoTokenizer.from_pretrained(tiny_llm_dir).save_pretrained(tmp_path / "full")
+    version = Registry(settings).add(
+        tmp_path / "full", kind="full", base_model=str(tiny_llm_dir), manifest={}, settings={}, metrics={}
+    )
+    now_embedded = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"generator": "embedded"})}
+    )
+    assert not _on_embedded(now_embedded, version)  # the embedded file's metadata would not fit its weights
+    assert _on_embedded(now_embedded, None)
