@@ -125,12 +125,28 @@ def read_chat_jsonl(path: Path) -> Collected:
             if not line.strip():
                 continue
             try:
-                pairs = _parse_messages(json.loads(line))
+                obj = json.loads(line)
+                pairs = _parse_messages(obj)
             except (json.JSONDecodeError, ValueError) as exc:
                 found.issues.append(Issue(str(path), lineno, str(exc)))
                 continue
-            found.items.append(Item("chat", f"{path}:{lineno}", content_key("chat", pairs), messages=pairs))
+            # an exported example keeps the source it was made from (e.g. the question it asks)
+            source = obj.get("source") if isinstance(obj.get("source"), str) else f"{path}:{lineno}"
+            found.items.append(Item("chat", source, content_key("chat", pairs), messages=pairs))
     return found
+
+
+def write_chat_jsonl(path: Path, items: Iterable[Item]) -> None:
+    """The chat items as a JSONL file that :func:`read_chat_jsonl` reads back, each with its source (documents
+    are left out)."""
+    from retrieval.files import write_atomic
+
+    lines = [
+        json.dumps({"messages": item.as_messages(), "source": item.source}, ensure_ascii=False)
+        for item in items
+        if item.kind != "doc"
+    ]
+    write_atomic(Path(path), "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
 def collect(

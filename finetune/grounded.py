@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from finetune.data import Item, content_key
-from finetune.qa import QASet, contains_answer
+from finetune.qa import QAItem, QASet, contains_answer
 from retrieval.types import Hit
 
 Search = Callable[[str, int], list[Hit]]
@@ -40,6 +40,9 @@ class RecipeOptions:
     negative_share: float = 0.2  # examples whose gold passage is removed (target: the abstention sentence)
     pool: int = 12  # search depth from which distractors are taken (the best-ranked non-gold hits)
     seed: int = 42
+    # examples per question, each with its own draw of the gold position and of whether the gold passage is
+    # removed: several epochs' worth of data that never shows the model the same arrangement twice
+    variants: int = 1
 
 
 def answer_target(answer: str, number: int) -> str:
@@ -60,27 +63,39 @@ def gold_hit(qa: QASet, doc: str, answers: list[str], found: Sequence[Hit]) -> H
 def make_examples(
     qa: QASet, search: Search, style: PromptStyle, options: RecipeOptions, origin: str
 ) -> list[Item]:
-    """One chat example per question of ``qa``; ``origin`` names the file in each item's source."""
-    rng = random.Random(f"{options.seed}:{origin}")
+    """``options.variants`` chat examples per question of ``qa``; ``origin`` names the file in each item's
+    source. The search runs once per question."""
+    searched: dict[str, list[Hit]] = {}
     items = []
-    for q in qa.items:
-        found = search(q.question, options.pool)
-        others = [h for h in found if h.source != q.doc]
-        negative = not q.answerable or rng.random() < options.negative_share
-        if not q.answerable:  # SQuAD v2.0: the paragraph is shown, it just does not answer the question
-            shown = others[: options.k - 1]
-            shown.insert(rng.randrange(len(shown) + 1), gold_hit(qa, q.doc, [], found))
-            target = style.abstain(q.question)
-        elif negative:
-            # a passage elsewhere that holds the answer would make "not in the documents" false
-            shown = [h for h in others if not contains_answer(h.text, q.answers)][: options.k]
-            target = style.abstain(q.question)
-        else:
-            shown = others[: options.k - 1]
-            position = rng.randrange(len(shown) + 1)
-            shown.insert(position, gold_hit(qa, q.doc, q.answers, found))
-            target = answer_target(q.answers[0], position + 1)
-        pairs = (*style.messages(q.question, shown), ("assistant", target))
-        kind = "negative" if negative else "positive"
-        items.append(Item("chat", f"{origin}:{q.id}:{kind}", content_key("chat", pairs), messages=pairs))
+    for variant in range(options.variants):
+        rng = random.Random(f"{options.seed}:{origin}" + (f":{variant}" if variant else ""))
+        tag = f":v{variant}" if variant else ""
+        for q in qa.items:
+            if q.id not in searched:
+                searched[q.id] = search(q.question, options.pool)
+            pairs, kind = _example(q, qa, searched[q.id], style, options, rng)
+            key = content_key("chat", pairs)
+            items.append(Item("chat", f"{origin}:{q.id}:{kind}{tag}", key, messages=pairs))
     return items
+
+
+def _example(
+    q: QAItem, qa: QASet, found: list[Hit], style: PromptStyle, options: RecipeOptions, rng: random.Random
+) -> tuple[tuple[tuple[str, str], ...], str]:
+    others = [h for h in found if h.source != q.doc]
+    negative = not q.answerable or rng.random() < options.negative_share
+    if not q.answerable:  # SQuAD v2.0: the paragraph is shown, it just does not answer the question
+        shown = others[: options.k - 1]
+        shown.insert(rng.randrange(len(shown) + 1), gold_hit(qa, q.doc, [], found))
+        target = style.abstain(q.question)
+    elif negative:
+        # a passage elsewhere that holds the answer would make "not in the documents" false
+        shown = [h for h in others if not contains_answer(h.text, q.answers)][: options.k]
+        target = style.abstain(q.question)
+    else:
+        shown = others[: options.k - 1]
+        position = rng.randrange(len(shown) + 1)
+        shown.insert(position, gold_hit(qa, q.doc, q.answers, found))
+        target = answer_target(q.answers[0], position + 1)
+    pairs = (*style.messages(q.question, shown), ("assistant", target))
+    return pairs, "negative" if negative else "positive"

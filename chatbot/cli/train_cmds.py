@@ -66,6 +66,21 @@ def train(
     limit: Annotated[
         int | None, typer.Option(help="Questions per --qa file, spread evenly over it (grounded-qa).")
     ] = None,
+    variants: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Examples per question, each with its own arrangement of sources (grounded-qa): "
+            "N epochs' worth of data that never repeats an example.",
+        ),
+    ] = 1,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the chat examples to this JSONL file and stop, without training: train on them "
+            "elsewhere (a GPU machine) with --chat FILE.",
+        ),
+    ] = None,
 ) -> None:
     """Train on documents, chat examples and feedback (or on grounded QA); register the result as a model
     version."""
@@ -80,7 +95,7 @@ def train(
         fail(f"--recipe {recipe!r}: use 'domain' or 'grounded-qa'", code=2)
     if resume and docs is None and chat is None and feedback is None and qa is None:
         # resume reads the data the run started with
-        docs, chat, feedback, (recipe, qa, split, limit) = _sources_of_run(settings, run)
+        docs, chat, feedback, (recipe, qa, split, limit, variants) = _sources_of_run(settings, run)
     grounded = recipe == "grounded-qa"
     if grounded:
         if not qa:
@@ -100,12 +115,21 @@ def train(
         if grounded:
             from chatbot.recipes import grounded_items
             from finetune.data import dedupe
+            from finetune.grounded import RecipeOptions
 
-            found.items = dedupe([*grounded_items(settings, qa, split, limit, tokenizer), *found.items])
+            options = RecipeOptions(k=settings.chat.top_k, seed=settings.finetune.seed, variants=variants)
+            made = grounded_items(settings, qa, split, limit, tokenizer, options)
+            found.items = dedupe([*made, *found.items])
         for issue in found.issues:
             typer.echo(f"warning: skipped {issue}", err=True)
         for source, reason in found.failed.items():
             typer.echo(f"warning: skipped {source}: {reason}", err=True)
+        if export is not None:
+            from finetune.data import write_chat_jsonl
+
+            write_chat_jsonl(export, found.items)
+            typer.echo(f"{export}: {len(found.items)} chat examples")
+            return
         trainset = build_trainset(found.items, tokenizer, settings.finetune)
         if search:
             from finetune.search import search as run_search
@@ -124,6 +148,7 @@ def train(
             "qa_files": [str(p) for p in qa or []],
             "split": split,
             "limit": limit,
+            "variants": variants,
         }
         outcome = run_training(settings, trainset, run_name=run, resume=resume, sources=sources)
     except (DataError, TrainError) as exc:
@@ -159,6 +184,7 @@ def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any,
             [Path(p) for p in sources.get("qa_files", [])] or None,
             sources.get("split", "train"),
             sources.get("limit"),
+            sources.get("variants", 1),
         ),
     )
 

@@ -164,3 +164,59 @@ def test_train_command_runs_the_recipe_and_resumes_with_its_data(ft_settings, tm
     assert missing.exit_code == 2 and "--qa" in missing.output
     bad = runner.invoke(app, ["-c", config, "train", "--recipe", "grounded"])
     assert bad.exit_code == 2 and "grounded-qa" in bad.output
+
+
+def test_variants_rearrange_each_question_and_search_once(settings, tmp_path):
+    from finetune.grounded import make_examples
+
+    path = squad_file(tmp_path / "qa.json")
+    qa = load_squad(path)
+    from chatbot.recipes import qa_collection
+
+    col = qa_collection(settings, "qa-variants", qa)
+    calls = []
+
+    def search(query, k):
+        calls.append(query)
+        return col.search(query, k)
+
+    style = chain_style(settings, _tokenizer(settings))
+    one = make_examples(qa, search, style, RecipeOptions(k=3, negative_share=0.3, variants=1), "qa.json")
+    calls.clear()
+    four = make_examples(qa, search, style, RecipeOptions(k=3, negative_share=0.3, variants=4), "qa.json")
+    assert len(calls) == len(qa.items)  # one search per question, whatever the number of variants
+    assert len(four) == 4 * len(qa.items)
+    # the first variant is the single-variant recipe itself (a run with variants=1 is unchanged)
+    assert [i.messages for i in four[: len(qa.items)]] == [i.messages for i in one]
+    for q in qa.items:
+        mine = [i for i in four if i.source.split(":")[1] == q.id]
+        assert len(mine) == 4 and len({i.source for i in mine}) == 4
+    # across 4 arrangements of 6 questions the gold source moves, and some are declined
+    assert len({i.key for i in four}) > len(qa.items)
+    assert any(i.messages[-1][1] in ABSTAIN.values() for i in four)
+
+
+def test_exported_examples_train_elsewhere_with_the_same_data(ft_settings, tmp_path):
+    """``--export`` writes the recipe's examples and trains nothing; ``--chat`` on that file trains on exactly
+    those examples (same content keys, so the same validation split and manifest), with their sources."""
+    from finetune.data import read_chat_jsonl
+
+    path = squad_file(tmp_path / "qa.json")
+    config = str(write_config(ft_settings, tmp_path / "settings.yaml"))
+    runner = CliRunner()
+    out = tmp_path / "examples.jsonl"
+    args = ["-c", config, "train", "--recipe", "grounded-qa", "--qa", str(path), "--split", "all"]
+    result = runner.invoke(app, [*args, "--variants", "2", "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not (ft_settings.data_dir / "models" / "runs").exists()  # nothing trained
+    exported = read_chat_jsonl(out)
+    assert not exported.issues and 6 < len(exported.items) <= 12
+    assert all(":positive" in i.source or ":negative" in i.source for i in exported.items)
+    trained = runner.invoke(
+        app, ["-c", config, "train", "--chat", str(out), "--max-steps", "1", "--run-name", "x1"]
+    )
+    assert trained.exit_code == 0, trained.output
+    manifest = json.loads((ft_settings.data_dir / "models" / "runs" / "x1" / "manifest.json").read_text())
+    chat = {k: v for k, v in manifest["items"].items() if v["kind"] == "chat"}  # beside the settings' docs
+    assert set(chat) == {i.key for i in exported.items}
+    assert {v["source"] for v in chat.values()} == {i.source for i in exported.items}
