@@ -120,6 +120,7 @@ class GivenChatModel(_WithoutTokenizer):
         # (LangChain's take ``**kwargs``) still work.
         if generation is not None:
             kwargs["generation"] = generation
+        kwargs.pop("sources", None)  # the local models' quoting rule; another model would reject the keyword
         for piece in self.model.stream(messages, config, stop=stop, **kwargs):
             if text := str(piece.content):
                 yield self._chunk(text, run_manager)

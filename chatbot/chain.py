@@ -23,7 +23,7 @@ from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from chatbot.citations import MarkerFilter
 from chatbot.language import detect_language
-from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt
+from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt, defuse
 from chatbot.settings import ChatSettings, GenerationSettings
 from retrieval.types import Hit
 
@@ -107,9 +107,11 @@ def build_chain(
         if not x["hits"] or not x["prompt"].hits:  # nothing relevant, or no room left for a source
             return ABSTAIN[detect_language(x["question"])]
         built = x["prompt"]
+        # the sources as shown, for a local model's quoting rule (generation.extractive)
+        shown = [defuse(h.text.strip()) for h in built.hits]
         return (
             RunnableLambda(lambda _: built.messages)
-            | llm.bind(generation=x["generation"])
+            | llm.bind(generation=x["generation"], sources=shown)
             | StrOutputParser()
             | _filter_markers(len(built.hits))
         )

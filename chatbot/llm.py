@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -23,7 +23,7 @@ from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
-from finetune.decoding import Decoding, answer_processor_list
+from finetune.decoding import Decoding, answer_processor_list, token_bytes
 from finetune.device import model_device, to_device
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
@@ -56,14 +56,20 @@ def abstention_starts(tokenizer: Any) -> list[int]:
 
 
 def answer_processors(
-    gen: GenerationSettings, prompt_length: int, abstain_ids: list[int] | None = None
+    gen: GenerationSettings,
+    prompt_length: int,
+    abstain_ids: list[int] | None = None,
+    sources: Sequence[str] = (),
+    pieces: Callable[[int], bytes] | None = None,
 ) -> list[Any]:
     """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
     abstention sentences' first tokens, for ``abstain_bias``). They take torch tensors or numpy arrays alike:
     the llama.cpp engine's sampler (:func:`finetune.decoding.sampler`) runs the very same ones."""
     from transformers import LogitsProcessorList
 
-    return LogitsProcessorList(answer_processor_list(decoding_of(gen), prompt_length, abstain_ids))
+    return LogitsProcessorList(
+        answer_processor_list(decoding_of(gen), prompt_length, abstain_ids, sources, pieces)
+    )
 
 
 def decoding_of(gen: GenerationSettings) -> Decoding:
@@ -115,8 +121,13 @@ class LocalChatModel(ChatBackend):
         tok, model = self.generator.tokenizer, self.generator.model
         inputs = self.encode(messages)
         args = generate_kwargs(gen, tok)
+        sources = kwargs.get("sources") or ()
         args["logits_processor"] = answer_processors(
-            gen, int(inputs["input_ids"].shape[1]), abstention_starts(tok)
+            gen,
+            int(inputs["input_ids"].shape[1]),
+            abstention_starts(tok),
+            sources,
+            token_bytes(tok) if sources and gen.extractive else None,
         )
         if stop:
             args.update(stop_strings=stop, tokenizer=tok)
@@ -260,7 +271,10 @@ class EngineChatModel(ChatBackend):
         eos = self.tokenizer.eos_token_id
         stop_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
         sampling = Sampling(
-            decoding_of(gen), tuple(abstention_starts(self.tokenizer)), suppress_before=self.min_new_tokens
+            decoding_of(gen),
+            tuple(abstention_starts(self.tokenizer)),
+            suppress_before=self.min_new_tokens,
+            sources=tuple(kwargs.get("sources") or ()) if gen.extractive else (),
         )
         request = Request(prompt, sampling, gen.max_new_tokens, stop_ids)
         self.engine.submit(request)  # EngineBusy when every slot is taken and the queue is full

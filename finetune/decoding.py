@@ -5,7 +5,7 @@ processors on numpy arrays for the llama.cpp engine, in its own process (``finet
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ class Decoding:
     repetition_penalty: float = 1.0
     abstain_bias: float = 0.0
     no_repeat_ngram_size: int = 0
+    extractive: bool = False
 
 
 class AnswerNoRepeatNGram:
@@ -63,14 +64,134 @@ class FirstTokenBias:
         return scores
 
 
-def answer_processor_list(decoding: Decoding, prompt_length: int, abstain_ids: list[int] | None) -> list[Any]:
+def _flat(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class QuoteSources:
+    """A logits processor that keeps the answer a verbatim quote of one of the numbered sources, and its
+    citation on a source that holds the quote (``Los Denver Broncos [2].``).
+
+    A small model asked to answer from sources writes, now and then, a phrase that no source contains: a
+    misspelt copy, or pieces of a list shuffled and repeated. At each step this allows the best-scoring token
+    that keeps the answer a substring of a source (case and spacing ignored) or, once the answer has a word,
+    that opens the citation (``[``): usually the model's own first choice, which it leaves alone. Inside the
+    citation only the numbers of sources holding the quote are allowed; an answer that starts as the
+    abstention sentence, and everything after the citation's number, is left free. ``pieces`` maps a token id
+    to its bytes: byte-level vocabularies split accented letters over two tokens, so the text is matched as
+    decoded from all the bytes so far."""
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        pieces: Callable[[int], bytes],
+        prompt_length: int,
+        abstain_ids: list[int] | None = None,
+        search: tuple[int, ...] = (40, 4000),
+    ) -> None:
+        self.sources = [_flat(s) for s in sources]
+        self.piece, self.start, self.search = pieces, prompt_length, search
+        self.abstain = set(abstain_ids or [])
+        self.digits: dict[int, list[int]] = {}
+
+    def _allowed(self, answer: bytes, token: int) -> bool:
+        piece = self.piece(token)
+        if not piece:
+            return False  # a special token (end of turn included): the answer ends with its citation
+        if piece.lstrip().startswith(b"["):
+            return bool(_flat(_text(answer) or ""))
+        data = answer + piece
+        text = _text(data)
+        if text is None or not _flat(text):
+            return False
+        tail = data[len(text.encode()) :]  # the first bytes of a character still to come
+        quote = _flat(text) + (" " if text[-1:].isspace() else "")  # a space must be one in the source too
+        return any(_continues(source, quote, tail) for source in self.sources)
+
+    def _number_ids(self, n: int, vocab: int) -> list[int]:
+        if n not in self.digits:
+            self.digits[n] = [t for t in range(vocab) if self.piece(t) == str(n).encode()]
+        return self.digits[n]
+
+    def _choose(self, answer: bytes, row: Any) -> list[int]:
+        quote, bracket, cited = answer.partition(b"[")
+        if bracket:
+            if cited.strip():
+                return []  # the number is written: what follows is free
+            flat = _flat(_text(quote) or "")
+            holding = [n for n, source in enumerate(self.sources, 1) if flat and flat in source]
+            return [t for n in holding for t in self._number_ids(n, row.shape[-1])]
+        for k in self.search:  # the model's own favourites first; a wider look only when none of them fits
+            for token in _descending(row, k):
+                if row[token] == float("-inf"):
+                    break
+                if self._allowed(answer, token):
+                    return [token]
+        return []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if not self.sources:
+            return scores
+        for row in range(input_ids.shape[0]):
+            answer_ids = [int(t) for t in input_ids[row, self.start :]]
+            if answer_ids and answer_ids[0] in self.abstain:
+                continue
+            allowed = self._choose(b"".join(self.piece(t) for t in answer_ids), scores[row])
+            if allowed:
+                keep = scores[row, allowed]
+                scores[row, :] = float("-inf")
+                scores[row, allowed] = keep
+        return scores
+
+
+def _continues(source: str, quote: str, tail: bytes) -> bool:
+    """Whether ``quote`` is in ``source`` followed by a character whose encoding starts with ``tail``."""
+    if not tail:
+        return quote in source
+    at = source.find(quote)
+    while at >= 0:
+        if source[at + len(quote) : at + len(quote) + 1].encode().startswith(tail):
+            return True
+        at = source.find(quote, at + 1)
+    return False
+
+
+def _text(data: bytes) -> str | None:
+    """``data`` as UTF-8 text, without a character still incomplete at its end; None when not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.end == len(data):
+            return data[: exc.start].decode("utf-8", "strict")
+        return None
+
+
+def _descending(row: Any, k: int) -> list[int]:
+    """Ids of the ``k`` highest scores, best first (a torch tensor or a numpy array)."""
+    k = min(k, row.shape[-1])
+    if hasattr(row, "topk"):
+        return row.topk(k).indices.tolist()
+    part = np.argpartition(-row, k - 1)[:k]
+    return part[np.argsort(-row[part], kind="stable")].tolist()
+
+
+def answer_processor_list(
+    decoding: Decoding,
+    prompt_length: int,
+    abstain_ids: list[int] | None,
+    sources: Sequence[str] = (),
+    pieces: Callable[[int], bytes] | None = None,
+) -> list[Any]:
     """The answer-only processors ``decoding`` asks for (``abstain_ids``: the abstention sentences' first
-    tokens, for ``abstain_bias``); they take torch tensors or numpy arrays alike."""
+    tokens, for ``abstain_bias``; ``sources``, the numbered sources' texts, and ``pieces``, token bytes, for
+    ``extractive``); they take torch tensors or numpy arrays alike."""
     processors: list[Any] = []
     if decoding.abstain_bias and abstain_ids:
         processors.append(FirstTokenBias(abstain_ids, decoding.abstain_bias, prompt_length))
     if decoding.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(decoding.no_repeat_ngram_size, prompt_length))
+    if decoding.extractive and sources and pieces is not None:
+        processors.append(QuoteSources(sources, pieces, prompt_length, abstain_ids))
     return processors
 
 
@@ -81,12 +202,14 @@ def sampler(
     seed: int | None = None,
     suppress: frozenset[int] = frozenset(),
     suppress_before: int = 0,
+    sources: Sequence[str] = (),
+    pieces: Callable[[int], bytes] | None = None,
 ) -> Callable[[np.ndarray, list[int]], int]:
     """``(logits, answer so far) -> next token``, as ``model.generate`` chooses with the same settings:
     transformers' repetition penalty (over prompt and answer), :func:`answer_processor_list`, then greedy, or
     temperature, top-k and top-p sampling, in that order. ``suppress``: tokens never chosen for the answer's
     first ``suppress_before`` tokens (end of sequence, for benchmarks that decode a fixed length)."""
-    processors = answer_processor_list(decoding, len(prompt), abstain_ids)
+    processors = answer_processor_list(decoding, len(prompt), abstain_ids, sources, pieces)
     seen = set(prompt)
     rng = np.random.default_rng(seed)
     banned = list(suppress)
@@ -123,3 +246,39 @@ def sampler(
         return int(rng.choice(probs.size, p=probs))
 
     return sample
+
+
+def token_bytes(tokenizer: Any) -> Callable[[int], bytes]:
+    """``token id -> bytes`` for a Hugging Face tokenizer (byte-level BPE exactly, others through their text);
+    special tokens are empty. The table is built once per tokenizer."""
+    table = getattr(tokenizer, "_token_bytes", None)
+    if table is None:
+        to_byte = {ch: b for b, ch in _byte_alphabet().items()}
+        special = set(tokenizer.all_special_ids)
+        table = []
+        for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+            if i in special or token is None:
+                table.append(b"")
+            elif all(ch in to_byte for ch in token):
+                table.append(bytes(to_byte[ch] for ch in token))
+            else:
+                table.append(tokenizer.convert_tokens_to_string([token]).encode())
+        tokenizer._token_bytes = table
+    return lambda t: table[t] if 0 <= t < len(table) else b""
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """Byte-level BPE's printable stand-in for each byte (GPT-2's ``bytes_to_unicode``)."""
+    printable = {
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    }
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars

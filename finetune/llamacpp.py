@@ -110,10 +110,20 @@ class Sampling:
     abstain_ids: tuple[int, ...] = ()
     seed: int | None = None
     suppress_before: int = 0  # end of sequence is never chosen before this many tokens (benchmarks)
+    sources: tuple[str, ...] = ()  # the numbered sources' texts (``decoding.extractive``)
 
-    def sampler(self, prompt: list[int], stop_ids: frozenset[int]) -> Sampler:
+    def sampler(
+        self, prompt: list[int], stop_ids: frozenset[int], pieces: Callable[[int], bytes] | None = None
+    ) -> Sampler:
         return sampler(
-            self.decoding, prompt, list(self.abstain_ids), self.seed, stop_ids, self.suppress_before
+            self.decoding,
+            prompt,
+            list(self.abstain_ids),
+            self.seed,
+            stop_ids,
+            self.suppress_before,
+            self.sources,
+            pieces,
         )
 
 
@@ -194,8 +204,21 @@ class Engine:
         self._waiting: collections.deque[Request] = collections.deque()
         self._active: dict[int, Request] = {}
         self._closed = False
+        self._pieces: list[bytes] | None = None
         self._worker = threading.Thread(target=self._run, daemon=True, name=f"llama.cpp {self.path.name}")
         self._worker.start()
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of ``token`` (special tokens: none), from the model's vocabulary; read once."""
+        if self._pieces is None:
+            buf = ctypes.create_string_buffer(256)
+            table = []
+            for t in range(self.n_vocab):
+                # ik_llama.cpp takes the model here (mainline takes its vocabulary)
+                n = self.api.llama_token_to_piece(self.model, t, buf, len(buf), 0, False)
+                table.append(buf.raw[:n] if n > 0 else b"")
+            self._pieces = table
+        return self._pieces[token] if 0 <= token < self.n_vocab else b""
 
     # -------------------------------------------------------------------------------------------- callers
     def submit(self, request: Request) -> Request:
@@ -273,7 +296,8 @@ class Engine:
             reserved += need
             request.seq = free.pop(0)
             if isinstance(request.sampler, Sampling):
-                request.sampler = request.sampler.sampler(request.prompt, request.stop_ids)
+                pieces = self.piece if request.sampler.sources else None
+                request.sampler = request.sampler.sampler(request.prompt, request.stop_ids, pieces)
             self._active[request.seq] = request
 
     def _drop_cancelled(self) -> None:
@@ -468,6 +492,7 @@ class EngineProcess:
                     "abstain_ids": list(sampling.abstain_ids),
                     "seed": sampling.seed,
                     "suppress_before": sampling.suppress_before,
+                    "sources": list(sampling.sources),
                 }
             )
         except OSError as exc:
@@ -538,6 +563,7 @@ def _serve(config: dict[str, Any]) -> None:
                 tuple(message["abstain_ids"]),
                 message["seed"],
                 message["suppress_before"],
+                tuple(message.get("sources", ())),
             ),
             message["max_new_tokens"],
             frozenset(message["stop_ids"]),

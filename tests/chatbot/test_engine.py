@@ -353,3 +353,36 @@ def test_a_version_is_converted_with_its_own_base_whatever_the_generator_setting
     )
     assert not _on_embedded(now_embedded, version)  # the embedded file's metadata would not fit its weights
     assert _on_embedded(now_embedded, None)
+
+
+def test_the_engine_quotes_sources_as_transformers_does(tiny, tiny_gguf):
+    """The quoting rule in the engine's process reads token bytes from the GGUF vocabulary: the same bytes as
+    the tokenizer's, and the same answer as transformers with the same rule."""
+    from finetune.decoding import token_bytes
+
+    model, tok = tiny
+    pieces = token_bytes(tok)
+    sources = ("The library opens at nine in the morning and closes at eight.", "Museums close on Mondays.")
+    gen = GenerationSettings(max_new_tokens=10, abstain_bias=0)
+    prompt = tok(PROMPT)["input_ids"]
+    engine = Engine(tiny_gguf, window=256, slots=1)
+    try:
+        assert [engine.piece(t) for t in range(engine.n_vocab)] == [pieces(t) for t in range(engine.n_vocab)]
+        sampling = Sampling(decoding_of(gen), (), sources=sources)
+        quoted = list(engine.submit(Request(prompt, sampling, 10, frozenset())).tokens())
+    finally:
+        engine.close()
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=10,
+            min_new_tokens=10,
+            do_sample=False,
+            pad_token_id=0,
+            logits_processor=answer_processors(gen, len(prompt), [], sources, pieces),
+        )
+    assert quoted == out[0, len(prompt) :].tolist()
+    answer = tok.decode(quoted).split("[")[0]
+    assert " ".join(answer.lower().split()) in " ".join(sources[0].lower().split()) + " ".join(
+        sources[1].lower().split()
+    )

@@ -1,6 +1,7 @@
 """Decoding controls that keep answers from looping without stopping them from quoting their sources, and the
 prompt's defence against documents that imitate its structure."""
 
+import numpy as np
 import torch
 
 from chatbot.llm import LocalChatModel, abstention_starts, answer_processors
@@ -89,3 +90,77 @@ def test_abstention_is_recognised_in_both_languages():
     assert is_abstention("I can't find the answer to that in the documents.")
     assert is_abstention("No encuentro la respuesta a eso en los documentos")
     assert not is_abstention("The library opens at nine [1].")
+
+
+# A vocabulary of byte pieces for the quoting rule: "é" is split over two tokens, as byte-level BPE does.
+PIECES = [b"", b"Nine", b" in", b" the", b" morning", b" evening", b" [", b"1", b"2", b"]", b".", b"I", b" caf",
+          b"\xc3", b"\xa9", b" abierto"]  # fmt: skip
+SOURCES = ["The library opens at nine in the morning.", "The museum closes in the evening; el café abierto."]
+
+
+def _quote(answer: list[int], favourite: list[int], tensor=torch.tensor):
+    """The token the quoting rule lets greedy decoding pick after ``answer``, when the model ranks
+    ``favourite`` first (in that order) and everything else below."""
+    from finetune.decoding import QuoteSources
+
+    prompt = [0, 0]
+    scores = torch.zeros(1, len(PIECES)) - 10.0
+    for rank, token in enumerate(favourite):
+        scores[0, token] = 10.0 - rank
+    rule = QuoteSources(SOURCES, lambda t: PIECES[t], len(prompt), abstain_ids=[11])
+    ids = torch.tensor([prompt + answer])
+    if tensor is torch.tensor:
+        return int(rule(ids, scores).argmax())
+    return int(rule(ids.numpy(), scores.numpy()).argmax())
+
+
+def test_quoting_keeps_the_answer_inside_a_source():
+    # "Nine in the evening" is in no source: the rule takes the model's next choice that is
+    assert _quote([1, 2, 3], favourite=[5, 4]) == 4
+    assert _quote([1, 2, 3], favourite=[5, 4], tensor=np.asarray) == 4  # numpy (the engine) alike
+    assert _quote([1, 2, 3], favourite=[4, 5]) == 4  # the model's own first choice is left alone
+    # nothing the model ranks high continues the quote: the best-ranked token that does (or the citation)
+    assert _quote([1, 2, 3, 4], favourite=[5, 2]) == 10  # the source goes on with "."
+    assert _quote([1, 2, 3, 4, 10], favourite=[5, 2]) == 6  # and ends there: the citation
+    assert _quote([1], favourite=[5, 10, 2]) == 2
+    # accented letters split over tokens still match the source as they are completed
+    assert _quote([12], favourite=[13, 15]) == 13 and _quote([12, 13], favourite=[14, 15]) == 14
+
+
+def test_quoting_cites_a_source_that_holds_the_quote_and_leaves_the_rest_free():
+    assert _quote([1, 2, 3, 4, 6], favourite=[8, 7]) == 7  # only [1] holds "nine in the morning"
+    assert _quote([2, 3, 5, 6], favourite=[8, 7]) == 8  # "in the evening": source 2
+    assert _quote([1, 2, 3, 4, 6, 7], favourite=[5, 9]) == 5  # after the number: free
+    assert _quote([11], favourite=[5, 2]) == 5  # the abstention sentence is not a quote
+    assert _quote([], favourite=[6, 1]) == 1  # no citation before the answer has a word
+
+
+def test_token_bytes_rebuild_the_text_of_accented_words(settings):
+    from finetune.decoding import token_bytes
+    from finetune.models import load_tokenizer
+
+    tok = load_tokenizer(settings)
+    text = "¿Dónde está el café? Año 1876."
+    pieces = token_bytes(tok)
+    assert b"".join(pieces(t) for t in tok.encode(text, add_special_tokens=False)).decode() == text
+    assert pieces(tok.eos_token_id) == b""
+
+
+def test_a_random_model_with_the_quoting_rule_only_quotes(settings):
+    """The tiny random model writes noise; with ``extractive`` every answer is a quote of a source plus
+    its citation."""
+    from langchain_core.messages import HumanMessage
+
+    llm = LocalChatModel(generator=load_generator(settings), generation=settings.generation)
+    sources = ["The library opens at nine in the morning and closes at eight.", "Museums close on Mondays."]
+    message = [HumanMessage("When does the library open?")]
+    free = llm.invoke(
+        message, generation=GenerationSettings(extractive=False, max_new_tokens=12), sources=sources
+    )
+    quoted = llm.invoke(
+        message, generation=GenerationSettings(max_new_tokens=12, abstain_bias=-20), sources=sources
+    )
+    flat = [" ".join(s.lower().split()) for s in sources]
+    answer = " ".join(quoted.content.split("[")[0].lower().split())
+    assert answer and any(answer in s for s in flat), quoted.content
+    assert not any(" ".join(free.content.lower().split()) in s for s in flat)  # noise without the rule
