@@ -26,6 +26,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "version_current": {"en": "current (registry)", "es": "actual (registro)"},
     "version_base": {"en": "base model", "es": "modelo base"},
     "generation": {"en": "Generation settings", "es": "Parámetros de generación"},
+    "extractive_help": {
+        "en": "Answers quote the sources word for word (local model).",
+        "es": "Las respuestas citan las fuentes palabra por palabra (modelo local).",
+    },
     "no_collection": {
         "en": "No collection yet: create one on the Documents page.",
         "es": "Todavía no hay colecciones: cree una en la página Documentos.",
