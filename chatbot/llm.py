@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -23,7 +23,7 @@ from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
-from finetune.decoding import Decoding, answer_processor_list, token_bytes
+from finetune.decoding import Decoding, TokenBytes, answer_processor_list, token_bytes
 from finetune.device import model_device, to_device
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
@@ -60,7 +60,7 @@ def answer_processors(
     prompt_length: int,
     abstain_ids: list[int] | None = None,
     sources: Sequence[str] = (),
-    pieces: Callable[[int], bytes] | None = None,
+    pieces: TokenBytes | None = None,
 ) -> list[Any]:
     """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
     abstention sentences' first tokens, for ``abstain_bias``). They take torch tensors or numpy arrays alike:

@@ -84,7 +84,7 @@ class QuoteSources:
     def __init__(
         self,
         sources: Sequence[str],
-        pieces: Callable[[int], bytes],
+        pieces: TokenBytes,
         prompt_length: int,
         abstain_ids: list[int] | None = None,
         search: tuple[int, ...] = (40, 4000),
@@ -92,7 +92,6 @@ class QuoteSources:
         self.sources = [_flat(s) for s in sources]
         self.piece, self.start, self.search = pieces, prompt_length, search
         self.abstain = set(abstain_ids or [])
-        self.digits: dict[int, list[int]] = {}
 
     def _allowed(self, answer: bytes, token: int) -> bool:
         piece = self.piece(token)
@@ -108,11 +107,6 @@ class QuoteSources:
         quote = _flat(text) + (" " if text[-1:].isspace() else "")  # a space must be one in the source too
         return any(_continues(source, quote, tail) for source in self.sources)
 
-    def _number_ids(self, n: int, vocab: int) -> list[int]:
-        if n not in self.digits:
-            self.digits[n] = [t for t in range(vocab) if self.piece(t) == str(n).encode()]
-        return self.digits[n]
-
     def _choose(self, answer: bytes, row: Any) -> list[int]:
         quote, bracket, cited = answer.partition(b"[")
         if bracket:
@@ -120,13 +114,15 @@ class QuoteSources:
                 return []  # the number is written: what follows is free
             flat = _flat(_text(quote) or "")
             holding = [n for n, source in enumerate(self.sources, 1) if flat and flat in source]
-            return [t for n in holding for t in self._number_ids(n, row.shape[-1])]
+            return [t for n in holding for t in self.piece.ids_of(str(n).encode())]
+        tried = 0
         for k in self.search:  # the model's own favourites first; a wider look only when none of them fits
-            for token in _descending(row, k):
+            for token in _descending(row, k)[tried:]:
                 if row[token] == float("-inf"):
-                    break
+                    return []
                 if self._allowed(answer, token):
                     return [token]
+            tried = k
         return []
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -180,7 +176,7 @@ def answer_processor_list(
     prompt_length: int,
     abstain_ids: list[int] | None,
     sources: Sequence[str] = (),
-    pieces: Callable[[int], bytes] | None = None,
+    pieces: TokenBytes | None = None,
 ) -> list[Any]:
     """The answer-only processors ``decoding`` asks for (``abstain_ids``: the abstention sentences' first
     tokens, for ``abstain_bias``; ``sources``, the numbered sources' texts, and ``pieces``, token bytes, for
@@ -203,7 +199,7 @@ def sampler(
     suppress: frozenset[int] = frozenset(),
     suppress_before: int = 0,
     sources: Sequence[str] = (),
-    pieces: Callable[[int], bytes] | None = None,
+    pieces: TokenBytes | None = None,
 ) -> Callable[[np.ndarray, list[int]], int]:
     """``(logits, answer so far) -> next token``, as ``model.generate`` chooses with the same settings:
     transformers' repetition penalty (over prompt and answer), :func:`answer_processor_list`, then greedy, or
@@ -248,23 +244,41 @@ def sampler(
     return sample
 
 
-def token_bytes(tokenizer: Any) -> Callable[[int], bytes]:
-    """``token id -> bytes`` for a Hugging Face tokenizer (byte-level BPE exactly, others through their text);
-    special tokens are empty. The table is built once per tokenizer."""
+class TokenBytes:
+    """Each token id's bytes (special tokens have none), and the ids whose bytes are a given string."""
+
+    def __init__(self, table: Sequence[bytes]) -> None:
+        self.table = list(table)
+        self._ids: dict[bytes, list[int]] | None = None
+
+    def __call__(self, token: int) -> bytes:
+        return self.table[token] if 0 <= token < len(self.table) else b""
+
+    def ids_of(self, data: bytes) -> list[int]:
+        if self._ids is None:
+            self._ids = {}
+            for token, piece in enumerate(self.table):
+                self._ids.setdefault(piece, []).append(token)
+        return self._ids.get(data, [])
+
+
+def token_bytes(tokenizer: Any) -> TokenBytes:
+    """The :class:`TokenBytes` of a Hugging Face tokenizer (byte-level BPE exactly, others through their
+    text); built once per tokenizer."""
     table = getattr(tokenizer, "_token_bytes", None)
     if table is None:
         to_byte = {ch: b for b, ch in _byte_alphabet().items()}
         special = set(tokenizer.all_special_ids)
-        table = []
+        pieces = []
         for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
             if i in special or token is None:
-                table.append(b"")
+                pieces.append(b"")
             elif all(ch in to_byte for ch in token):
-                table.append(bytes(to_byte[ch] for ch in token))
+                pieces.append(bytes(to_byte[ch] for ch in token))
             else:
-                table.append(tokenizer.convert_tokens_to_string([token]).encode())
-        tokenizer._token_bytes = table
-    return lambda t: table[t] if 0 <= t < len(table) else b""
+                pieces.append(tokenizer.convert_tokens_to_string([token]).encode())
+        table = tokenizer._token_bytes = TokenBytes(pieces)
+    return table
 
 
 def _byte_alphabet() -> dict[int, str]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.decoding import Decoding, sampler
+from finetune.decoding import Decoding, TokenBytes, sampler
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Sampling:
     sources: tuple[str, ...] = ()  # the numbered sources' texts (``decoding.extractive``)
 
     def sampler(
-        self, prompt: list[int], stop_ids: frozenset[int], pieces: Callable[[int], bytes] | None = None
+        self, prompt: list[int], stop_ids: frozenset[int], pieces: TokenBytes | None = None
     ) -> Sampler:
         return sampler(
             self.decoding,
@@ -204,12 +204,12 @@ class Engine:
         self._waiting: collections.deque[Request] = collections.deque()
         self._active: dict[int, Request] = {}
         self._closed = False
-        self._pieces: list[bytes] | None = None
+        self._pieces: TokenBytes | None = None
         self._worker = threading.Thread(target=self._run, daemon=True, name=f"llama.cpp {self.path.name}")
         self._worker.start()
 
-    def piece(self, token: int) -> bytes:
-        """The bytes of ``token`` (special tokens: none), from the model's vocabulary; read once."""
+    def token_bytes(self) -> TokenBytes:
+        """Each token's bytes from the model's vocabulary, read once."""
         if self._pieces is None:
             buf = ctypes.create_string_buffer(256)
             table = []
@@ -217,8 +217,8 @@ class Engine:
                 # ik_llama.cpp takes the model here (mainline takes its vocabulary)
                 n = self.api.llama_token_to_piece(self.model, t, buf, len(buf), 0, False)
                 table.append(buf.raw[:n] if n > 0 else b"")
-            self._pieces = table
-        return self._pieces[token] if 0 <= token < self.n_vocab else b""
+            self._pieces = TokenBytes(table)
+        return self._pieces
 
     # -------------------------------------------------------------------------------------------- callers
     def submit(self, request: Request) -> Request:
@@ -296,7 +296,7 @@ class Engine:
             reserved += need
             request.seq = free.pop(0)
             if isinstance(request.sampler, Sampling):
-                pieces = self.piece if request.sampler.sources else None
+                pieces = self.token_bytes() if request.sampler.sources else None
                 request.sampler = request.sampler.sampler(request.prompt, request.stop_ids, pieces)
             self._active[request.seq] = request
 

@@ -367,7 +367,7 @@ def test_the_engine_quotes_sources_as_transformers_does(tiny, tiny_gguf):
     prompt = tok(PROMPT)["input_ids"]
     engine = Engine(tiny_gguf, window=256, slots=1)
     try:
-        assert [engine.piece(t) for t in range(engine.n_vocab)] == [pieces(t) for t in range(engine.n_vocab)]
+        assert engine.token_bytes().table == [pieces(t) for t in range(engine.n_vocab)]
         sampling = Sampling(decoding_of(gen), (), sources=sources)
         quoted = list(engine.submit(Request(prompt, sampling, 10, frozenset())).tokens())
     finally:

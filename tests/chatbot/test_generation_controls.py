@@ -101,13 +101,13 @@ SOURCES = ["The library opens at nine in the morning.", "The museum closes in th
 def _quote(answer: list[int], favourite: list[int], tensor=torch.tensor):
     """The token the quoting rule lets greedy decoding pick after ``answer``, when the model ranks
     ``favourite`` first (in that order) and everything else below."""
-    from finetune.decoding import QuoteSources
+    from finetune.decoding import QuoteSources, TokenBytes
 
     prompt = [0, 0]
     scores = torch.zeros(1, len(PIECES)) - 10.0
     for rank, token in enumerate(favourite):
         scores[0, token] = 10.0 - rank
-    rule = QuoteSources(SOURCES, lambda t: PIECES[t], len(prompt), abstain_ids=[11])
+    rule = QuoteSources(SOURCES, TokenBytes(PIECES), len(prompt), abstain_ids=[11])
     ids = torch.tensor([prompt + answer])
     if tensor is torch.tensor:
         return int(rule(ids, scores).argmax())
