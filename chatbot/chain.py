@@ -13,7 +13,8 @@ then ``{"answer": piece}`` for every streamed piece of the answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -58,6 +59,51 @@ def condense_query(
 def relevance(hit: Hit) -> float:
     """Absolute relevance of a hit: its dense cosine similarity when the search reports one, else its score."""
     return float(hit.metadata.get("dense", hit.score))
+
+
+_CODE = re.compile(r"[/\\_=`]|\.\w")  # a path, a file name, an identifier, code
+
+
+def source_case(text: str, sources: Sequence[str]) -> str:
+    """``text`` with its first letter in the case the sources give it when the answer quotes a path, a file
+    name or code (``Var/conversations.sqlite [1].`` → ``var/conversations.sqlite [1].``): answers start with
+    a capital letter, which breaks a path or a command quoted from a source."""
+    lead = len(text) - len(text.lstrip())
+    quote = text[lead:].split("[", 1)[0].rstrip().rstrip(".,;:!?")
+    if not quote[:1].isupper() or any(quote in source for source in sources):
+        return text
+    lower = quote[:1].lower() + quote[1:]
+    word = lower.split(maxsplit=1)[0]
+    for source in sources:
+        at = source.find(lower)
+        while at >= 0:
+            if _CODE.search(word) or source[at - 1 : at] == "`":
+                return text[:lead] + lower[:1] + text[lead + 1 :]
+            at = source.find(lower, at + 1)
+    return text
+
+
+_HOLD = 200  # longest answer start held back for source_case
+
+
+def _source_case(sources: Sequence[str]) -> RunnableGenerator:
+    """Streaming :func:`source_case`: the answer is held back until its first citation (``[``), line end or
+    ``_HOLD`` characters, as the quote it starts with is complete by then."""
+
+    def transform(pieces: Iterator[str]) -> Iterator[str]:
+        held, done = "", False
+        for piece in pieces:
+            if done:
+                yield piece
+                continue
+            held += piece
+            if "[" in held or "\n" in held.lstrip() or len(held) >= _HOLD:
+                yield source_case(held, sources)
+                done = True
+        if held and not done:
+            yield source_case(held, sources)
+
+    return RunnableGenerator(transform)
 
 
 def _filter_markers(n_sources: int) -> RunnableGenerator:
@@ -114,6 +160,7 @@ def build_chain(
             | llm.bind(generation=x["generation"], sources=shown)
             | StrOutputParser()
             | _filter_markers(len(built.hits))
+            | _source_case(shown)
         )
 
     return (

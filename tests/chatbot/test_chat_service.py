@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
+from chatbot.chain import source_case
 from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
@@ -45,6 +46,38 @@ def test_invalid_citations_removed_and_cited_sources_marked(indexed):
     assert answer.text == "Run the delete command [1] as shown [2]."
     cited = {s.number for s in answer.sources if s.cited}
     assert cited == {1, 2}
+
+
+def test_a_quoted_path_keeps_the_sources_spelling(indexed):
+    """Answers start with a capital letter; a path or command quoted from a source keeps its own case, in the
+    streamed tokens as in the stored answer. An ordinary first word keeps its capital."""
+    service = ChatService(
+        indexed, llm=scripted("Var/conversations.sqlite [1].", "Conversations are kept [1].")
+    )
+    events = list(service.stream("Where are conversations stored?"))
+    assert "".join(e.text for e in events if e.kind == "token").strip() == "var/conversations.sqlite [1]."
+    assert events[-1].answer.text == "var/conversations.sqlite [1]."
+    assert service.answer("Where are conversations stored?").text == "Conversations are kept [1]."
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Var/conversations.sqlite [1].", "var/conversations.sqlite [1]."),
+        ("Chatbot collections delete NAME [2].", "chatbot collections delete NAME [2]."),  # in backticks
+        ("Settings.yaml.", "settings.yaml."),
+        ("Chatbot is a word here [1].", "Chatbot is a word here [1]."),  # not code where it stands
+        ("Los Denver Broncos [2].", "Los Denver Broncos [2]."),
+        ("Var/other.sqlite [1].", "Var/other.sqlite [1]."),  # no source spells it
+        ("", ""),
+    ],
+)
+def test_source_case(text, expected):
+    sources = [
+        "Conversations are in `var/conversations.sqlite`. Edit settings.yaml to change it.",
+        "Run `chatbot collections delete NAME`. los Denver Broncos. The chatbot is a word here.",
+    ]
+    assert source_case(text, sources) == expected
 
 
 def test_follow_up_uses_the_conversation(indexed):
