@@ -4,7 +4,8 @@
       → query   : the follow-up condensed into a standalone search query
       → hits    : search(query); none when even the best hit is below the relevance threshold
       → prompt  : system prompt + history + numbered sources + question, fitted to the context window
-      → answer  : the LLM's streamed answer with invalid citation markers removed,
+      → answer  : the LLM's streamed answer with invalid citation markers removed (and a quoted path's
+                  case as its source has it),
                   or an abstention in the question's language when nothing relevant was found
 
 ``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
