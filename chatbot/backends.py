@@ -120,7 +120,8 @@ class GivenChatModel(_WithoutTokenizer):
         # (LangChain's take ``**kwargs``) still work.
         if generation is not None:
             kwargs["generation"] = generation
-        kwargs.pop("sources", None)  # the local models' quoting rule; another model would reject the keyword
+        for local_only in ("sources", "question"):  # the local models' quoting rule and drafts; another
+            kwargs.pop(local_only, None)  # model would reject the keywords
         for piece in self.model.stream(messages, config, stop=stop, **kwargs):
             if text := str(piece.content):
                 yield self._chunk(text, run_manager)

@@ -154,11 +154,12 @@ def build_chain(
         if not x["hits"] or not x["prompt"].hits:  # nothing relevant, or no room left for a source
             return ABSTAIN[detect_language(x["question"])]
         built = x["prompt"]
-        # the sources as shown, for a local model's quoting rule (generation.extractive)
+        # the sources as shown and the question, for a local model's quoting rule and drafts (generation.extractive,
+        # generation.drafts)
         shown = [defuse(h.text.strip()) for h in built.hits]
         return (
             RunnableLambda(lambda _: built.messages)
-            | llm.bind(generation=x["generation"], sources=shown)
+            | llm.bind(generation=x["generation"], sources=shown, question=x["question"])
             | StrOutputParser()
             | _filter_markers(len(built.hits))
             | _source_case(shown)

@@ -23,7 +23,15 @@ from chatbot.cancel import STOP
 from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
-from finetune.decoding import Decoding, TokenBytes, answer_processor_list, token_bytes
+from finetune.decoding import (
+    Decoding,
+    Draft,
+    TokenBytes,
+    answer_processor_list,
+    best_draft,
+    quote_rule,
+    token_bytes,
+)
 from finetune.device import model_device, to_device
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
@@ -75,6 +83,74 @@ def answer_processors(
 def decoding_of(gen: GenerationSettings) -> Decoding:
     """The part of ``gen`` that chooses tokens, as the engine's process takes it."""
     return Decoding(**{k: getattr(gen, k) for k in Decoding.__dataclass_fields__})
+
+
+def drafting(gen: GenerationSettings, sources: Sequence[str], stop: list[str] | None) -> bool:
+    """Whether an answer is drafted several times under the quoting rule (``generation.drafts``)."""
+    return bool(
+        gen.drafts > 1
+        and gen.extractive
+        and sources
+        and gen.temperature <= 0
+        and gen.num_beams == 1
+        and not stop
+    )
+
+
+def draft_answers(
+    model: Any,
+    tok: Any,
+    inputs: dict[str, Any],
+    gen: GenerationSettings,
+    args: dict[str, Any],
+    sources: Sequence[str],
+) -> list[Draft]:
+    """The drafts of an answer as :mod:`finetune.llamacpp`'s engine writes them: a greedy answer under the
+    quoting rule, then one from each other first token that starts a quote (only the first when the model
+    declines); :func:`finetune.decoding.best_draft` chooses among them."""
+    import torch
+
+    length = int(inputs["input_ids"].shape[1])
+    abstain, pieces = abstention_starts(tok), token_bytes(tok)
+    eos = tok.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+
+    def draft(ids: Any) -> tuple[Any, list[int], list[float], Any]:
+        processors = answer_processors(gen, length, abstain, sources, pieces)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            **{
+                **args,
+                "max_new_tokens": gen.max_new_tokens - (ids.shape[1] - length),
+                "logits_processor": processors,
+            },
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        tokens, logprobs = [], []
+        for step, token in zip(out.logits, out.sequences[0, ids.shape[1] :].tolist(), strict=False):
+            if token in stops:
+                break
+            tokens.append(token)
+            logprobs.append(float(torch.log_softmax(step[0].float(), -1)[token]))
+        return processors, tokens, logprobs, out.logits[0][0]
+
+    processors, tokens, logprobs, first_logits = draft(inputs["input_ids"])
+    quote = quote_rule(processors)
+    drafts = [Draft(tokens, logprobs)]
+    if quote is None or not tokens:
+        return drafts
+    first = torch.log_softmax(first_logits.float(), -1)
+    for token in quote.alternatives(tokens[0], gen.drafts - 1):
+        start = torch.tensor([[token]], device=inputs["input_ids"].device)
+        _, more, more_logprobs, _ = (
+            draft(torch.cat([inputs["input_ids"], start], dim=1))
+            if gen.max_new_tokens > 1
+            else (0, [], [], 0)
+        )
+        drafts.append(Draft([token, *more], [float(first[token]), *more_logprobs]))
+    return drafts
 
 
 class _StopFlag:
@@ -135,6 +211,13 @@ class LocalChatModel(ChatBackend):
         args["stopping_criteria"] = StoppingCriteriaList([flag])
         with self.lock:
             if flag(None, None):  # stopped while waiting for the model
+                return
+            if drafting(gen, sources, stop):  # the drafts are compared at the end: nothing to stream before
+                drafts = draft_answers(model, tok, inputs, gen, args, sources)
+                best = best_draft(
+                    drafts, token_bytes(tok), kwargs.get("question") or "", sources, gen.support_weight
+                )
+                yield self._chunk(tok.decode(best.tokens, skip_special_tokens=True), run_manager)
                 return
             if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
                 out = model.generate(**inputs, **args)
@@ -275,6 +358,7 @@ class EngineChatModel(ChatBackend):
             tuple(abstention_starts(self.tokenizer)),
             suppress_before=self.min_new_tokens,
             sources=tuple(kwargs.get("sources") or ()) if gen.extractive else (),
+            question=kwargs.get("question") or "",
         )
         request = Request(prompt, sampling, gen.max_new_tokens, stop_ids)
         self.engine.submit(request)  # EngineBusy when every slot is taken and the queue is full

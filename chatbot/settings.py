@@ -66,6 +66,23 @@ class GenerationSettings(BaseModel):
         "backend): the model chooses among the continuations that stay inside a source. See "
         "docs/model-card.md.",
     )
+    drafts: int = Field(
+        3,
+        ge=1,
+        le=8,
+        description="With extractive and greedy decoding (local backend): answers drafted from the model's "
+        "best different first words, of which the one kept has the best mean token log-probability plus "
+        "support_weight times the share of the question's words found around its quote. 1 = one greedy "
+        "answer, streamed as it is written; more hold the answer until all drafts are done. See "
+        "docs/model-card.md.",
+    )
+    support_weight: float = Field(
+        3.0,
+        ge=0.0,
+        le=20.0,
+        description="Weight of a draft's support (the share of the question's words found around its quote in "
+        "the source it cites) against its mean token log-probability; 0 = the model's own score only.",
+    )
     num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
 
 

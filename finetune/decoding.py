@@ -5,7 +5,8 @@ processors on numpy arrays for the llama.cpp engine, in its own process (``finet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ class Decoding:
     abstain_bias: float = 0.0
     no_repeat_ngram_size: int = 0
     extractive: bool = False
+    drafts: int = 1
+    support_weight: float = 0.0
 
 
 class AnswerNoRepeatNGram:
@@ -35,7 +38,7 @@ class AnswerNoRepeatNGram:
         self.n, self.start = n, prompt_length
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        n = self.n
+        n, scores = self.n, _copy(scores)
         for row in range(input_ids.shape[0]):
             answer = input_ids[row, self.start :].tolist()
             if len(answer) < n:
@@ -60,8 +63,14 @@ class FirstTokenBias:
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if input_ids.shape[1] == self.start:
+            scores = _copy(scores)
             scores[:, self.ids] += self.bias
         return scores
+
+
+def _copy(scores: Any) -> Any:
+    """A copy to change: transformers keeps the tensor it hands to processors as the step's raw logits."""
+    return scores.clone() if hasattr(scores, "clone") else scores.copy()
 
 
 def _flat(text: str) -> str:
@@ -88,10 +97,20 @@ class QuoteSources:
         prompt_length: int,
         abstain_ids: list[int] | None = None,
         search: tuple[int, ...] = (40, 4000),
+        keep: int = 1,
     ) -> None:
         self.sources = [_flat(s) for s in sources]
         self.piece, self.start, self.search = pieces, prompt_length, search
         self.abstain = set(abstain_ids or [])
+        self.keep = keep + len(self.abstain)  # first tokens remembered, for other drafts (see alternatives)
+        self.first_choices: list[int] = []
+
+    def alternatives(self, chosen: int, n: int) -> list[int]:
+        """Up to ``n`` other first tokens that start a quote, best first, after the model chose ``chosen`` at
+        the answer's first position; none when it chose to decline."""
+        if chosen in self.abstain:
+            return []
+        return [t for t in self.first_choices if t != chosen and t not in self.abstain][:n]
 
     def _allowed(self, answer: bytes, token: int) -> bool:
         piece = self.piece(token)
@@ -107,7 +126,7 @@ class QuoteSources:
         quote = _flat(text) + (" " if text[-1:].isspace() else "")  # a space must be one in the source too
         return any(_continues(source, quote, tail) for source in self.sources)
 
-    def _choose(self, answer: bytes, row: Any) -> list[int]:
+    def _choose(self, answer: bytes, row: Any, want: int = 1) -> list[int]:
         quote, bracket, cited = answer.partition(b"[")
         if bracket:
             if cited.strip():
@@ -115,24 +134,32 @@ class QuoteSources:
             flat = _flat(_text(quote) or "")
             holding = [n for n, source in enumerate(self.sources, 1) if flat and flat in source]
             return [t for n in holding for t in self.piece.ids_of(str(n).encode())]
-        tried = 0
+        tried, found = 0, []
         for k in self.search:  # the model's own favourites first; a wider look only when none of them fits
             for token in _descending(row, k)[tried:]:
                 if row[token] == float("-inf"):
-                    return []
+                    return found
                 if self._allowed(answer, token):
-                    return [token]
+                    found.append(token)
+                    if len(found) == want:
+                        return found
             tried = k
-        return []
+        return found
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if not self.sources:
             return scores
+        scores = _copy(scores)
         for row in range(input_ids.shape[0]):
             answer_ids = [int(t) for t in input_ids[row, self.start :]]
             if answer_ids and answer_ids[0] in self.abstain:
                 continue
-            allowed = self._choose(b"".join(self.piece(t) for t in answer_ids), scores[row])
+            first = not answer_ids
+            allowed = self._choose(
+                b"".join(self.piece(t) for t in answer_ids), scores[row], self.keep if first else 1
+            )
+            if first:
+                self.first_choices, allowed = allowed, allowed[:1]
             if allowed:
                 keep = scores[row, allowed]
                 scores[row, :] = float("-inf")
@@ -187,43 +214,133 @@ def answer_processor_list(
     if decoding.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(decoding.no_repeat_ngram_size, prompt_length))
     if decoding.extractive and sources and pieces is not None:
-        processors.append(QuoteSources(sources, pieces, prompt_length, abstain_ids))
+        keep = decoding.drafts if decoding.temperature <= 0 else 1
+        processors.append(QuoteSources(sources, pieces, prompt_length, abstain_ids, keep=keep))
     return processors
 
 
-def sampler(
-    decoding: Decoding,
-    prompt: list[int],
-    abstain_ids: list[int],
-    seed: int | None = None,
-    suppress: frozenset[int] = frozenset(),
-    suppress_before: int = 0,
-    sources: Sequence[str] = (),
-    pieces: TokenBytes | None = None,
-) -> Callable[[np.ndarray, list[int]], int]:
+def quote_rule(processors: Sequence[Any]) -> QuoteSources | None:
+    """The :class:`QuoteSources` among ``processors``, if any."""
+    return next((p for p in processors if isinstance(p, QuoteSources)), None)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _stems(text: str) -> set[str]:
+    """The words of four letters or more, cut to five (a crude stem that joins plural and singular, the
+    forms of a verb; short function words of English and Spanish drop out by length)."""
+    return {w[:5] for w in _WORD.findall(text.lower()) if len(w) >= 4}
+
+
+def support(question: str, source: str, quote: str) -> float:
+    """Share of the question's words (:func:`_stems`) found around ``quote`` in ``source``: the answer's own
+    sentence in a passage that answers repeats much of the question; a quote from a related passage less."""
+    asked = _stems(question)
+    if not asked:
+        return 0.0
+    text = source.lower()
+    at = text.find(quote.lower().strip()) if quote.strip() else -1
+    around = text if at < 0 else text[max(0, at - 250) : at + len(quote) + 150]
+    return len(asked & _stems(around)) / len(asked)
+
+
+@dataclass
+class Draft:
+    """One drafted answer: its tokens and the model's log-probability of each."""
+
+    tokens: list[int]
+    logprobs: list[float]
+
+
+def draft_score(
+    draft: Draft, pieces: TokenBytes, question: str, sources: Sequence[str], weight: float
+) -> float:
+    """Mean token log-probability plus ``weight`` times the :func:`support` of the quote in the source it
+    cites (the first source holding the quote when the citation is missing or wrong)."""
+    text = b"".join(pieces(t) for t in draft.tokens).decode("utf-8", "replace")
+    quote = text.split("[", 1)[0].strip().rstrip(".")
+    mean = sum(draft.logprobs) / max(1, len(draft.logprobs))
+    cited = re.search(r"\[(\d+)", text)
+    number = int(cited.group(1)) if cited else 0
+    holding = [s for s in sources if _flat(quote) and _flat(quote) in _flat(s)]
+    source = sources[number - 1] if 1 <= number <= len(sources) else (holding[0] if holding else "")
+    if holding and source not in holding:
+        source = holding[0]
+    return mean + weight * support(question, source, quote)
+
+
+def best_draft(
+    drafts: Sequence[Draft], pieces: TokenBytes, question: str, sources: Sequence[str], weight: float
+) -> Draft:
+    """The draft with the best :func:`draft_score` (the first of equals: the model's own choice)."""
+    scores = [draft_score(d, pieces, question, sources, weight) for d in drafts]
+    return drafts[max(range(len(drafts)), key=lambda i: (scores[i], -i))]
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class Sampler:
     """``(logits, answer so far) -> next token``, as ``model.generate`` chooses with the same settings:
     transformers' repetition penalty (over prompt and answer), :func:`answer_processor_list`, then greedy, or
     temperature, top-k and top-p sampling, in that order. ``suppress``: tokens never chosen for the answer's
-    first ``suppress_before`` tokens (end of sequence, for benchmarks that decode a fixed length)."""
-    processors = answer_processor_list(decoding, len(prompt), abstain_ids, sources, pieces)
-    seen = set(prompt)
-    rng = np.random.default_rng(seed)
-    banned = list(suppress)
+    first ``suppress_before`` tokens (end of sequence, for benchmarks that decode a fixed length).
 
-    def sample(logits: np.ndarray, answer: list[int]) -> int:
-        if banned and len(answer) < suppress_before:
-            logits[banned] = -np.inf
+    With ``decoding.drafts`` > 1 under the quoting rule, :meth:`alternatives` gives the other first tokens to
+    draft from and :meth:`best` the draft to keep (``question``: what :func:`support` compares with)."""
+
+    def __init__(
+        self,
+        decoding: Decoding,
+        prompt: list[int],
+        abstain_ids: list[int],
+        seed: int | None = None,
+        suppress: frozenset[int] = frozenset(),
+        suppress_before: int = 0,
+        sources: Sequence[str] = (),
+        pieces: TokenBytes | None = None,
+        question: str = "",
+    ) -> None:
+        self.decoding, self.prompt, self.sources, self.pieces = decoding, prompt, sources, pieces
+        self.question, self.suppress_before = question, suppress_before
+        self.processors = answer_processor_list(decoding, len(prompt), abstain_ids, sources, pieces)
+        self.quote = quote_rule(self.processors)
+        self.rng = np.random.default_rng(seed)
+        self.banned = list(suppress)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new answer to the same prompt (another draft)."""
+        self.seen = set(self.prompt)
+
+    def alternatives(self, chosen: int) -> list[int]:
+        """Other first tokens to draft answers from, once ``chosen`` was taken at the answer's first position."""
+        if self.quote is None or self.decoding.drafts <= 1 or self.decoding.temperature > 0:
+            return []
+        return self.quote.alternatives(chosen, self.decoding.drafts - 1)
+
+    def best(self, drafts: Sequence[Draft]) -> Draft:
+        assert self.pieces is not None
+        return best_draft(drafts, self.pieces, self.question, self.sources, self.decoding.support_weight)
+
+    def __call__(self, logits: np.ndarray, answer: list[int]) -> int:
+        decoding = self.decoding
+        if self.banned and len(answer) < self.suppress_before:
+            logits[self.banned] = -np.inf
         scores = logits[None, :]
         if decoding.repetition_penalty != 1.0:
             if answer:
-                seen.add(answer[-1])
-            ids = np.fromiter(seen, dtype=np.int64)
+                self.seen.add(answer[-1])
+            ids = np.fromiter(self.seen, dtype=np.int64)
             picked = scores[0, ids]
             penalty = decoding.repetition_penalty
             scores[0, ids] = np.where(picked < 0, picked * penalty, picked / penalty)
-        if processors:
-            so_far = np.asarray([prompt + answer], dtype=np.int64)
-            for processor in processors:
+        if self.processors:
+            so_far = np.asarray([self.prompt + answer], dtype=np.int64)
+            for processor in self.processors:
                 scores = processor(so_far, scores)
         row = scores[0]
         if decoding.temperature <= 0:
@@ -239,9 +356,10 @@ def sampler(
             before = np.cumsum(probs[order]) - probs[order]
             probs[order[before >= decoding.top_p]] = 0.0  # keeps the smallest set that reaches top_p
             probs /= probs.sum()
-        return int(rng.choice(probs.size, p=probs))
+        return int(self.rng.choice(probs.size, p=probs))
 
-    return sample
+
+sampler = Sampler
 
 
 class TokenBytes:

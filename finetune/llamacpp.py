@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from finetune.decoding import Decoding, TokenBytes, sampler
+from finetune.decoding import Decoding, Draft, Sampler, TokenBytes, log_softmax
 
 log = logging.getLogger(__name__)
 
 # (logits of the next token, float32, a copy the sampler may change; the answer's tokens so far) -> token id
-Sampler = Callable[[np.ndarray, list[int]], int]
+ChooseToken = Callable[[np.ndarray, list[int]], int]
 
 
 class EngineUnavailable(RuntimeError):
@@ -111,11 +111,12 @@ class Sampling:
     seed: int | None = None
     suppress_before: int = 0  # end of sequence is never chosen before this many tokens (benchmarks)
     sources: tuple[str, ...] = ()  # the numbered sources' texts (``decoding.extractive``)
+    question: str = ""  # what the drafts' support is measured against (``decoding.drafts``)
 
     def sampler(
         self, prompt: list[int], stop_ids: frozenset[int], pieces: TokenBytes | None = None
     ) -> Sampler:
-        return sampler(
+        return Sampler(
             self.decoding,
             prompt,
             list(self.abstain_ids),
@@ -124,6 +125,7 @@ class Sampling:
             self.suppress_before,
             self.sources,
             pieces,
+            self.question,
         )
 
 
@@ -132,7 +134,7 @@ class Request:
     """One answer to generate: ``prompt`` token ids in; token ids out through :meth:`tokens`."""
 
     prompt: list[int]
-    sampler: Sampler | Sampling
+    sampler: ChooseToken | Sampling
     max_new_tokens: int
     stop_ids: frozenset[int]
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -141,6 +143,11 @@ class Request:
     seq: int = -1
     fed: int = 0  # prompt tokens already in the KV cache
     on_cancel: Callable[[], None] | None = None
+    # drafting (``Decoding.drafts``): the answer is held back, drafted from each first token in turn, and the
+    # best draft is sent at the end
+    drafts: list[Draft] = field(default_factory=list)
+    pending: list[tuple[int, float]] = field(default_factory=list)  # first tokens still to draft from
+    logprobs: list[float] | None = None  # of the current draft's tokens; None when not drafting
 
     def tokens(self, timeout: float = 600.0):
         """The answer's token ids as they are generated; raises what the engine raised for this request."""
@@ -350,7 +357,18 @@ class Engine:
                 continue
             pointer = self.api.llama_get_logits_ith(self.ctx, index)
             logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+            may_draft = isinstance(request.sampler, Sampler) and request.sampler.quote is not None
+            first = not request.generated and request.logprobs is None
+            raw = log_softmax(logits) if request.logprobs is not None or (first and may_draft) else None
             token = int(request.sampler(logits, request.generated))
+            if first and may_draft and raw is not None:
+                others = request.sampler.alternatives(token)  # type: ignore[union-attr]
+                if others:
+                    request.pending = [(t, float(raw[t])) for t in others]
+                    request.logprobs = []
+            if request.logprobs is not None and raw is not None:
+                self._draft(request, token, float(raw[token]))
+                continue
             if token in request.stop_ids:
                 self._finish(request.seq, None)
                 continue
@@ -358,6 +376,31 @@ class Engine:
             request.out.put(token)
             if len(request.generated) >= request.max_new_tokens:
                 self._finish(request.seq, None)
+
+    def _draft(self, request: Request, token: int, logprob: float) -> None:
+        """One token of a draft; at a draft's end, the next draft starts from the prompt (its cache kept), or
+        the best draft is sent and the request ends."""
+        assert request.logprobs is not None
+        if token not in request.stop_ids:
+            request.generated.append(token)
+            request.logprobs.append(logprob)
+        if token not in request.stop_ids and len(request.generated) < request.max_new_tokens:
+            return
+        request.drafts.append(Draft(list(request.generated), list(request.logprobs)))
+        while request.pending:
+            first, first_logprob = request.pending.pop(0)
+            if request.max_new_tokens <= 1:
+                request.drafts.append(Draft([first], [first_logprob]))
+                continue
+            self.api._lib.llama_kv_cache_seq_rm(self.ctx, request.seq, len(request.prompt), -1)
+            request.generated, request.logprobs = [first], [first_logprob]
+            request.sampler.reset()  # type: ignore[union-attr]
+            return
+        best = request.sampler.best(request.drafts)  # type: ignore[union-attr]
+        request.generated = list(best.tokens)
+        for kept in best.tokens:
+            request.out.put(kept)
+        self._finish(request.seq, None)
 
     @staticmethod
     def _put(batch: Any, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
@@ -493,6 +536,7 @@ class EngineProcess:
                     "seed": sampling.seed,
                     "suppress_before": sampling.suppress_before,
                     "sources": list(sampling.sources),
+                    "question": sampling.question,
                 }
             )
         except OSError as exc:
@@ -564,6 +608,7 @@ def _serve(config: dict[str, Any]) -> None:
                 message["seed"],
                 message["suppress_before"],
                 tuple(message.get("sources", ())),
+                message.get("question", ""),
             ),
             message["max_new_tokens"],
             frozenset(message["stop_ids"]),

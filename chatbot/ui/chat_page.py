@@ -66,6 +66,7 @@ def sidebar_choices(ctx: PageContext) -> tuple[str | None, str | None, Generatio
             "repetition_penalty": st.slider("repetition_penalty", 1.0, 2.0, g.repetition_penalty, 0.05),
             "num_beams": st.number_input("num_beams", 1, 8, g.num_beams),
             "extractive": st.checkbox("extractive", g.extractive, help=t("extractive_help")),
+            "drafts": st.number_input("drafts", 1, 8, g.drafts, help=t("drafts_help")),
         }
     try:
         generation = generation_with(g, values)

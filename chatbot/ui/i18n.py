@@ -30,6 +30,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Answers quote the sources word for word (local model).",
         "es": "Las respuestas citan las fuentes palabra por palabra (modelo local).",
     },
+    "drafts_help": {
+        "en": "Answers drafted from the model's best first words; the best supported one is shown (1 = stream "
+        "a single answer as it is written).",
+        "es": "Respuestas redactadas a partir de las mejores primeras palabras del modelo; se muestra la mejor "
+        "respaldada (1 = mostrar una sola respuesta mientras se escribe).",
+    },
     "no_collection": {
         "en": "No collection yet: create one on the Documents page.",
         "es": "Todavía no hay colecciones: cree una en la página Documentos.",

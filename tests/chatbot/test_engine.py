@@ -386,3 +386,42 @@ def test_the_engine_quotes_sources_as_transformers_does(tiny, tiny_gguf):
     assert " ".join(answer.lower().split()) in " ".join(sources[0].lower().split()) + " ".join(
         sources[1].lower().split()
     )
+
+
+def test_the_engine_drafts_and_chooses_as_transformers_does(tiny, tiny_gguf):
+    """With drafts, the engine writes an answer from each of the model's best first tokens that start a quote
+    (the prompt's cache kept, the answer's dropped between drafts) and sends the best one only: the same
+    drafts, scores and choice as the transformers path."""
+    from chatbot.llm import draft_answers, generate_kwargs
+    from finetune.decoding import best_draft, token_bytes
+
+    model, tok = tiny
+    sources = ("The library opens at nine in the morning and closes at eight.", "Museums close on Mondays.")
+    question = "When does the library open?"
+    gen = GenerationSettings(max_new_tokens=8, abstain_bias=0, drafts=3, support_weight=3.0)
+    prompt = tok(PROMPT)["input_ids"]
+
+    def drafting() -> Request:
+        sampling = Sampling(decoding_of(gen), (), sources=sources, question=question)
+        return Request(prompt, sampling, 8, frozenset())
+
+    engine = Engine(tiny_gguf, window=256, slots=2)
+    try:
+        request = drafting()
+        drafted = list(engine.submit(request).tokens())
+        # another request at the same time is not disturbed by a drafting one, nor it by the other
+        busy, plain = drafting(), Request(prompt, _greedy, 12, frozenset())
+        engine.submit(busy), engine.submit(plain)
+        assert list(busy.tokens()) == drafted and list(plain.tokens()) == _transformers_greedy(
+            model, prompt, 12
+        )
+    finally:
+        engine.close()
+    args = generate_kwargs(gen, tok) | {"pad_token_id": 0, "eos_token_id": None}
+    with torch.no_grad():
+        expected = draft_answers(model, tok, {"input_ids": torch.tensor([prompt])}, gen, args, sources)
+    assert len(expected) == 3 and len({d.tokens[0] for d in expected}) == 3
+    assert [d.tokens for d in request.drafts] == [d.tokens for d in expected]
+    for mine, theirs in zip(request.drafts, expected, strict=True):
+        assert np.allclose(mine.logprobs, theirs.logprobs, atol=1e-3)
+    assert drafted == best_draft(expected, token_bytes(tok), question, sources, 3.0).tokens

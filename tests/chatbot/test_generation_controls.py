@@ -164,3 +164,36 @@ def test_a_random_model_with_the_quoting_rule_only_quotes(settings):
     answer = " ".join(quoted.content.split("[")[0].lower().split())
     assert answer and any(answer in s for s in flat), quoted.content
     assert not any(" ".join(free.content.lower().split()) in s for s in flat)  # noise without the rule
+
+
+def test_the_quoting_rule_remembers_the_other_first_tokens_that_start_a_quote():
+    from finetune.decoding import QuoteSources, TokenBytes
+
+    rule = QuoteSources(SOURCES, TokenBytes(PIECES), 2, abstain_ids=[11], keep=3)
+    scores = torch.zeros(1, len(PIECES)) - 10.0
+    for rank, token in enumerate([11, 4, 6, 1, 5, 3]):  # "I", " morning", " [", "Nine", " evening", " the"
+        scores[0, token] = 10.0 - rank
+    rule(torch.tensor([[0, 0]]), scores)
+    # " [" opens no quote; the abstention's first token is never an alternative
+    assert rule.alternatives(4, 2) == [1, 5]
+    assert rule.alternatives(11, 2) == []  # the model chose to decline: nothing to draft
+    assert scores[0, 11] == 10.0  # the processor left the caller's logits as they were (a copy is changed)
+
+
+def test_the_draft_kept_is_the_one_whose_quote_stands_where_the_question_does():
+    from finetune.decoding import Draft, TokenBytes, best_draft, support
+
+    sources = [
+        "Paris hosted the games in 1900. The Eiffel Tower was finished in 1889 for the world fair.",
+        "The tower in Blackpool opened in 1894.",
+    ]
+    question = "When was the Eiffel Tower finished?"
+    assert support(question, sources[0], "1889") > support(question, sources[1], "1894")
+    pieces = TokenBytes([b"", b"1889", b"1894", b" [", b"1", b"2", b"]."])
+    near = Draft([1, 3, 4, 6], [-1.2, -0.1, -0.1, -0.1])  # "1889 [1]." the model is less sure of
+    far = Draft([2, 3, 5, 6], [-0.6, -0.1, -0.1, -0.1])  # "1894 [2]."
+    assert best_draft([far, near], pieces, question, sources, weight=3.0) is near
+    assert best_draft([far, near], pieces, question, sources, weight=0.0) is far  # the model's score alone
+    # a citation of a source that lacks the quote is read as the source that holds it
+    wrong = Draft([1, 3, 5, 6], [-1.2, -0.1, -0.1, -0.1])
+    assert best_draft([far, wrong], pieces, question, sources, weight=3.0) is wrong
