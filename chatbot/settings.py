@@ -71,7 +71,7 @@ class GenerationSettings(BaseModel):
         ge=1,
         le=8,
         description="With extractive and greedy decoding (local backend): answers drafted from the model's "
-        "best different first words, of which the one kept has the best mean token log-probability plus "
+        "best different first words, of which the one kept has the best log-probability plus "
         "support_weight times the share of the question's words found around its quote. 1 = one greedy "
         "answer, streamed as it is written; more hold the answer until all drafts are done. See "
         "docs/model-card.md.",
@@ -81,7 +81,7 @@ class GenerationSettings(BaseModel):
         ge=0.0,
         le=20.0,
         description="Weight of a draft's support (the share of the question's words found around its quote in "
-        "the source it cites) against its mean token log-probability; 0 = the model's own score only.",
+        "the source it cites) against its log-probability; 0 = the model's own score only.",
     )
     num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
 

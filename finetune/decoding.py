@@ -256,18 +256,18 @@ class Draft:
 def draft_score(
     draft: Draft, pieces: TokenBytes, question: str, sources: Sequence[str], weight: float
 ) -> float:
-    """Mean token log-probability plus ``weight`` times the :func:`support` of the quote in the source it
-    cites (the first source holding the quote when the citation is missing or wrong)."""
+    """The draft's log-probability (its tokens' summed: a long quote is not favoured over a short one for
+    the many near-certain tokens inside it) plus ``weight`` times the :func:`support` of the quote in the
+    source it cites (the first source holding the quote when the citation is missing or wrong)."""
     text = b"".join(pieces(t) for t in draft.tokens).decode("utf-8", "replace")
     quote = text.split("[", 1)[0].strip().rstrip(".")
-    mean = sum(draft.logprobs) / max(1, len(draft.logprobs))
     cited = re.search(r"\[(\d+)", text)
     number = int(cited.group(1)) if cited else 0
     holding = [s for s in sources if _flat(quote) and _flat(quote) in _flat(s)]
     source = sources[number - 1] if 1 <= number <= len(sources) else (holding[0] if holding else "")
     if holding and source not in holding:
         source = holding[0]
-    return mean + weight * support(question, source, quote)
+    return sum(draft.logprobs) + weight * support(question, source, quote)
 
 
 def best_draft(
