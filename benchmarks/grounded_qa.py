@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument(
         "--abstain-bias", type=float, nargs="+", default=[None], help="generation.abstain_bias values to try"
     )
+    parser.add_argument(
+        "--drafts", type=int, nargs="+", default=[None], help="generation.drafts values to try"
+    )
     parser.add_argument("--steps", type=int, nargs="+", help="with --checkpoints: only these steps")
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: squad, " + ", ".join(OWN_SETS))
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-grounded")
@@ -81,10 +84,12 @@ def main() -> None:
     versions = list(args.versions)
     if args.checkpoints:
         versions = register_checkpoints(args.checkpoints, args.data_dir, args.steps)
-    for version, bias, engine in [
-        (v, b, e) for v in versions for b in args.abstain_bias for e in args.engines
+    for version, bias, drafts, engine in [
+        (v, b, d, e) for v in versions for b in args.abstain_bias for d in args.drafts for e in args.engines
     ]:
         generation = {} if bias is None else {"abstain_bias": bias}
+        if drafts is not None:
+            generation["drafts"] = drafts
         settings = load_settings(
             data_dir=args.data_dir,
             models={"device": "cpu", "version": version, "engine": engine},
@@ -95,7 +100,7 @@ def main() -> None:
             qa = load_squad(path)
             ensure_collection(service, f"bench-{name}", qa)
             items = spread(qa.subset(args.split).items, args.base_limit if version == "base" else args.limit)
-            with tqdm(total=len(items), desc=f"{version} {bias} {engine} {name}", unit="q") as bar:
+            with tqdm(total=len(items), desc=f"{version} {bias} {drafts} {engine} {name}", unit="q") as bar:
                 report = evaluate_rag(
                     service,
                     f"bench-{name}",
@@ -111,6 +116,7 @@ def main() -> None:
                 note=note,
                 split=args.split,
                 abstain_bias=settings.generation.abstain_bias,
+                drafts=settings.generation.drafts,
                 engine=type(service.llm).__name__,
             )
             results.append(report)
@@ -163,14 +169,15 @@ def service_versions(settings) -> list:
 
 
 def table(results: list[dict]) -> str:
-    head = "| version | engine | bias | set | questions | " + " | ".join(c for _, c in COLUMNS) + " |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 5)]
+    head = (
+        "| version | engine | bias | drafts | set | questions | " + " | ".join(c for _, c in COLUMNS) + " |"
+    )
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 6)]
     for r in results:
         cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "-")) for k, _ in COLUMNS]
         rows.append(
-            f"| {r['version']} | {r.get('engine', '-')} | {r.get('abstain_bias', 0)} | {r['set']} | {r['questions']} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {r['version']} | {r.get('engine', '-')} | {r.get('abstain_bias', 0)} | {r.get('drafts', 1)} | "
+            f"{r['set']} | {r['questions']} | " + " | ".join(cells) + " |"
         )
     return "\n".join(rows)
 
