@@ -108,18 +108,27 @@ def draft_answers(
     """The drafts of an answer as :mod:`finetune.llamacpp`'s engine writes them: a greedy answer under the
     quoting rule, then one from each other first token that starts a quote (only the first when the model
     declines); :func:`finetune.decoding.best_draft` chooses among them."""
+    import copy
+
     import torch
 
     length = int(inputs["input_ids"].shape[1])
     abstain, pieces = abstention_starts(tok), token_bytes(tok)
     eos = tok.eos_token_id
     stops = set(eos if isinstance(eos, list) else [eos])
+    # the prompt is read once: each draft starts from a copy of its cache (all but the last prompt token, which
+    # generate must be given to compute the first answer token's logits)
+    cache = None
+    if length > 1:
+        with torch.no_grad():
+            cache = model(input_ids=inputs["input_ids"][:, :-1], use_cache=True).past_key_values
 
     def draft(ids: Any) -> tuple[Any, list[int], list[float], Any]:
         processors = answer_processors(gen, length, abstain, sources, pieces)
         out = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
+            past_key_values=copy.deepcopy(cache) if cache is not None else None,
             **{
                 **args,
                 "max_new_tokens": gen.max_new_tokens - (ids.shape[1] - length),
