@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from common import machine
-from grounded_qa import OWN_SETS
+from grounded_qa import OWN_SETS, question_sets
 from tqdm import tqdm
 
 from chatbot.chain import relevance
@@ -45,10 +45,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("drafts-grid.json"))
     args = parser.parse_args()
 
-    sets = {"squad": args.squad} if args.squad else {}
-    sets.update(OWN_SETS)
-    if args.sets:
-        sets = {k: v for k, v in sets.items() if k in args.sets}
+    sets = question_sets(args.squad, args.sets)
     settings = load_settings(
         data_dir=args.data_dir,
         models={"device": "cpu", "engine": "transformers"},

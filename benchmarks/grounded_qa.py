@@ -76,10 +76,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("grounded.json"))
     args = parser.parse_args()
 
-    sets = {"squad": args.squad} if args.squad else {}
-    sets.update(OWN_SETS)
-    if args.sets:
-        sets = {k: v for k, v in sets.items() if k in args.sets}
+    sets = question_sets(args.squad, args.sets)
     results = []
     versions = list(args.versions)
     if args.checkpoints:
@@ -122,6 +119,12 @@ def main() -> None:
             results.append(report)
             args.out.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
     print(table(results))
+
+
+def question_sets(squad: Path | None, only: list[str] | None) -> dict[str, Path]:
+    """name -> SQuAD-format file: squad-es when given, then the project's own sets; ``only`` those named."""
+    sets = ({"squad": squad} if squad else {}) | OWN_SETS
+    return {k: v for k, v in sets.items() if not only or k in only}
 
 
 def register_checkpoints(folder: Path, data_dir: Path, only: list[int] | None = None) -> list[str]:
