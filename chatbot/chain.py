@@ -5,7 +5,7 @@
       → hits    : search(query); none when even the best hit is below the relevance threshold
       → prompt  : system prompt + history + numbered sources + question, fitted to the context window
       → answer  : the LLM's streamed answer with invalid citation markers removed (and a quoted path's
-                  case as its source has it),
+                  first letter as its source has it),
                   or an abstention in the question's language when nothing relevant was found
 
 ``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
@@ -66,30 +66,21 @@ _CODE = re.compile(r"[/\\_=`]|\.\w")  # a path, a file name, an identifier, code
 
 
 def source_case(text: str, sources: Sequence[str]) -> str:
-    """``text`` with its first letter in the case the sources give it when the answer quotes a path, a file
-    name or code (``Var/conversations.sqlite [1].`` → ``var/conversations.sqlite [1].``): answers start with
-    a capital letter, which breaks a path or a command quoted from a source."""
+    """``text`` with its first letter in the case the sources give it when the answer starts with a path, a
+    file name or code quoted from a source (``Var/conversations.sqlite [1].`` → ``var/conversations.sqlite
+    [1].``): answers start with a capital letter, which breaks a path or a command."""
     lead = len(text) - len(text.lstrip())
-    quote = text[lead:].split("[", 1)[0].rstrip().rstrip(".,;:!?")
-    if not quote[:1].isupper() or any(quote in source for source in sources):
+    word = text[lead:].split(maxsplit=1)[0].rstrip(".,;:!?)]") if text.strip() else ""
+    if not word[:1].isupper() or any(word in source for source in sources):
         return text
-    lower = quote[:1].lower() + quote[1:]
-    word = lower.split(maxsplit=1)[0]
-    for source in sources:
-        at = source.find(lower)
-        while at >= 0:
-            if _CODE.search(word) or source[at - 1 : at] == "`":
-                return text[:lead] + lower[:1] + text[lead + 1 :]
-            at = source.find(lower, at + 1)
+    lower = word[:1].lower() + word[1:]
+    if any(_CODE.search(lower) or f"`{lower}" in source for source in sources if lower in source):
+        return text[:lead] + lower[:1] + text[lead + 1 :]
     return text
 
 
-_HOLD = 200  # longest answer start held back for source_case
-
-
 def _source_case(sources: Sequence[str]) -> RunnableGenerator:
-    """Streaming :func:`source_case`: the answer is held back until its first citation (``[``), line end or
-    ``_HOLD`` characters, as the quote it starts with is complete by then."""
+    """Streaming :func:`source_case`: the answer's first word is held back until it is complete."""
 
     def transform(pieces: Iterator[str]) -> Iterator[str]:
         held, done = "", False
@@ -98,7 +89,7 @@ def _source_case(sources: Sequence[str]) -> RunnableGenerator:
                 yield piece
                 continue
             held += piece
-            if "[" in held or "\n" in held.lstrip() or len(held) >= _HOLD:
+            if re.search(r"\S\s", held):
                 yield source_case(held, sources)
                 done = True
         if held and not done:

@@ -24,6 +24,7 @@ from chatbot.chat_model import ChatBackend
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
 from finetune.decoding import (
+    DRAFT_TOKENS,
     Decoding,
     Draft,
     TokenBytes,
@@ -107,7 +108,8 @@ def draft_answers(
 ) -> list[Draft]:
     """The drafts of an answer as :mod:`finetune.llamacpp`'s engine writes them: a greedy answer under the
     quoting rule, then one from each other first token that starts a quote (only the first when the model
-    declines); :func:`finetune.decoding.best_draft` chooses among them."""
+    declines); :func:`finetune.decoding.best_draft` chooses among them. A first draft still going after
+    ``DRAFT_TOKENS`` is returned alone, unfinished (the caller streams the rest); a later one is dropped."""
     import copy
 
     import torch
@@ -123,17 +125,15 @@ def draft_answers(
         with torch.no_grad():
             cache = model(input_ids=inputs["input_ids"][:, :-1], use_cache=True).past_key_values
 
-    def draft(ids: Any) -> tuple[Any, list[int], list[float], Any]:
+    budget = min(gen.max_new_tokens, DRAFT_TOKENS)
+
+    def draft(ids: Any) -> tuple[Any, list[int], list[float], Any, bool]:
         processors = answer_processors(gen, length, abstain, sources, pieces)
         out = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
-            past_key_values=copy.deepcopy(cache) if cache is not None else None,
-            **{
-                **args,
-                "max_new_tokens": gen.max_new_tokens - (ids.shape[1] - length),
-                "logits_processor": processors,
-            },
+            cache=copy.deepcopy(cache) if cache is not None else None,
+            **{**args, "max_new_tokens": budget - (ids.shape[1] - length), "logits_processor": processors},
             return_dict_in_generate=True,
             output_logits=True,
         )
@@ -143,22 +143,22 @@ def draft_answers(
                 break
             tokens.append(token)
             logprobs.append(float(torch.log_softmax(step[0].float(), -1)[token]))
-        return processors, tokens, logprobs, out.logits[0][0]
+        longer = len(tokens) + ids.shape[1] - length >= DRAFT_TOKENS and gen.max_new_tokens > DRAFT_TOKENS
+        return processors, tokens, logprobs, out.logits[0][0], longer
 
-    processors, tokens, logprobs, first_logits = draft(inputs["input_ids"])
+    processors, tokens, logprobs, first_logits, longer = draft(inputs["input_ids"])
     quote = quote_rule(processors)
-    drafts = [Draft(tokens, logprobs)]
-    if quote is None or not tokens:
+    drafts = [Draft(tokens, logprobs, finished=not longer)]
+    if quote is None or not tokens or longer:
         return drafts
     first = torch.log_softmax(first_logits.float(), -1)
     for token in quote.alternatives(tokens[0], gen.drafts - 1):
         start = torch.tensor([[token]], device=inputs["input_ids"].device)
-        _, more, more_logprobs, _ = (
-            draft(torch.cat([inputs["input_ids"], start], dim=1))
-            if gen.max_new_tokens > 1
-            else (0, [], [], 0)
-        )
-        drafts.append(Draft([token, *more], [float(first[token]), *more_logprobs]))
+        more, more_logprobs, longer = [], [], False
+        if budget > 1:
+            _, more, more_logprobs, _, longer = draft(torch.cat([inputs["input_ids"], start], dim=1))
+        if not longer:
+            drafts.append(Draft([token, *more], [float(first[token]), *more_logprobs]))
     return drafts
 
 
@@ -200,6 +200,7 @@ class LocalChatModel(ChatBackend):
         generation: GenerationSettings | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         gen = generation or self.generation
@@ -223,11 +224,20 @@ class LocalChatModel(ChatBackend):
                 return
             if drafting(gen, sources, stop):  # the drafts are compared at the end: nothing to stream before
                 drafts = draft_answers(model, tok, inputs, gen, args, sources)
-                best = best_draft(
-                    drafts, token_bytes(tok), kwargs.get("question") or "", sources, gen.support_weight
+                if drafts[0].finished:
+                    best = best_draft(
+                        drafts, token_bytes(tok), kwargs.get("question") or "", sources, gen.support_weight
+                    )
+                    yield self._chunk(tok.decode(best.tokens, skip_special_tokens=True), run_manager)
+                    return
+                # a long answer: what the first draft wrote is sent, and the rest streamed as it is written
+                written = drafts[0].tokens
+                yield self._chunk(tok.decode(written, skip_special_tokens=True), run_manager)
+                ids = torch.cat(
+                    [inputs["input_ids"], torch.tensor([written], device=inputs["input_ids"].device)], 1
                 )
-                yield self._chunk(tok.decode(best.tokens, skip_special_tokens=True), run_manager)
-                return
+                inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+                args["max_new_tokens"] = gen.max_new_tokens - len(written)
             if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
                 out = model.generate(**inputs, **args)
                 text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -245,12 +245,18 @@ def support(question: str, source: str, quote: str) -> float:
     return len(asked & _stems(around)) / len(asked)
 
 
+# Drafting is for short answers: a first (greedy) draft still going after this many tokens is streamed as the
+# answer, with no other drafts; another draft that reaches it is dropped.
+DRAFT_TOKENS = 48
+
+
 @dataclass
 class Draft:
     """One drafted answer: its tokens and the model's log-probability of each."""
 
     tokens: list[int]
     logprobs: list[float]
+    finished: bool = True  # False: a first draft cut at DRAFT_TOKENS, to be continued as the answer
 
 
 def draft_score(

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.decoding import Decoding, Draft, Sampler, TokenBytes, log_softmax
+from finetune.decoding import DRAFT_TOKENS, Decoding, Draft, Sampler, TokenBytes, log_softmax
 
 log = logging.getLogger(__name__)
 
@@ -381,12 +381,20 @@ class Engine:
         """One token of a draft; at a draft's end, the next draft starts from the prompt (its cache kept), or
         the best draft is sent and the request ends."""
         assert request.logprobs is not None
-        if token not in request.stop_ids:
+        ended = token in request.stop_ids
+        if not ended:
             request.generated.append(token)
             request.logprobs.append(logprob)
-        if token not in request.stop_ids and len(request.generated) < request.max_new_tokens:
+        if not ended and len(request.generated) < min(request.max_new_tokens, DRAFT_TOKENS):
             return
-        request.drafts.append(Draft(list(request.generated), list(request.logprobs)))
+        if ended or len(request.generated) >= request.max_new_tokens:
+            request.drafts.append(Draft(list(request.generated), list(request.logprobs)))
+        elif not request.drafts:  # a long answer: no drafts; what is written so far is sent, the rest streams
+            request.logprobs, request.pending = None, []
+            for sent in request.generated:
+                request.out.put(sent)
+            return
+        # (another draft that grows this long is dropped)
         while request.pending:
             first, first_logprob = request.pending.pop(0)
             if request.max_new_tokens <= 1:

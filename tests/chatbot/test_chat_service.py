@@ -66,7 +66,7 @@ def test_a_quoted_path_keeps_the_sources_spelling(indexed):
         ("Var/conversations.sqlite [1].", "var/conversations.sqlite [1]."),
         ("Chatbot collections delete NAME [2].", "chatbot collections delete NAME [2]."),  # in backticks
         ("Settings.yaml.", "settings.yaml."),
-        ("Chatbot is a word here [1].", "Chatbot is a word here [1]."),  # not code where it stands
+        ("Museums close [1].", "Museums close [1]."),  # a plain word
         ("Los Denver Broncos [2].", "Los Denver Broncos [2]."),
         ("Var/other.sqlite [1].", "Var/other.sqlite [1]."),  # no source spells it
         ("", ""),
@@ -75,7 +75,7 @@ def test_a_quoted_path_keeps_the_sources_spelling(indexed):
 def test_source_case(text, expected):
     sources = [
         "Conversations are in `var/conversations.sqlite`. Edit settings.yaml to change it.",
-        "Run `chatbot collections delete NAME`. los Denver Broncos. The chatbot is a word here.",
+        "Run `chatbot collections delete NAME`. los Denver Broncos. The museums close at six.",
     ]
     assert source_case(text, sources) == expected
 

@@ -425,3 +425,41 @@ def test_the_engine_drafts_and_chooses_as_transformers_does(tiny, tiny_gguf):
     for mine, theirs in zip(request.drafts, expected, strict=True):
         assert np.allclose(mine.logprobs, theirs.logprobs, atol=1e-3)
     assert drafted == best_draft(expected, token_bytes(tok), question, sources, 3.0).tokens
+
+
+def test_a_long_answer_is_streamed_without_drafts(tiny, tiny_gguf):
+    """Drafts are for short answers: a first draft still going after DRAFT_TOKENS is sent as it is and the
+    rest streamed, on both engines, the same tokens as one greedy answer under the quoting rule."""
+    from chatbot.llm import LocalChatModel
+    from finetune.decoding import DRAFT_TOKENS
+    from finetune.models import Generator
+
+    model, tok = tiny
+    prompt = tok(PROMPT)["input_ids"]
+    n = DRAFT_TOKENS + 12
+    # a source that holds the model's own greedy continuation: quoting it lets the answer run past the limit
+    source = tok.decode(_transformers_greedy(model, prompt, n + 20))
+    one = GenerationSettings(max_new_tokens=n, abstain_bias=0, drafts=1, no_repeat_ngram_size=0)
+    three = one.model_copy(update={"drafts": 3})
+    engine = Engine(tiny_gguf, window=256, slots=1)
+    try:
+        answers = {}
+        for gen in (one, three):
+            request = Request(
+                prompt, Sampling(decoding_of(gen), (), sources=(source,), question="q"), n, frozenset()
+            )
+            answers[gen.drafts] = list(engine.submit(request).tokens())
+            assert request.drafts == []  # no draft was kept for choosing
+    finally:
+        engine.close()
+    assert answers[3] == answers[1] and len(answers[1]) > DRAFT_TOKENS
+    local = LocalChatModel(generator=Generator(model, tok, torch.device("cpu"), "tiny"), generation=three)
+    text = "".join(
+        c.content
+        for c in local.stream([HumanMessage(PROMPT)], generation=three, sources=[source], question="q")
+    )
+    streamed = "".join(
+        c.content
+        for c in local.stream([HumanMessage(PROMPT)], generation=one, sources=[source], question="q")
+    )
+    assert text == streamed and len(tok(text, add_special_tokens=False)["input_ids"]) > DRAFT_TOKENS
