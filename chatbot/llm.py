@@ -73,7 +73,7 @@ def answer_processors(
 ) -> list[Any]:
     """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
     abstention sentences' first tokens, for ``abstain_bias``). They take torch tensors or numpy arrays alike:
-    the llama.cpp engine's sampler (:func:`finetune.decoding.sampler`) runs the very same ones."""
+    the llama.cpp engine's sampler (:class:`finetune.decoding.Sampler`) runs the very same ones."""
     from transformers import LogitsProcessorList
 
     return LogitsProcessorList(

@@ -1,5 +1,5 @@
 """How an answer's tokens are chosen, shared by both engines: the answer-only logits processors (run by
-``model.generate`` on torch tensors in the transformers path) and :func:`sampler`, which runs the same
+``model.generate`` on torch tensors in the transformers path) and :class:`Sampler`, which runs the same
 processors on numpy arrays for the llama.cpp engine, in its own process (``finetune.llamacpp``).
 """
 
@@ -270,7 +270,7 @@ def draft_score(
     cited = re.search(r"\[(\d+)", text)
     number = int(cited.group(1)) if cited else 0
     holding = [s for s in sources if _flat(quote) and _flat(quote) in _flat(s)]
-    source = sources[number - 1] if 1 <= number <= len(sources) else (holding[0] if holding else "")
+    source = sources[number - 1] if 1 <= number <= len(sources) else ""
     if holding and source not in holding:
         source = holding[0]
     return sum(draft.logprobs) + weight * support(question, source, quote)
@@ -363,9 +363,6 @@ class Sampler:
             probs[order[before >= decoding.top_p]] = 0.0  # keeps the smallest set that reaches top_p
             probs /= probs.sum()
         return int(self.rng.choice(probs.size, p=probs))
-
-
-sampler = Sampler
 
 
 class TokenBytes:

@@ -104,7 +104,7 @@ _LOG_CALLBACK = type(_forward_log)
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to choose tokens, as data (what crosses to the engine's process): see :func:`finetune.decoding.sampler`."""
+    """How to choose tokens, as data (what crosses to the engine's process): see :class:`finetune.decoding.Sampler`."""
 
     decoding: Decoding
     abstain_ids: tuple[int, ...] = ()
