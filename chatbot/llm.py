@@ -123,7 +123,7 @@ def draft_answers(
     cache = None
     if length > 1:
         with torch.no_grad():
-            cache = model(input_ids=inputs["input_ids"][:, :-1], use_cache=True).past_key_values
+            cache = model(input_ids=inputs["input_ids"][:, :-1], use_cache=True).cache
 
     budget = min(gen.max_new_tokens, DRAFT_TOKENS)
 
