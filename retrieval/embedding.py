@@ -53,17 +53,27 @@ def torch_device(preference: str) -> str | None:
     return None if preference == "auto" else preference
 
 
+_loaded: dict[tuple[str, str | None], SentenceTransformer] = {}
+_loading = threading.Lock()
+
+
 def load_embedder(settings: Host) -> SentenceTransformer:
-    """Load the configured sentence-transformers embedding model onto the configured device."""
+    """The configured sentence-transformers embedding model on the configured device, loaded once per
+    process: every collection, evaluation and training run of the process shares it (inference never
+    changes it), so a server with many collections holds one copy, not one per collection."""
     from sentence_transformers import SentenceTransformer
 
     source = resolve_embedding(settings.models.embedding)
-    try:
-        return SentenceTransformer(source, device=torch_device(settings.models.device))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise model_not_found(
-            "models.embedding", settings.models.embedding, f"cannot be loaded ({exc})"
-        ) from exc
+    key = (source, torch_device(settings.models.device))
+    with _loading:
+        if key not in _loaded:
+            try:
+                _loaded[key] = SentenceTransformer(source, device=key[1])
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise model_not_found(
+                    "models.embedding", settings.models.embedding, f"cannot be loaded ({exc})"
+                ) from exc
+        return _loaded[key]
 
 
 class Embedder:

@@ -124,3 +124,25 @@ def test_watch_syncs_after_changes(settings, docs):
         watcher.join(10)
     assert any(r.added == ["new.txt"] for r in reports)
     assert col.search("axolotls", k=1, mode="bm25")[0].source == "new.txt"
+
+
+def test_collections_share_one_embedding_model_and_another_setting_loads_its_own(
+    settings, docs, tiny_embedder_dir, tmp_path
+):
+    """A server chatting with many collections holds one copy of the embedding model, not one each."""
+    import shutil
+
+    from retrieval.embedding import load_embedder
+
+    first, second = Collection.open(settings, "one"), Collection.open(settings, "two")
+    first.sync(docs), second.sync(docs)
+    assert first.embedder is not second.embedder
+    assert first.embedder.model is second.embedder.model is load_embedder(settings)
+    assert [h.source for h in first.search("biblioteca", 2)] == [
+        h.source for h in second.search("biblioteca", 2)
+    ]
+    copy = shutil.copytree(tiny_embedder_dir, tmp_path / "other-embedder")
+    other = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"embedding": str(copy)})}
+    )
+    assert load_embedder(other) is not load_embedder(settings)
