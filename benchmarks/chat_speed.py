@@ -77,7 +77,9 @@ def time_stream(pieces, tokens: int) -> tuple[float, float]:
 
 
 def settings_for(engine: str, quantize: str = "none", slots: int | None = None):
-    models = {"device": "cpu", "quantize": quantize, "engine": engine}
+    # every run reads the whole prompt, as the mainline llama.cpp rows do (the same prompt would otherwise
+    # come from the engine's prompt cache; its effect is measured by benchmarks/grounded_qa.py)
+    models = {"device": "cpu", "quantize": quantize, "engine": engine, "engine_prompt_cache": False}
     if slots:
         models["engine_slots"] = slots
     return load_settings(data_dir=Path(tempfile.gettempdir()) / "assistant-bench", models=models)

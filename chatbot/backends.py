@@ -201,6 +201,7 @@ def build_engine_llm(settings: Settings) -> ChatBackend:
         slots=models.engine_slots,
         queue_limit=models.engine_queue,
         threads=models.engine_threads,
+        prompt_cache=models.engine_prompt_cache,
     )
     log.info("llama.cpp serves %s from %s", loaded.name, loaded.path.name)
     return EngineChatModel(

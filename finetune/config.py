@@ -109,6 +109,13 @@ class ModelSettings(BaseModel):
         "embedded model): a question waits while the answers being written hold it all.",
     )
     engine_threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp; 0 = every core.")
+    # measured in docs/benchmarks.md: the system prompt and the instructions are ~100 tokens of every grounded
+    # question's prompt, a conversation's history far more of a follow-up's
+    engine_prompt_cache: bool = Field(
+        True,
+        description="llama.cpp keeps the last prompt's cache, and a new prompt reads only what follows the "
+        "beginning it shares with it (system prompt, instructions, the conversation so far).",
+    )
     max_context_tokens: int | None = Field(
         None, gt=0, description="Context window to budget prompts for; default: the model's own limit."
     )

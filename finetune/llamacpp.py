@@ -73,6 +73,9 @@ def library() -> Any:
                 ctypes.c_int32,
             ]
             lib.llama_kv_cache_seq_rm.restype = ctypes.c_bool
+            # (ctx, source sequence, destination sequence, first position, end position)
+            lib.llama_kv_cache_seq_cp.argtypes = [ctypes.c_void_p, *[ctypes.c_int32] * 4]
+            lib.llama_kv_cache_seq_cp.restype = None
             lib.llama_n_ctx_train.argtypes = [ctypes.c_void_p]
             lib.llama_n_ctx_train.restype = ctypes.c_int32
             for name in ("llama_kv_cache_defrag", "llama_kv_cache_update"):
@@ -172,7 +175,12 @@ class Engine:
 
     The KV cache holds ``pool`` tokens for all requests together. A request (prompt and answer) may be as long
     as ``window`` (default: the model's trained context); it is admitted once a slot is free and the pool
-    has room for its whole length, so a running answer never runs out of cache."""
+    has room for its whole length, so a running answer never runs out of cache.
+
+    With ``prompt_cache``, the cache of the last prompt read is kept in a sequence of its own, and a new prompt
+    starts from the part it shares with it (token for token, from the beginning: the system prompt and the
+    instructions of every grounded question, the whole conversation before a follow-up) instead of reading it
+    again. It gives way when a request needs its room in the pool."""
 
     def __init__(
         self,
@@ -183,10 +191,15 @@ class Engine:
         queue_limit: int = 8,
         threads: int = 0,
         batch: int = 512,
+        prompt_cache: bool = True,
     ) -> None:
         api = library()
         self.api, self.path = api, Path(path)
         self.slots, self.queue_limit, self.batch = slots, queue_limit, batch
+        self.prompt_cache = prompt_cache
+        self._kept_seq = slots  # the sequence that keeps the last prompt's cache (prompt_cache)
+        self._kept: list[int] = []  # that prompt's tokens
+        self.reused = 0  # prompt tokens taken from the kept cache instead of read again
         params = api.llama_model_default_params()
         params.n_gpu_layers = 0
         self.model = api.llama_model_load_from_file(str(path).encode(), params)
@@ -198,7 +211,7 @@ class Engine:
         self.pool = max(pool, self.window)
         cparams.n_ctx = self.pool
         cparams.n_batch = cparams.n_ubatch = batch
-        cparams.n_seq_max = slots
+        cparams.n_seq_max = slots + 1 if prompt_cache else slots
         cparams.flash_attn = False  # faster prompts but slower decoding here, and asserts without AVX-VNNI
         cparams.n_threads = cparams.n_threads_batch = threads or (os.cpu_count() or 1)
         self.ctx = api.llama_init_from_model(self.model, cparams)
@@ -297,15 +310,42 @@ class Engine:
                 self._waiting.popleft().out.put(None)
                 continue
             need = len(request.prompt) + request.max_new_tokens
-            if reserved + need > self.pool:
+            if reserved + len(self._kept) + need > self.pool:
+                if self._kept:  # the kept prompt gives way
+                    self._keep(None)
+                    continue
                 break  # waits for running answers to end (first come, first served)
             self._waiting.popleft()
             reserved += need
             request.seq = free.pop(0)
+            shared = self._shared(request.prompt)
+            if shared:
+                self.api._lib.llama_kv_cache_seq_cp(self.ctx, self._kept_seq, request.seq, 0, shared)
+                request.fed = shared
+                self.reused += shared
             if isinstance(request.sampler, Sampling):
                 pieces = self.token_bytes() if request.sampler.sources else None
                 request.sampler = request.sampler.sampler(request.prompt, request.stop_ids, pieces)
             self._active[request.seq] = request
+
+    def _shared(self, prompt: list[int]) -> int:
+        """Tokens at the start of ``prompt`` whose cache the kept prompt holds (all but the prompt's last
+        token at most: it is read again for its logits)."""
+        n, kept = 0, self._kept
+        limit = min(len(kept), len(prompt) - 1)
+        while n < limit and kept[n] == prompt[n]:
+            n += 1
+        return n
+
+    def _keep(self, request: Request | None) -> None:
+        """Keep ``request``'s prompt cache (just read) in the kept sequence; None: keep nothing."""
+        if request is not None and (not self.prompt_cache or request.prompt == self._kept):
+            return
+        self.api._lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, -1, -1)
+        self._kept = []
+        if request is not None:
+            self.api._lib.llama_kv_cache_seq_cp(self.ctx, request.seq, self._kept_seq, 0, len(request.prompt))
+            self._kept = list(request.prompt)
 
     def _drop_cancelled(self) -> None:
         for seq, request in list(self._active.items()):
@@ -359,6 +399,8 @@ class Engine:
             logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
             may_draft = isinstance(request.sampler, Sampler) and request.sampler.quote is not None
             first = not request.generated and request.logprobs is None
+            if first:
+                self._keep(request)
             raw = log_softmax(logits) if request.logprobs is not None or (first and may_draft) else None
             token = int(request.sampler(logits, request.generated))
             if first and may_draft and raw is not None:

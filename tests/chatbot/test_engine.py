@@ -463,3 +463,42 @@ def test_a_long_answer_is_streamed_without_drafts(tiny, tiny_gguf):
         for c in local.stream([HumanMessage(PROMPT)], generation=one, sources=[source], question="q")
     )
     assert text == streamed and len(tok(text, add_special_tokens=False)["input_ids"]) > DRAFT_TOKENS
+
+
+def test_a_prompt_that_starts_like_the_last_one_reads_only_the_rest(tiny, tiny_gguf):
+    """The prompt cache: what a new prompt shares with the last one is not read again, and the answers are
+    those of prompts read whole (transformers' greedy tokens)."""
+    model, tok = tiny
+    system = tok(PROMPT + " about the library and its opening hours")["input_ids"]
+    first, second = system + [11, 12, 13, 14], system + [21, 22, 23]
+    engine = Engine(tiny_gguf, window=256, slots=1)
+    try:
+        assert _run(engine, first, 12) == _transformers_greedy(model, first, 12) and engine.reused == 0
+        assert _run(engine, second, 12) == _transformers_greedy(model, second, 12)
+        assert engine.reused == len(system)  # only the three new tokens were read
+        assert _run(engine, second, 12) == _transformers_greedy(model, second, 12)
+        assert engine.reused == 2 * len(system) + 2  # the same prompt again: all but its last token
+        # another request running meanwhile keeps its own cache: the kept prompt is a copy
+        busy = engine.submit(Request(first, _greedy, 40, frozenset()))
+        assert _run(engine, second, 12) == _transformers_greedy(model, second, 12)
+        assert list(busy.tokens()) == _transformers_greedy(model, first, 40)
+    finally:
+        engine.close()
+    off = Engine(tiny_gguf, window=256, slots=1, prompt_cache=False)
+    try:
+        assert _run(off, first, 4) == _run(off, first, 4) and off.reused == 0
+    finally:
+        off.close()
+
+
+def test_the_kept_prompt_gives_way_to_a_request_that_needs_the_room(tiny, tiny_gguf):
+    model, _ = tiny
+    engine = Engine(tiny_gguf, window=256, pool=256, slots=1)
+    try:
+        kept = list(range(5, 155))  # 150 tokens kept after this answer
+        assert _run(engine, kept, 10) == _transformers_greedy(model, kept, 10)
+        other = list(range(200, 350))  # shares nothing; 150 + 100 + the 150 kept > 256
+        assert _run(engine, other, 100) == _transformers_greedy(model, other, 100)
+        assert engine.reused == 0
+    finally:
+        engine.close()
