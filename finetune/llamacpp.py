@@ -151,6 +151,7 @@ class Request:
     drafts: list[Draft] = field(default_factory=list)
     pending: list[tuple[int, float]] = field(default_factory=list)  # first tokens still to draft from
     logprobs: list[float] | None = None  # of the current draft's tokens; None when not drafting
+    shared: int = 0  # prompt tokens taken from the engine's kept prompt (prompt cache)
 
     def tokens(self, timeout: float = 600.0):
         """The answer's token ids as they are generated; raises what the engine raised for this request."""
@@ -168,6 +169,10 @@ class Request:
             self.cancelled.set()
             if self.on_cancel is not None:
                 self.on_cancel()
+
+
+# a prompt sharing fewer tokens than this with the kept one is kept whole instead (another system prompt)
+MIN_SHARED = 16
 
 
 class Engine:
@@ -321,7 +326,7 @@ class Engine:
             shared = self._shared(request.prompt)
             if shared:
                 self.api._lib.llama_kv_cache_seq_cp(self.ctx, self._kept_seq, request.seq, 0, shared)
-                request.fed = shared
+                request.fed = request.shared = shared
                 self.reused += shared
             if isinstance(request.sampler, Sampling):
                 pieces = self.token_bytes() if request.sampler.sources else None
@@ -338,14 +343,23 @@ class Engine:
         return n
 
     def _keep(self, request: Request | None) -> None:
-        """Keep ``request``'s prompt cache (just read) in the kept sequence; None: keep nothing."""
-        if request is not None and (not self.prompt_cache or request.prompt == self._kept):
-            return
-        self.api._lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, -1, -1)
-        self._kept = []
-        if request is not None:
-            self.api._lib.llama_kv_cache_seq_cp(self.ctx, request.seq, self._kept_seq, 0, len(request.prompt))
-            self._kept = list(request.prompt)
+        """After ``request``'s prompt was read: keep the beginning it shared with the kept prompt, or, when it
+        shared little, its whole prompt (the next may share more). None: keep nothing.
+
+        Only the shared beginning is kept for long: llama.cpp attends over every cell up to the highest one in
+        use, so a whole prompt kept beside the next one would make that one's every step slower."""
+        lib = self.api._lib
+        if request is None or request.shared < MIN_SHARED:
+            if request is not None and (not self.prompt_cache or request.prompt == self._kept):
+                return
+            lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, -1, -1)
+            self._kept = []
+            if request is not None:
+                lib.llama_kv_cache_seq_cp(self.ctx, request.seq, self._kept_seq, 0, len(request.prompt))
+                self._kept = list(request.prompt)
+        elif request.shared < len(self._kept):
+            lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, request.shared, -1)
+            self._kept = self._kept[: request.shared]
 
     def _drop_cancelled(self) -> None:
         for seq, request in list(self._active.items()):

@@ -476,8 +476,9 @@ def test_a_prompt_that_starts_like_the_last_one_reads_only_the_rest(tiny, tiny_g
         assert _run(engine, first, 12) == _transformers_greedy(model, first, 12) and engine.reused == 0
         assert _run(engine, second, 12) == _transformers_greedy(model, second, 12)
         assert engine.reused == len(system)  # only the three new tokens were read
+        assert engine._kept == system  # only the shared beginning stays kept
         assert _run(engine, second, 12) == _transformers_greedy(model, second, 12)
-        assert engine.reused == 2 * len(system) + 2  # the same prompt again: all but its last token
+        assert engine.reused == 2 * len(system)
         # another request running meanwhile keeps its own cache: the kept prompt is a copy
         busy = engine.submit(Request(first, _greedy, 40, frozenset()))
         assert _run(engine, second, 12) == _transformers_greedy(model, second, 12)
