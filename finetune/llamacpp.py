@@ -182,10 +182,10 @@ class Engine:
     as ``window`` (default: the model's trained context); it is admitted once a slot is free and the pool
     has room for its whole length, so a running answer never runs out of cache.
 
-    With ``prompt_cache``, the cache of the last prompt read is kept in a sequence of its own, and a new prompt
-    starts from the part it shares with it (token for token, from the beginning: the system prompt and the
-    instructions of every grounded question, the whole conversation before a follow-up) instead of reading it
-    again. It gives way when a request needs its room in the pool."""
+    With ``prompt_cache``, the beginning that consecutive prompts share (token for token: the system prompt and
+    the instructions of every grounded question) is kept in a sequence of its own, and a new prompt starts
+    from it instead of reading it again (see :meth:`_keep`). It gives way when a request needs its room in
+    the pool."""
 
     def __init__(
         self,
