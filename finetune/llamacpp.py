@@ -317,7 +317,7 @@ class Engine:
             need = len(request.prompt) + request.max_new_tokens
             if reserved + len(self._kept) + need > self.pool:
                 if self._kept:  # the kept prompt gives way
-                    self._keep(None)
+                    self._drop_kept()
                     continue
                 break  # waits for running answers to end (first come, first served)
             self._waiting.popleft()
@@ -342,24 +342,24 @@ class Engine:
             n += 1
         return n
 
-    def _keep(self, request: Request | None) -> None:
+    def _keep(self, request: Request) -> None:
         """After ``request``'s prompt was read: keep the beginning it shared with the kept prompt, or, when it
-        shared little, its whole prompt (the next may share more). None: keep nothing.
+        shared little, its whole prompt (the next may share more).
 
         Only the shared beginning is kept for long: llama.cpp attends over every cell up to the highest one in
         use, so a whole prompt kept beside the next one would make that one's every step slower."""
-        lib = self.api._lib
-        if request is None or request.shared < MIN_SHARED:
-            if request is not None and (not self.prompt_cache or request.prompt == self._kept):
-                return
-            lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, -1, -1)
-            self._kept = []
-            if request is not None:
-                lib.llama_kv_cache_seq_cp(self.ctx, request.seq, self._kept_seq, 0, len(request.prompt))
-                self._kept = list(request.prompt)
-        elif request.shared < len(self._kept):
-            lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, request.shared, -1)
-            self._kept = self._kept[: request.shared]
+        if request.shared >= MIN_SHARED:
+            if request.shared < len(self._kept):
+                self.api._lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, request.shared, -1)
+                self._kept = self._kept[: request.shared]
+        elif self.prompt_cache and request.prompt != self._kept:
+            self._drop_kept()
+            self.api._lib.llama_kv_cache_seq_cp(self.ctx, request.seq, self._kept_seq, 0, len(request.prompt))
+            self._kept = list(request.prompt)
+
+    def _drop_kept(self) -> None:
+        self.api._lib.llama_kv_cache_seq_rm(self.ctx, self._kept_seq, -1, -1)
+        self._kept = []
 
     def _drop_cancelled(self) -> None:
         for seq, request in list(self._active.items()):
