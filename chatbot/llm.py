@@ -88,14 +88,7 @@ def decoding_of(gen: GenerationSettings) -> Decoding:
 
 def drafting(gen: GenerationSettings, sources: Sequence[str], stop: list[str] | None) -> bool:
     """Whether an answer is drafted several times under the quoting rule (``generation.drafts``)."""
-    return bool(
-        gen.drafts > 1
-        and gen.extractive
-        and sources
-        and gen.temperature <= 0
-        and gen.num_beams == 1
-        and not stop
-    )
+    return bool(decoding_of(gen).drafting and gen.extractive and sources and gen.num_beams == 1 and not stop)
 
 
 def draft_answers(

@@ -27,6 +27,12 @@ class Decoding:
     drafts: int = 1
     support_weight: float = 0.0
 
+    @property
+    def drafting(self) -> bool:
+        """Whether an answer may be drafted several times: ``drafts`` > 1 with greedy decoding (under the quoting
+        rule, which gives the other first tokens)."""
+        return self.drafts > 1 and self.temperature <= 0
+
 
 class AnswerNoRepeatNGram:
     """A logits processor that bans any token completing an n-gram the answer already contains.
@@ -214,7 +220,7 @@ def answer_processor_list(
     if decoding.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(decoding.no_repeat_ngram_size, prompt_length))
     if decoding.extractive and sources and pieces is not None:
-        keep = decoding.drafts if decoding.temperature <= 0 else 1
+        keep = decoding.drafts if decoding.drafting else 1
         processors.append(QuoteSources(sources, pieces, prompt_length, abstain_ids, keep=keep))
     return processors
 
@@ -324,7 +330,7 @@ class Sampler:
 
     def alternatives(self, chosen: int) -> list[int]:
         """Other first tokens to draft answers from, once ``chosen`` was taken at the answer's first position."""
-        if self.quote is None or self.decoding.drafts <= 1 or self.decoding.temperature > 0:
+        if self.quote is None or not self.decoding.drafting:
             return []
         return self.quote.alternatives(chosen, self.decoding.drafts - 1)
 
