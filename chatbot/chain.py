@@ -2,7 +2,8 @@
 
     {question, history, generation}
       → query   : the follow-up condensed into a standalone search query
-      → hits    : search(query); none when even the best hit is below the relevance threshold
+      → hits    : search(query); none when even the best hit is below the relevance threshold, or the
+                  hits hold too few of the query's words (see speaks_of)
       → prompt  : system prompt + history + numbered sources + question, fitted to the context window
       → answer  : the LLM's streamed answer with invalid citation markers removed (and a quoted path's
                   first letter as its source has it),
@@ -24,7 +25,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
 from chatbot.citations import MarkerFilter
-from chatbot.language import detect_language
+from chatbot.language import FUNCTION_WORDS, detect_language
 from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt, defuse
 from chatbot.settings import ChatSettings, GenerationSettings
 from retrieval.types import Hit
@@ -60,6 +61,55 @@ def condense_query(
 def relevance(hit: Hit) -> float:
     """Absolute relevance of a hit: its dense cosine similarity when the search reports one, else its score."""
     return float(hit.metadata.get("dense", hit.score))
+
+
+_TERM = re.compile(r"\w+")
+# Words that say nothing of a question's subject, beyond the function words language.py knows.
+# fmt: off
+_PLAIN = FUNCTION_WORDS | {
+    "about", "after", "also", "been", "before", "being", "between", "could", "does", "each", "from", "have",
+    "into", "many", "more", "most", "much", "only", "other", "over", "should", "some", "such", "than", "that",
+    "their", "them", "then", "there", "these", "they", "this", "those", "very", "what", "when", "where",
+    "which", "while", "whom", "whose", "will", "with", "would", "your",
+    "cada", "como", "cual", "cuál", "cuáles", "cuando", "cuándo", "desde", "donde", "dónde", "durante",
+    "entre", "esta", "estas", "este", "esto", "estos", "está", "están", "fueron", "hace", "hasta", "otra",
+    "otras", "otro", "otros", "para", "pero", "porque", "puede", "pueden", "quien", "quién", "quiénes",
+    "según", "sobre", "también", "tiene", "tienen", "toda", "todas", "todo", "todos",
+}
+# fmt: on
+
+
+def _terms(text: str) -> set[str]:
+    """The content words of ``text``: four letters or more, not a function word, cut to five letters (a crude
+    stem that joins singular and plural and the forms of a verb, in English and Spanish alike)."""
+    return {w[:5] for w in _TERM.findall(text.lower()) if len(w) >= 4 and w not in _PLAIN}
+
+
+def word_coverage(question: str, passages: Sequence[str]) -> float:
+    """Share of ``question``'s content words that ``passages`` contain (1.0 for a question with none): a
+    question about something the collection never mentions ("¿Quién pintó Las Meninas?") finds few of its
+    words, whatever an English embedding model makes of the Spanish."""
+    asked = _terms(question)
+    if not asked:
+        return 1.0
+    return len(asked & set().union(*map(_terms, passages))) / len(asked)
+
+
+def speaks_of(query: str, hits: Sequence[Hit], chat: ChatSettings) -> bool:
+    """Whether ``hits`` are worth answering ``query`` from (see :func:`passes_gate`)."""
+    if not hits:
+        return False
+    best = max(relevance(h) for h in hits)
+    return passes_gate(best, word_coverage(query, [h.text for h in hits]), chat)
+
+
+def passes_gate(best: float, coverage: float, chat: ChatSettings) -> bool:
+    """The relevance gate on its two signals: the best hit is similar enough (``chat.min_relevance``), and the
+    hits hold enough of the question's words (``chat.min_word_coverage``) unless the best one is very similar
+    (``chat.sure_relevance``)."""
+    if best < chat.min_relevance:
+        return False
+    return best >= chat.sure_relevance or coverage >= chat.min_word_coverage
 
 
 _CODE = re.compile(r"[/\\_=`]|\.\w")  # a path, a file name, an identifier, code
@@ -124,11 +174,9 @@ def build_chain(
 
     def retrieve(x: dict[str, Any]) -> list[Hit]:
         found = search(x["query"], chat.top_k)
-        # Fused scores are relative (the best hit is always near 1), so relevance is judged on an absolute
-        # signal: the best hit's cosine similarity to the query.
-        if not found or max(relevance(h) for h in found) < chat.min_relevance:
-            return []
-        return found
+        # Fused scores are relative (the best hit is always near 1), so relevance is judged on absolute
+        # signals: the best hit's cosine similarity to the query, and the query's words in the hits.
+        return found if speaks_of(x["query"], found, chat) else []
 
     def prompt(x: dict[str, Any]) -> Any:
         gen: GenerationSettings = x["generation"]

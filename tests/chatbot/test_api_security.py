@@ -31,7 +31,8 @@ def service(settings, long_llm_dir):
     settings = settings.model_copy(
         update={
             "models": settings.models.model_copy(update={"generator": str(long_llm_dir)}),
-            "chat": settings.chat.model_copy(update={"min_relevance": -1.0}),  # always ask the model
+            # always ask the model
+            "chat": settings.chat.model_copy(update={"min_relevance": -1.0, "min_word_coverage": 0.0}),
         }
     )
     Collection.open(settings, "sample").sync(SAMPLE)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from chatbot.chain import source_case
+from chatbot.chain import source_case, word_coverage
 from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
@@ -98,6 +98,36 @@ def test_abstains_in_the_language_of_the_question(indexed):
     assert es.abstained and "No encuentro" in es.text
 
 
+@pytest.mark.parametrize(
+    "question, passages, expected",
+    [
+        # content words only: "how", "do", "I", "a" say nothing of the subject
+        ("How do I delete a collection?", ["Delete collections with chatbot collections delete."], 1.0),
+        # singular and plural, the forms of a verb, case: one stem
+        ("¿Cómo se borran las colecciones?", ["Para borrar una colección: chatbot collections delete."], 1.0),
+        ("What is the capital of Australia?", ["Delete collections with chatbot collections delete."], 0.0),
+        ("¿Quién pintó Las Meninas en Madrid?", ["Madrid guarda la copia de seguridad."], 1 / 3),
+        ("How?", ["anything"], 1.0),  # no content word: nothing to check
+    ],
+)
+def test_word_coverage(question, passages, expected):
+    assert word_coverage(question, passages) == pytest.approx(expected)
+
+
+def test_questions_whose_words_the_collection_lacks_are_declined_before_the_model(indexed):
+    # the word check alone decides here: every passage passes the similarity floor, none is similar enough to
+    # skip the check
+    chat = indexed.chat.model_copy(update={"min_relevance": -1.0, "sure_relevance": 2.0})
+    service = ChatService(indexed.model_copy(update={"chat": chat}), llm=scripted("Run it [1].", "Nope [1]."))
+    off = service.answer("¿Quién pintó Las Meninas?")
+    assert off.abstained and off.text.startswith("No encuentro") and off.sources == []
+    on = service.answer("How do I delete a collection?")
+    assert not on.abstained and on.text == "Run it [1]." and on.sources
+    # 0 turns the check off: the same question reaches the model
+    lax = indexed.model_copy(update={"chat": chat.model_copy(update={"min_word_coverage": 0.0})})
+    assert ChatService(lax, llm=scripted("Nope [1].")).answer("¿Quién pintó Las Meninas?").text == "Nope [1]."
+
+
 def test_unknown_collection_and_conversation_are_clear_errors(indexed):
     service = ChatService(indexed, llm=scripted("x"))
     with pytest.raises(CollectionNotFound, match="chatbot index nope"):
@@ -144,7 +174,9 @@ def test_answer_timeout_stops_generation_and_frees_the_model(indexed, long_llm_d
             "models": indexed.models.model_copy(
                 update={"generator": str(long_llm_dir), "engine": "transformers"}
             ),
-            "chat": indexed.chat.model_copy(update={"answer_timeout": 1.0, "min_relevance": -1.0}),
+            "chat": indexed.chat.model_copy(
+                update={"answer_timeout": 1.0, "min_relevance": -1.0, "min_word_coverage": 0.0}
+            ),
             "generation": indexed.generation.model_copy(update={"max_new_tokens": 6000}),
         }
     )
