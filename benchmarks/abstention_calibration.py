@@ -32,11 +32,12 @@ from common import emit, machine
 from grounded_qa import OWN_SETS
 from tqdm import tqdm
 
-from chatbot.chain import passes_gate, relevance, word_coverage
+from chatbot.chain import passes_gate, relevance
 from chatbot.evaluation import excluding, load_squad, spread
 from chatbot.recipes import qa_collection
 from chatbot.settings import ChatSettings, load_settings
 from retrieval.types import Hit
+from retrieval.words import word_coverage
 
 OFF_TOPIC = [
     "What is the capital of Australia?",

@@ -25,10 +25,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
 from chatbot.citations import MarkerFilter
-from chatbot.language import FUNCTION_WORDS, detect_language
+from chatbot.language import detect_language
 from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt, defuse
 from chatbot.settings import ChatSettings, GenerationSettings
 from retrieval.types import Hit
+from retrieval.words import word_coverage
 
 Search = Callable[[str, int], list[Hit]]
 CountTokens = Callable[[list[BaseMessage]], int]
@@ -61,38 +62,6 @@ def condense_query(
 def relevance(hit: Hit) -> float:
     """Absolute relevance of a hit: its dense cosine similarity when the search reports one, else its score."""
     return float(hit.metadata.get("dense", hit.score))
-
-
-_TERM = re.compile(r"\w+")
-# Words that say nothing of a question's subject, beyond the function words language.py knows.
-# fmt: off
-_PLAIN = FUNCTION_WORDS | {
-    "about", "after", "also", "been", "before", "being", "between", "could", "does", "each", "from", "have",
-    "into", "many", "more", "most", "much", "only", "other", "over", "should", "some", "such", "than", "that",
-    "their", "them", "then", "there", "these", "they", "this", "those", "very", "what", "when", "where",
-    "which", "while", "whom", "whose", "will", "with", "would", "your",
-    "cada", "como", "cual", "cuál", "cuáles", "cuando", "cuándo", "desde", "donde", "dónde", "durante",
-    "entre", "esta", "estas", "este", "esto", "estos", "está", "están", "fueron", "hace", "hasta", "otra",
-    "otras", "otro", "otros", "para", "pero", "porque", "puede", "pueden", "quien", "quién", "quiénes",
-    "según", "sobre", "también", "tiene", "tienen", "toda", "todas", "todo", "todos",
-}
-# fmt: on
-
-
-def _terms(text: str) -> set[str]:
-    """The content words of ``text``: four letters or more, not a function word, cut to five letters (a crude
-    stem that joins singular and plural and the forms of a verb, in English and Spanish alike)."""
-    return {w[:5] for w in _TERM.findall(text.lower()) if len(w) >= 4 and w not in _PLAIN}
-
-
-def word_coverage(question: str, passages: Sequence[str]) -> float:
-    """Share of ``question``'s content words that ``passages`` contain (1.0 for a question with none): a
-    question about something the collection never mentions ("¿Quién pintó Las Meninas?") finds few of its
-    words, whatever an English embedding model makes of the Spanish."""
-    asked = _terms(question)
-    if not asked:
-        return 1.0
-    return len(asked & set().union(*map(_terms, passages))) / len(asked)
 
 
 def speaks_of(query: str, hits: Sequence[Hit], chat: ChatSettings) -> bool:

@@ -114,8 +114,6 @@ _EN = set(
     ]
 )
 
-FUNCTION_WORDS = frozenset(_ES | _EN)  # words that tell the language, not the subject
-
 
 def detect_language(text: str) -> str:
     """'es' or 'en' (the default when the text gives no evidence either way)."""

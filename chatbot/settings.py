@@ -128,7 +128,7 @@ class ChatSettings(BaseModel):
         "content words, unless the best passage reaches chat.sure_relevance; 0 turns this check off.",
     )
     sure_relevance: float = Field(
-        0.45,
+        0.60,
         description="Cosine similarity at which the best passage is trusted whatever words it shares with "
         "the question (a paraphrase, another inflection).",
     )

@@ -20,6 +20,7 @@ import numpy as np
 
 from retrieval import store, vectors
 from retrieval.types import Hit
+from retrieval.words import FUNCTION_WORDS
 
 if TYPE_CHECKING:
     import faiss
@@ -52,12 +53,16 @@ class View:
 
 def match_expression(query: str, max_words: int = 64) -> str | None:
     """FTS5 query matching any of the first ``max_words`` distinct words of ``query`` (quoted, so no word is
-    read as an operator)."""
-    words: dict[str, None] = {}
+    read as an operator), function words left out (:data:`retrieval.words.FUNCTION_WORDS`) unless the query
+    has nothing else."""
+    seen: dict[str, None] = {}
+    plain: dict[str, None] = {}
     for match in _WORD.finditer(query):
-        words.setdefault(match.group().lower())
-        if len(words) >= max_words:
+        word = match.group().lower()
+        (plain if word in FUNCTION_WORDS else seen).setdefault(word)
+        if len(seen) >= max_words:
             break
+    words = list(seen or plain)[:max_words]
     return " OR ".join(f'"{w}"' for w in words) or None
 
 

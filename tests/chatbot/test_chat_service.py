@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from chatbot.chain import source_case, word_coverage
+from chatbot.chain import source_case
 from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
@@ -96,22 +96,6 @@ def test_abstains_in_the_language_of_the_question(indexed):
     es = service.answer("¿Quién ganó el mundial de 2010?")
     assert en.abstained and "can't find" in en.text and en.sources == []
     assert es.abstained and "No encuentro" in es.text
-
-
-@pytest.mark.parametrize(
-    "question, passages, expected",
-    [
-        # content words only: "how", "do", "I", "a" say nothing of the subject
-        ("How do I delete a collection?", ["Delete collections with chatbot collections delete."], 1.0),
-        # singular and plural, the forms of a verb, case: one stem
-        ("¿Cómo se borran las colecciones?", ["Para borrar una colección: chatbot collections delete."], 1.0),
-        ("What is the capital of Australia?", ["Delete collections with chatbot collections delete."], 0.0),
-        ("¿Quién pintó Las Meninas en Madrid?", ["Madrid guarda la copia de seguridad."], 1 / 3),
-        ("How?", ["anything"], 1.0),  # no content word: nothing to check
-    ],
-)
-def test_word_coverage(question, passages, expected):
-    assert word_coverage(question, passages) == pytest.approx(expected)
 
 
 def test_questions_whose_words_the_collection_lacks_are_declined_before_the_model(indexed):

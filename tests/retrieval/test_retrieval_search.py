@@ -39,9 +39,28 @@ def test_fusion_follows_the_stronger_retriever_and_breaks_its_ties():
 
 
 def test_match_expression_quotes_words_and_ignores_operators():
-    expected = '"qué" OR "hora" OR "abre" OR "or" OR "not" OR "x"'
-    assert match_expression('¿Qué "hora" abre? OR NOT x*') == expected
+    expected = '"hora" OR "abre" OR "near" OR "x"'
+    assert (
+        match_expression('¿Qué "hora" abre? OR NOT NEAR x*') == expected
+    )  # "qué", "or", "not": function words
     assert match_expression("¿?!") is None
+
+
+def test_match_expression_leaves_function_words_out_unless_there_is_nothing_else():
+    assert match_expression("How do I reindex a collection?") == '"reindex" OR "collection"'
+    assert match_expression("¿Dónde está el índice?") == '"índice"'
+    assert match_expression("What is it?") == '"what" OR "is" OR "it"'  # nothing else to search for
+
+
+def test_keyword_search_ranks_by_the_subject_not_by_the_phrasing(settings, tmp_path):
+    folder = tmp_path / "faq"
+    folder.mkdir()
+    (folder / "faq.md").write_text("How do I do it? How do I get there? How do I know?", encoding="utf-8")
+    (folder / "backup.md").write_text("The backup is restored from the nightly copy.", encoding="utf-8")
+    col = Collection.open(settings, "faq")
+    col.sync(folder)
+    hits = col.search("How do I restore a backup?", 2, mode="bm25")
+    assert [h.source for h in hits] == ["backup.md"]  # the FAQ's "How do I" does not count
 
 
 def test_a_huge_query_searches_its_first_words_only(settings, docs):

@@ -1,0 +1,44 @@
+"""Function words, stems and word coverage (the keyword query and the chat's relevance gate)."""
+
+import pytest
+
+from retrieval.words import FUNCTION_WORDS, one_edit, stems, word_coverage
+
+
+@pytest.mark.parametrize(
+    "question, passages, expected",
+    [
+        # content words only: "how", "do", "I", "a" say nothing of the subject
+        ("How do I delete a collection?", ["Delete collections with chatbot collections delete."], 1.0),
+        # singular and plural, the forms of a verb, case: one stem
+        ("¿Cómo se borran las colecciones?", ["Para borrar una colección: chatbot collections delete."], 1.0),
+        ("What is the capital of Australia?", ["Delete collections with chatbot collections delete."], 0.0),
+        ("¿Quién pintó Las Meninas en Madrid?", ["Madrid guarda la copia de seguridad."], 1 / 3),
+        ("How?", ["anything"], 1.0),  # no content word: nothing to check
+        ("¿Dónde escribo la pregnta?", ["Escriba su pregunta en el cuadro."], 1.0),  # a typo: one edit away
+        ("¿Dónde escribo la pergunta?", ["Escriba su pregunta en el cuadro."], 0.5),  # two edits: not found
+    ],
+)
+def test_word_coverage(question, passages, expected):
+    assert word_coverage(question, passages) == pytest.approx(expected)
+
+
+def test_stems_join_the_forms_of_a_word_and_drop_function_words():
+    assert stems("The collections were deleted") == {"colle", "delet"}
+    assert stems("¿Cómo se borran las colecciones?") == {"borra", "colec"}
+    assert {"how", "which", "cómo", "para"} <= FUNCTION_WORDS
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ("pregunta", "pregunta", True),
+        ("pregnta", "pregunta", True),  # a letter dropped
+        ("preguntaa", "pregunta", True),  # one added
+        ("pregunto", "pregunta", True),  # one replaced
+        ("pergunta", "pregunta", False),  # two letters swapped: two edits
+        ("menina", "pregunta", False),
+    ],
+)
+def test_one_edit(a, b, expected):
+    assert one_edit(a, b) is expected and one_edit(b, a) is expected
