@@ -23,7 +23,7 @@ from common import machine
 from grounded_qa import OWN_SETS, question_sets
 from tqdm import tqdm
 
-from chatbot.chain import relevance
+from chatbot.chain import speaks_of
 from chatbot.evaluation import ensure_collection, load_squad, spread, strip_citations, token_f1
 from chatbot.llm import abstention_starts, draft_answers, generate_kwargs
 from chatbot.prompt import defuse
@@ -65,7 +65,7 @@ def main() -> None:
         asked = []
         for item in tqdm(spread(qa.subset(args.split).items, args.limit), desc=name, unit="q"):
             hits = search(item.question, settings.chat.top_k)
-            if not hits or max(relevance(h) for h in hits) < settings.chat.min_relevance:
+            if not speaks_of(item.question, hits, settings.chat):
                 continue  # declined before the model: no drafts to choose among
             messages = [{"role": r, "content": c} for r, c in style.messages(item.question, hits)]
             inputs = tok.apply_chat_template(
