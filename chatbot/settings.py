@@ -124,8 +124,8 @@ class ChatSettings(BaseModel):
         0.34,
         ge=0.0,
         le=1.0,
-        description="It also abstains when the retrieved passages hold less than this share of the question's "
-        "content words, unless the best passage reaches chat.sure_relevance; 0 turns this check off.",
+        description="The assistant also abstains when the retrieved passages hold less than this share of the "
+        "question's content words, unless the best passage reaches chat.sure_relevance; 0 turns this check off.",
     )
     sure_relevance: float = Field(
         0.60,

@@ -55,14 +55,14 @@ def match_expression(query: str, max_words: int = 64) -> str | None:
     """FTS5 query matching any of the first ``max_words`` distinct words of ``query`` (quoted, so no word is
     read as an operator), function words left out (:data:`retrieval.words.FUNCTION_WORDS`) unless the query
     has nothing else."""
-    seen: dict[str, None] = {}
+    content: dict[str, None] = {}
     plain: dict[str, None] = {}
     for match in _WORD.finditer(query):
         word = match.group().lower()
-        (plain if word in FUNCTION_WORDS else seen).setdefault(word)
-        if len(seen) >= max_words:
+        (plain if word in FUNCTION_WORDS else content).setdefault(word)
+        if len(content) >= max_words:
             break
-    words = list(seen or plain)[:max_words]
+    words = list(content or plain)[:max_words]
     return " OR ".join(f'"{w}"' for w in words) or None
 
 
