@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,10 @@ from common import emit, machine
 from grounded_qa import OWN_SETS
 from tqdm import tqdm
 
-from chatbot.chain import passes_gate, relevance
+from chatbot.chain import gate_signals, passes_gate
 from chatbot.evaluation import excluding, load_squad, spread
 from chatbot.recipes import qa_collection
 from chatbot.settings import ChatSettings, load_settings
-from retrieval.types import Hit
-from retrieval.words import word_coverage
 
 OFF_TOPIC = [
     "What is the capital of Australia?",
@@ -59,14 +56,6 @@ GRID = {
     "sure_relevance": [0.45, 0.6, 1.0],
 }
 KINDS = ("present", "absent", "off-domain", "off-topic")
-
-
-def signals(search: Callable[[str, int], list[Hit]], question: str, k: int) -> tuple[float, float]:
-    """(best cosine similarity, word coverage) of the top ``k`` hits for ``question``."""
-    hits = search(question, k)
-    if not hits:
-        return 0.0, 0.0
-    return max(relevance(h) for h in hits), word_coverage(question, [h.text for h in hits])
 
 
 def turned_away(rows: list[tuple[float, float]], chat: ChatSettings) -> float:
@@ -103,11 +92,13 @@ def main() -> None:
             got: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
             other = cols[elsewhere(name)]
             for item in tqdm(items, desc=f"{split} {name}", unit="q"):
-                got["present"].append(signals(cols[name].search, item.question, k))
-                got["absent"].append(signals(excluding(cols[name].search, item.doc), item.question, k))
-                got["off-domain"].append(signals(other.search, item.question, k))
+                got["present"].append(gate_signals(item.question, cols[name].search(item.question, k)))
+                got["absent"].append(
+                    gate_signals(item.question, excluding(cols[name].search, item.doc)(item.question, k))
+                )
+                got["off-domain"].append(gate_signals(item.question, other.search(item.question, k)))
             if name != "squad":
-                got["off-topic"] = [signals(cols[name].search, q, k) for q in OFF_TOPIC]
+                got["off-topic"] = [gate_signals(q, cols[name].search(q, k)) for q in OFF_TOPIC]
             measured[split][name] = got
 
     def row(split: str, chat: ChatSettings) -> dict[str, float]:

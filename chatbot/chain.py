@@ -64,12 +64,17 @@ def relevance(hit: Hit) -> float:
     return float(hit.metadata.get("dense", hit.score))
 
 
+def gate_signals(query: str, hits: Sequence[Hit]) -> tuple[float, float]:
+    """What the relevance gate judges ``hits`` on: the best hit's relevance, and the share of ``query``'s
+    content words the hits hold."""
+    if not hits:
+        return 0.0, 0.0
+    return max(relevance(h) for h in hits), word_coverage(query, [h.text for h in hits])
+
+
 def speaks_of(query: str, hits: Sequence[Hit], chat: ChatSettings) -> bool:
     """Whether ``hits`` are worth answering ``query`` from (see :func:`passes_gate`)."""
-    if not hits:
-        return False
-    best = max(relevance(h) for h in hits)
-    return passes_gate(best, word_coverage(query, [h.text for h in hits]), chat)
+    return bool(hits) and passes_gate(*gate_signals(query, hits), chat)
 
 
 def passes_gate(best: float, coverage: float, chat: ChatSettings) -> bool:

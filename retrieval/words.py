@@ -35,10 +35,10 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if len(w) >= 4 and w not in FUNCTION_WORDS}
 
 
-def stems(text: str) -> set[str]:
-    """The content words of ``text`` cut to five letters (a crude stem that joins singular and plural and the
-    forms of a verb, in English and Spanish alike)."""
-    return {w[:5] for w in content_words(text)}
+def stem(word: str) -> str:
+    """``word`` cut to five letters: a crude stem that joins singular and plural and the forms of a verb, in
+    English and Spanish alike."""
+    return word[:5]
 
 
 def one_edit(a: str, b: str) -> bool:
@@ -55,12 +55,12 @@ def one_edit(a: str, b: str) -> bool:
 
 def word_coverage(question: str, passages: Sequence[str]) -> float:
     """Share of ``question``'s content words that ``passages`` contain (1.0 for a question with none): the
-    same stem (:func:`stems`), or, for a word of five letters or more, a word one typo away."""
-    asked = {w[:5]: w for w in content_words(question)}
+    same stem (:func:`stem`), or, for a word of five letters or more, a word one typo away."""
+    asked = {stem(w): w for w in content_words(question)}
     if not asked:
         return 1.0
     have = set().union(*map(content_words, passages))
-    prefixes = {w[:5] for w in have}
+    prefixes = {stem(w) for w in have}
 
     def found(stem: str, word: str) -> bool:
         return stem in prefixes or (len(word) >= 5 and any(one_edit(word, other) for other in have))
