@@ -12,8 +12,9 @@ For each version and each question set, the held-out articles' questions (odd-nu
 trained on) are asked twice through ``ChatService`` with default settings (hybrid search, top 3 passages,
 greedy, the default decoding controls): once of the whole collection ("present") and once with the
 question's own paragraph removed from every search ("absent", where declining is right). Question sets:
-squad-es (Spanish Wikipedia, if given), and the project's own English and Spanish questions about
-data/sample and docs/ (data/qa/). Prints one markdown table; writes every report to ``--out``.
+squad-es (Spanish Wikipedia, if given), and the project's own English and Spanish questions (data/qa/):
+about data/sample and docs/, about the project's pages (project-en; project-es, on Spanish passages written
+from them) and about an invented organisation's handbooks (org-en, org-es). Prints one markdown table; writes every report to ``--out``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ OWN_SETS = {
     "sample-en": ROOT / "data/qa/sample-en.json",
     "docs-en": ROOT / "data/qa/docs-en.json",
     "sample-es": ROOT / "data/qa/sample-es.json",
+    "project-en": ROOT / "data/qa/project-en.json",
+    "project-es": ROOT / "data/qa/project-es.json",
+    "org-en": ROOT / "data/qa/org-en.json",
+    "org-es": ROOT / "data/qa/org-es.json",
 }
 COLUMNS = [
     ("f1", "F1"),

@@ -249,6 +249,10 @@ class FinetuneSettings(BaseModel):
             Path("data/qa/sample-en.json"),
             Path("data/qa/sample-es.json"),
             Path("data/qa/docs-en.json"),
+            Path("data/qa/project-en.json"),
+            Path("data/qa/project-es.json"),
+            Path("data/qa/org-en.json"),
+            Path("data/qa/org-es.json"),
         ],
         description="SQuAD files whose training-article questions `retrain` replays as grounded-QA examples, "
         "so that new domain text cannot erase the skill of answering from sources (missing files are skipped).",

@@ -46,9 +46,11 @@ class RecipeOptions:
 
 
 def answer_target(answer: str, number: int) -> str:
-    """``Los Denver Broncos [2].``: the reference answer, its source's number, a full stop."""
+    """``Los Denver Broncos [2].``: the reference answer as the passage writes it, its source's number, a full
+    stop. Its case is kept: a quote that starts a command or a path (``make run``, ``var/``) is wrong with a
+    capital."""
     text = answer.strip().rstrip(".")
-    return f"{text[:1].upper()}{text[1:]} [{number}]."
+    return f"{text} [{number}]."
 
 
 def gold_hit(qa: QASet, doc: str, answers: list[str], found: Sequence[Hit]) -> Hit:

@@ -105,6 +105,13 @@ def test_examples_use_the_chain_prompt_and_cite_the_gold_source(settings, tmp_pa
     assert len(positions) > 1  # the gold passage is not always in the same place
 
 
+def test_answer_targets_quote_the_passage_as_written():
+    assert answer_target("Los Denver Broncos.", 2) == "Los Denver Broncos [2]."
+    # no capital put on a command or a path: the quote is exact
+    assert answer_target("make run", 1) == "make run [1]."
+    assert answer_target(" var/conversations.sqlite ", 3) == "var/conversations.sqlite [3]."
+
+
 def test_negative_examples_abstain_in_the_question_language(settings, tmp_path):
     path = squad_file(tmp_path / "qa.json", impossible=True)
     items = grounded_items(
