@@ -4,8 +4,8 @@ what each setting turns away, before the model runs, of answerable and unanswera
     python benchmarks/abstention_calibration.py --squad ../shared/data/squad-es-dev.json [--limit 250] \
         [--data-dir /tmp/assistant-grounded] [--json gate.json]
 
-Question sets: squad-es (if given) and the project's own (data/qa: sample-en, docs-en, sample-es), each asked
-of the collection of its own documents. For every question, the gate's two signals (the best passage's cosine
+Question sets: squad-es (if given) and the project's own (data/qa, as benchmarks/grounded_qa.py lists them),
+each asked of the collection of its own documents. For every question, the gate's two signals (the best passage's cosine
 similarity, and the share of the question's words that the top passages hold) are measured:
 
 - present: asked of its own collection (answerable: turning it away is a wrong abstention);
