@@ -117,6 +117,26 @@ def test_question_phrased_like_another_faq_entry_finds_its_own_answer(service):
 
 
 @pytest.mark.parametrize(
+    "question, command, own_language_docs",
+    [
+        # preguntas-frecuentes.md is held out of training; the Spanish command keeps its Spanish placeholder
+        (
+            "¿Cómo borro una colección?",
+            "chatbot collections delete NOMBRE",
+            {"preguntas-frecuentes.md", "guia-de-usuario.md"},
+        ),
+        ("How do I delete a collection?", "chatbot collections delete NAME", {"faq.md", "user-guide.md"}),
+    ],
+)
+def test_how_to_question_is_answered_with_the_command(service, question, command, own_language_docs):
+    answer = service.answer(question)
+    assert command in answer.text, answer.text
+    cited = set(cited_sources(answer))
+    # cited from the guides in the question's language
+    assert cited and cited <= own_language_docs, answer.text
+
+
+@pytest.mark.parametrize(
     "question, language, absent",
     [
         ("What is the capital of Australia?", "en", "Canberra"),
