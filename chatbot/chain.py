@@ -90,11 +90,17 @@ _CODE = re.compile(r"[/\\_=`]|\.\w")  # a path, a file name, an identifier, code
 
 
 def source_case(text: str, sources: Sequence[str]) -> str:
-    """``text`` with its first letter in the case the sources give it when the answer starts with a path, a
-    file name or code quoted from a source (``Var/conversations.sqlite [1].`` → ``var/conversations.sqlite
-    [1].``): answers start with a capital letter, which breaks a path or a command."""
+    """``text`` with the first letter an answer should have: a capital (``no [1].`` → ``No [1].``: a quote
+    from mid-sentence starts in lower case), except when the answer starts with a path, a file name or code
+    quoted from a source, which keeps the case the source gives it (``Var/conversations.sqlite [1].`` →
+    ``var/conversations.sqlite [1].``; ``make run [1].`` stays, the source writes `` `make run` ``)."""
     lead = len(text) - len(text.lstrip())
     word = text[lead:].split(maxsplit=1)[0].rstrip(".,;:!?)]") if text.strip() else ""
+    if word[:1].islower():
+        # a name written that way (iPhone, reStructuredText), a path or code: left as it is
+        if word[1:] != word[1:].lower() or _CODE.search(word) or any(f"`{word}" in s for s in sources):
+            return text
+        return text[:lead] + word[:1].upper() + text[lead + 1 :]
     if not word[:1].isupper() or any(word in source for source in sources):
         return text
     lower = word[:1].lower() + word[1:]

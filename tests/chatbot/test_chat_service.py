@@ -69,6 +69,14 @@ def test_a_quoted_path_keeps_the_sources_spelling(indexed):
         ("Museums close [1].", "Museums close [1]."),  # a plain word
         ("Los Denver Broncos [2].", "Los Denver Broncos [2]."),
         ("Var/other.sqlite [1].", "Var/other.sqlite [1]."),  # no source spells it
+        # a quote from mid-sentence gets its capital; code, paths and names keep their case
+        ("no [1].", "No [1]."),
+        ("museums close at six [2].", "Museums close at six [2]."),
+        ("chatbot collections delete NAME [2].", "chatbot collections delete NAME [2]."),  # in backticks
+        ("var/conversations.sqlite [1].", "var/conversations.sqlite [1]."),
+        ("`var/conversations.sqlite` [1].", "`var/conversations.sqlite` [1]."),
+        ("reStructuredText and HTML [1].", "reStructuredText and HTML [1]."),
+        ("  plain text [1].", "  Plain text [1]."),
         ("", ""),
     ],
 )
