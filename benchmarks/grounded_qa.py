@@ -14,7 +14,8 @@ greedy, the default decoding controls): once of the whole collection ("present")
 question's own paragraph removed from every search ("absent", where declining is right). Question sets:
 squad-es (Spanish Wikipedia, if given), and the project's own English and Spanish questions (data/qa/):
 about data/sample and docs/, about the project's pages (project-en; project-es, on Spanish passages written
-from them) and about an invented organisation's handbooks (org-en, org-es). Prints one markdown table; writes every report to ``--out``.
+from them) and about an invented organisation's handbooks (org-en, org-es). Prints one markdown table;
+writes every report to ``--out``.
 """
 
 from __future__ import annotations

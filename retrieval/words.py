@@ -62,7 +62,7 @@ def word_coverage(question: str, passages: Sequence[str]) -> float:
     have = set().union(*map(content_words, passages))
     prefixes = {stem(w) for w in have}
 
-    def found(stem: str, word: str) -> bool:
-        return stem in prefixes or (len(word) >= 5 and any(one_edit(word, other) for other in have))
+    def found(cut: str, word: str) -> bool:
+        return cut in prefixes or (len(word) >= 5 and any(one_edit(word, other) for other in have))
 
-    return sum(found(stem, word) for stem, word in asked.items()) / len(asked)
+    return sum(found(cut, word) for cut, word in asked.items()) / len(asked)
