@@ -33,15 +33,8 @@ from chatbot.service import ChatService
 from chatbot.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_SETS = {
-    "sample-en": ROOT / "data/qa/sample-en.json",
-    "docs-en": ROOT / "data/qa/docs-en.json",
-    "sample-es": ROOT / "data/qa/sample-es.json",
-    "project-en": ROOT / "data/qa/project-en.json",
-    "project-es": ROOT / "data/qa/project-es.json",
-    "org-en": ROOT / "data/qa/org-en.json",
-    "org-es": ROOT / "data/qa/org-es.json",
-}
+# the project's own question files, each a set named by its file (data/qa/<name>.json)
+OWN_SETS = {path.stem: path for path in sorted((ROOT / "data/qa").glob("*.json"))}
 COLUMNS = [
     ("f1", "F1"),
     ("exact_match", "EM"),

@@ -253,6 +253,10 @@ class FinetuneSettings(BaseModel):
             Path("data/qa/project-es.json"),
             Path("data/qa/org-en.json"),
             Path("data/qa/org-es.json"),
+            Path("data/qa/wiki-en.json"),
+            Path("data/qa/wiki-es.json"),
+            Path("data/qa/manual-en.json"),
+            Path("data/qa/manual-es.json"),
         ],
         description="SQuAD files whose training-article questions `retrain` replays as grounded-QA examples, "
         "so that new domain text cannot erase the skill of answering from sources (missing files are skipped).",
