@@ -12,9 +12,8 @@ For each version and each question set, the held-out articles' questions (odd-nu
 trained on) are asked twice through ``ChatService`` with default settings (hybrid search, top 3 passages,
 greedy, the default decoding controls): once of the whole collection ("present") and once with the
 question's own paragraph removed from every search ("absent", where declining is right). Question sets:
-squad-es (Spanish Wikipedia, if given), and the project's own English and Spanish questions (data/qa/):
-about data/sample and docs/, about the project's pages (project-en; project-es, on Spanish passages written
-from them) and about an invented organisation's handbooks (org-en, org-es). Prints one markdown table;
+squad-es (Spanish Wikipedia, if given), and the project's own English and Spanish questions: every
+``data/qa/<name>.json`` file, a set named by its file (``--sets`` picks some). Prints one markdown table;
 writes every report to ``--out``.
 """
 
