@@ -14,16 +14,18 @@ from collections.abc import Sequence
 FUNCTION_WORDS = frozenset({
     "a", "about", "after", "also", "an", "and", "are", "be", "been", "before", "being", "between", "but",
     "can", "could", "do", "does", "each", "for", "from", "has", "have", "how", "i", "in", "into", "is", "it",
-    "its", "many", "more", "most", "much", "my", "not", "of", "only", "or", "other", "over", "should", "some",
-    "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "to",
-    "very", "was", "were", "what", "when", "where", "which", "while", "who", "whom", "whose", "why", "will",
-    "with", "without", "would", "you", "your",
-    "al", "cada", "como", "con", "cual", "cuando", "cuál", "cuáles", "cuándo", "cómo", "de", "del", "desde",
-    "donde", "durante", "dónde", "el", "en", "entre", "es", "esa", "ese", "esta", "estas", "este", "esto",
-    "estos", "está", "están", "fueron", "hace", "hacer", "hasta", "hay", "la", "las", "lo", "los", "mi", "mis",
-    "muy", "más", "o", "otra", "otras", "otro", "otros", "para", "pero", "por", "porque", "puede", "pueden",
-    "puedo", "que", "quien", "quién", "quiénes", "qué", "se", "según", "sin", "sobre", "son", "su", "sus",
-    "también", "tiene", "tienen", "toda", "todas", "todo", "todos", "tu", "un", "una", "usted", "y", "yo",
+    "its", "many", "might", "more", "most", "much", "must", "my", "not", "of", "only", "or", "other", "over",
+    "shall", "should", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these",
+    "they", "this", "those", "to", "very", "was", "were", "what", "when", "where", "which", "while", "who",
+    "whom", "whose", "why", "will", "with", "without", "would", "you", "your",
+    "al", "cada", "como", "con", "cual", "cuales", "cuando", "cuanta", "cuantas", "cuanto", "cuantos", "cuál",
+    "cuáles", "cuándo", "cuánta", "cuántas", "cuánto", "cuántos", "cómo", "de", "debe", "deben", "debo",
+    "del", "desde", "donde", "durante", "dónde", "el", "en", "entre", "es", "esa", "ese", "esta", "estas",
+    "este", "esto", "estos", "está", "están", "fueron", "hace", "hacer", "hago", "hasta", "hay", "la", "las",
+    "lo", "los", "mi", "mis", "muy", "más", "o", "otra", "otras", "otro", "otros", "para", "pero", "por",
+    "porque", "puede", "pueden", "puedo", "que", "quien", "quienes", "quién", "quiénes", "qué", "se", "según",
+    "sin", "sobre", "son", "su", "sus", "también", "tengo", "tiene", "tienen", "toda", "todas", "todo",
+    "todos", "tu", "un", "una", "usted", "y", "yo",
 })
 # fmt: on
 
@@ -31,8 +33,24 @@ _WORD = re.compile(r"\w+")
 
 
 def content_words(text: str) -> set[str]:
-    """The words of ``text`` that can say what it is about: four letters or more, not a function word."""
-    return {w for w in _WORD.findall(text.lower()) if len(w) >= 4 and w not in FUNCTION_WORDS}
+    """The words of ``text`` that can say what it is about, lower-cased: four letters or more and not a
+    function word, and the short names that say it as well (:func:`short_names`)."""
+    long = {w for w in _WORD.findall(text.lower()) if len(w) >= 4 and w not in FUNCTION_WORDS}
+    return long | short_names(text)
+
+
+def short_names(text: str) -> set[str]:
+    """The words of two or three characters that name something, lower-cased: an acronym written in
+    capitals ("GPU", "PDF", "CLI") or a number or code with a digit ("50", "v2", the "540" of "MX-540").
+    Dropped by length, they would leave "¿Hace falta una GPU?" with "falta" as its only word."""
+    shouted = text.isupper()  # a text all in capitals marks no word out
+    return {
+        w.lower()
+        for w in _WORD.findall(text)
+        if 2 <= len(w) <= 3
+        and ((w.isupper() and not shouted) or any(c.isdigit() for c in w))
+        and w.lower() not in FUNCTION_WORDS
+    }
 
 
 def stem(word: str) -> str:
@@ -55,14 +73,22 @@ def one_edit(a: str, b: str) -> bool:
 
 def word_coverage(question: str, passages: Sequence[str]) -> float:
     """Share of ``question``'s content words that ``passages`` contain (1.0 for a question with none): the
-    same stem (:func:`stem`), or, for a word of five letters or more, a word one typo away."""
+    same stem (:func:`stem`), or, for a word of five letters or more, a word one typo away. A short name
+    (:func:`short_names`) and a number must be found as they are, in any case ("gpu" finds "GPU"; "541" does
+    not find "540")."""
     asked = {stem(w): w for w in content_words(question)}
     if not asked:
         return 1.0
     have = set().union(*map(content_words, passages))
     prefixes = {stem(w) for w in have}
+    short = {w for p in passages for w in _WORD.findall(p.lower()) if 2 <= len(w) <= 3}
 
     def found(cut: str, word: str) -> bool:
-        return cut in prefixes or (len(word) >= 5 and any(one_edit(word, other) for other in have))
+        if len(word) <= 3:
+            return word in short
+        if cut in prefixes:
+            return True
+        typo_ok = len(word) >= 5 and not any(c.isdigit() for c in word)
+        return typo_ok and any(one_edit(word, other) for other in have)
 
     return sum(found(cut, word) for cut, word in asked.items()) / len(asked)

@@ -17,6 +17,16 @@ from retrieval.words import FUNCTION_WORDS, content_words, one_edit, stem, word_
         ("How?", ["anything"], 1.0),  # no content word: nothing to check
         ("¿Dónde escribo la pregnta?", ["Escriba su pregunta en el cuadro."], 1.0),  # a typo: one edit away
         ("¿Dónde escribo la pergunta?", ["Escriba su pregunta en el cuadro."], 0.5),  # two edits: not found
+        # a short name counts: an acronym in capitals, a number or code with a digit, found in any case
+        ("¿Hace falta una GPU?", ["No hace falta una gpu: basta la CPU."], 1.0),
+        ("¿Hace falta una GPU?", ["No hace falta nada más."], 0.5),
+        ("How heavy is the MX-540?", ["The MX-540 weighs 14.2 kg."], 2 / 3),
+        # question words say nothing of the subject, in Spanish as in English ("many", "must")
+        ("¿Cuántos libros reunía su biblioteca?", ["Su biblioteca reunía unos 4.000 libros."], 1.0),
+        ("How many books must a member return?", ["A member returns the books by Friday."], 1.0),
+        # a number is found as it is: no typo tolerance, no stem
+        ("How heavy is the MX-541?", ["The MX-540 weighs 14.2 kg."], 1 / 3),
+        ("What changed in 20101?", ["Released in 20100."], 0.0),
     ],
 )
 def test_word_coverage(question, passages, expected):
@@ -42,3 +52,12 @@ def test_stems_join_the_forms_of_a_word_and_drop_function_words():
 )
 def test_one_edit(a, b, expected):
     assert one_edit(a, b) is expected and one_edit(b, a) is expected
+
+
+def test_short_names_are_acronyms_and_codes_not_short_words():
+    assert content_words("Can I index PDF files on a NAS?") == {"index", "files", "pdf", "nas"}
+    assert content_words("Is v2 of the API out?") == {"v2", "api"}
+    assert content_words("Is it OK to go?") == {"ok"}  # capitals mark it
+    assert content_words("is it ok to go?") == set()  # written plainly, a short word says nothing
+    assert content_words("IS THE API OUT?") == set()  # shouted: no word is marked out by its capitals
+    assert content_words("¿Quién ganó en 1998?") == {"ganó", "1998"}
