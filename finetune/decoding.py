@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.words import word_coverage
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -230,25 +232,15 @@ def quote_rule(processors: Sequence[Any]) -> QuoteSources | None:
     return next((p for p in processors if isinstance(p, QuoteSources)), None)
 
 
-_WORD = re.compile(r"\w+")
-
-
-def _stems(text: str) -> set[str]:
-    """The words of four letters or more, cut to five (a crude stem that joins plural and singular, the
-    forms of a verb; short function words of English and Spanish drop out by length)."""
-    return {w[:5] for w in _WORD.findall(text.lower()) if len(w) >= 4}
-
-
 def support(question: str, source: str, quote: str) -> float:
-    """Share of the question's words (:func:`_stems`) found around ``quote`` in ``source``: the answer's own
-    sentence in a passage that answers repeats much of the question; a quote from a related passage less."""
-    asked = _stems(question)
-    if not asked:
-        return 0.0
+    """Share of the question's words found around ``quote`` in ``source``: the answer's own sentence in a
+    passage that answers repeats much of the question; a quote from a related passage less. The words and
+    how they are compared are the relevance gate's (:func:`retrieval.words.word_coverage`: content words on
+    their stems, short names, a typo)."""
     text = source.lower()
     at = text.find(quote.lower().strip()) if quote.strip() else -1
     around = text if at < 0 else text[max(0, at - 250) : at + len(quote) + 150]
-    return len(asked & _stems(around)) / len(asked)
+    return word_coverage(question, [around])
 
 
 # Drafting is for short answers: a first (greedy) draft still going after this many tokens is streamed as the
