@@ -86,9 +86,8 @@ def word_coverage(question: str, passages: Sequence[str]) -> float:
     def found(cut: str, word: str) -> bool:
         if len(word) <= 3:
             return word in short
-        if cut in prefixes:
-            return True
-        typo_ok = len(word) >= 5 and not any(c.isdigit() for c in word)
-        return typo_ok and any(one_edit(word, other) for other in have)
+        if any(c.isdigit() for c in word):  # a number or a code: no stem, no typo
+            return word in have
+        return cut in prefixes or (len(word) >= 5 and any(one_edit(word, other) for other in have))
 
     return sum(found(cut, word) for cut, word in asked.items()) / len(asked)

@@ -27,6 +27,8 @@ from retrieval.words import FUNCTION_WORDS, content_words, one_edit, stem, word_
         # a number is found as it is: no typo tolerance, no stem
         ("How heavy is the MX-541?", ["The MX-540 weighs 14.2 kg."], 1 / 3),
         ("What changed in 20101?", ["Released in 20100."], 0.0),
+        # the same first five digits are not the same number
+        ("Where is order 123456?", ["Order 123457 has shipped."], 0.5),
     ],
 )
 def test_word_coverage(question, passages, expected):
