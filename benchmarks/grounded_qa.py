@@ -13,8 +13,9 @@ trained on) are asked twice through ``ChatService`` with default settings (hybri
 greedy, the default decoding controls): once of the whole collection ("present") and once with the
 question's own paragraph removed from every search ("absent", where declining is right). Question sets:
 squad-es (Spanish Wikipedia, if given), and the project's own English and Spanish questions: every
-``data/qa/<name>.json`` file, a set named by its file (``--sets`` picks some). Prints one markdown table;
-writes every report to ``--out``.
+``data/qa/<name>.json`` file, a set named by its file (``--sets`` picks some). ``--yes-no`` keeps only the
+yes/no questions (``retrieval.words.yes_no_question``; the answerable ones, every one of them up to
+``--limit``). Prints one markdown table; writes every report to ``--out``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from chatbot.evaluation import ensure_collection, evaluate_rag, load_squad, spread
 from chatbot.service import ChatService
 from chatbot.settings import load_settings
+from retrieval.words import yes_no_question
 
 ROOT = Path(__file__).resolve().parents[1]
 # the project's own question files, each a set named by its file (data/qa/<name>.json)
@@ -64,6 +66,7 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, nargs="+", help="with --checkpoints: only these steps")
     parser.add_argument("--sets", nargs="+", default=None, help="subset of: squad, " + ", ".join(OWN_SETS))
+    parser.add_argument("--yes-no", action="store_true", help="only the answerable yes/no questions")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-grounded")
     parser.add_argument(
         "--engines",
@@ -94,7 +97,12 @@ def main() -> None:
         for name, path in sets.items():
             qa = load_squad(path)
             ensure_collection(service, f"bench-{name}", qa)
-            items = spread(qa.subset(args.split).items, args.base_limit if version == "base" else args.limit)
+            items = qa.subset(args.split).items
+            if args.yes_no:
+                items = [item for item in items if item.answerable and yes_no_question(item.question)]
+            items = spread(items, args.base_limit if version == "base" else args.limit)
+            if not items:
+                continue
             with tqdm(total=len(items), desc=f"{version} {bias} {drafts} {engine} {name}", unit="q") as bar:
                 report = evaluate_rag(
                     service,
@@ -109,7 +117,7 @@ def main() -> None:
                 set=name,
                 model=service.model_name(),
                 note=note,
-                split=args.split,
+                split=args.split + (" yes/no" if args.yes_no else ""),
                 abstain_bias=settings.generation.abstain_bias,
                 drafts=settings.generation.drafts,
                 engine=type(service.llm).__name__,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.words import word_coverage
+from retrieval.words import POLARITY_WORDS, content_words, stem, word_coverage, yes_no_question
 
 
 @dataclass(frozen=True)
@@ -274,12 +274,29 @@ def draft_score(
     return sum(draft.logprobs) + weight * support(question, source, quote)
 
 
+def restates(question: str, answer: str) -> bool:
+    """Whether ``answer`` only says ``question`` again: every content word it has is one of the question's (on
+    its stem), and no word of it says yes or no. Asked "¿Hace falta una GPU?", a FAQ's heading "Hace falta una
+    GPU" is such a quote, and it reads as the opposite of the "No." below it."""
+    quote = answer.split("[", 1)[0]
+    said = {stem(w) for w in content_words(quote)}
+    if not said or POLARITY_WORDS & {w.strip(".,;:!?¿¡") for w in quote.lower().split()}:
+        return False
+    return said <= {stem(w) for w in content_words(question)}
+
+
 def best_draft(
     drafts: Sequence[Draft], pieces: TokenBytes, question: str, sources: Sequence[str], weight: float
 ) -> Draft:
-    """The draft with the best :func:`draft_score` (the first of equals: the model's own choice)."""
+    """The draft with the best :func:`draft_score` (the first of equals: the model's own choice). To a yes/no
+    question (:func:`retrieval.words.yes_no_question`), a draft that :func:`restates` it is kept only when
+    every draft does: the question said again answers nothing, and it reads as a yes."""
     scores = [draft_score(d, pieces, question, sources, weight) for d in drafts]
-    return drafts[max(range(len(drafts)), key=lambda i: (scores[i], -i))]
+    choices = list(range(len(drafts)))
+    if len(drafts) > 1 and yes_no_question(question):
+        said = [b"".join(pieces(t) for t in d.tokens).decode("utf-8", "replace") for d in drafts]
+        choices = [i for i in choices if not restates(question, said[i])] or choices
+    return drafts[max(choices, key=lambda i: (scores[i], -i))]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

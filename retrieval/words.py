@@ -91,3 +91,42 @@ def word_coverage(question: str, passages: Sequence[str]) -> float:
         return cut in prefixes or (len(word) >= 5 and any(one_edit(word, other) for other in have))
 
     return sum(found(cut, word) for cut, word in asked.items()) / len(asked)
+
+
+# fmt: off
+# English questions that open with one of these ask for a yes or a no ("Can I index PDF files?")
+_YES_NO_OPENERS = frozenset({
+    "am", "are", "can", "could", "did", "do", "does", "has", "have", "is", "may", "might", "must", "shall",
+    "should", "was", "were", "will", "would", "aren't", "can't", "didn't", "doesn't", "don't", "isn't",
+    "wasn't", "won't",
+})
+# words that answer a yes/no question by themselves
+POLARITY_WORDS = frozenset({
+    "yes", "no", "not", "never", "none", "nothing", "cannot", "sí", "nunca", "jamás", "nada", "ninguno",
+    "ninguna", "tampoco",
+})
+# fmt: on
+# words that ask for something other than a yes or a no: those written with their accent, or without it
+# where they cannot join clauses; "que", "como", "donde" and "cuando" without one join clauses inside a
+# yes/no question ("¿Hace falta que instale algo?", "¿Se reindexa cuando cambio un archivo?") and ask only
+# at its start
+_ASKING = re.compile(
+    r"\b(what|which|who|whom|whose|where|when|why|how|qué|cuál|cuáles|quién|quiénes|cómo|dónde|adónde|"
+    r"cuándo|cuánto|cuánta|cuántos|cuántas|cuán|cual|cuales|quien|quienes)\b",
+    re.IGNORECASE,
+)
+_ASKING_FIRST = frozenset({"que", "como", "donde", "cuando", "cuanto", "cuanta", "cuantos", "cuantas"})
+_OR = re.compile(r"\b(or|o|u)\b", re.IGNORECASE)
+
+
+def yes_no_question(question: str) -> bool:
+    """Whether ``question`` asks for a yes or a no: in English, one that opens with an auxiliary verb ("Does
+    the assistant need a GPU?"); in either language, one that ends with a question mark and has no question
+    word ("¿Hace falta una GPU?", "se pueden indexar PDF?"). A choice ("Is it 0-based or 1-based?", "¿Es
+    pro-vida o pro-elección?") is not one: its answer is one of its own words."""
+    text = question.strip().lstrip("¿¡\"'").strip()
+    words = text.split()
+    if not words or _OR.search(text) or _ASKING.search(text):
+        return False
+    first = words[0].lower().strip(",")
+    return first in _YES_NO_OPENERS or (question.rstrip().endswith("?") and first not in _ASKING_FIRST)

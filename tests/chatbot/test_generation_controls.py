@@ -197,3 +197,26 @@ def test_the_draft_kept_is_the_one_whose_quote_stands_where_the_question_does():
     # a citation of a source that lacks the quote is read as the source that holds it
     wrong = Draft([1, 3, 5, 6], [-1.2, -0.1, -0.1, -0.1])
     assert best_draft([far, wrong], pieces, question, sources, weight=3.0) is wrong
+
+
+def test_a_yes_no_question_said_again_is_not_kept_as_its_answer():
+    from finetune.decoding import Draft, TokenBytes, best_draft, restates
+
+    question = "¿Hace falta una GPU?"
+    assert restates(question, "Hace falta una GPU [1].")
+    assert restates(question, "¿Hace falta una GPU? [1].")
+    assert not restates(question, "No hace falta una GPU [1].")  # a word that says no answers it
+    assert not restates(question, "Los dos modelos funcionan en una CPU [1].")
+    assert not restates(question, "No [1].")
+    sources = ["## ¿Hace falta una GPU?\n\nNo. Los dos modelos funcionan en una CPU corriente."]
+    pieces = TokenBytes(
+        [b"", b"Hace falta una GPU", b"Los dos modelos funcionan en una CPU", b" [", b"1", b"]."]
+    )
+    heading = Draft([1, 3, 4, 5], [-0.5, -0.1, -0.1, -0.1])
+    answer = Draft([2, 3, 4, 5], [-2.5, -0.1, -0.1, -0.1])
+    assert best_draft([heading, answer], pieces, question, sources, weight=3.0) is answer
+    assert best_draft([heading], pieces, question, sources, weight=3.0) is heading  # nothing else to say
+    # a question that asks for something else keeps the model's choice, even a quote of its own words
+    other = "¿Qué dice la guía de si hace falta una GPU?"
+    assert restates(other, "Hace falta una GPU [1].")
+    assert best_draft([heading, answer], pieces, other, sources, weight=3.0) is heading

@@ -63,3 +63,32 @@ def test_short_names_are_acronyms_and_codes_not_short_words():
     assert content_words("is it ok to go?") == set()  # written plainly, a short word says nothing
     assert content_words("IS THE API OUT?") == set()  # shouted: no word is marked out by its capitals
     assert content_words("¿Quién ganó en 1998?") == {"ganó", "1998"}
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("Does the assistant need a GPU?", True),
+        ("Can I index PDF files?", True),
+        ("Isn't the index rebuilt at night?", True),
+        ("¿Hace falta una GPU?", True),
+        ("hace falta una GPU?", True),  # typed without the opening mark
+        ("¿Hace falta que instale algo?", True),  # "que" without its accent joins clauses
+        ("¿Se pueden indexar archivos PDF?", True),
+        ("How do I reindex a collection?", False),
+        ("Which file formats can I index?", False),
+        ("¿Qué formatos de archivo puedo indexar?", False),
+        ("que formatos puedo indexar?", False),  # the accent left out, at the start
+        ("¿Dónde se guardan las conversaciones?", False),
+        ("¿Por qué falla la indexación?", False),
+        ("List the supported formats", False),
+        ("Are PDF page numbers 0-based or 1-based?", False),  # a choice: answered by one of its words
+        ("¿Es el MC pro-vida o pro-elección?", False),
+        ("¿La iglesia protege el bienestar de quienes?", False),  # a question word without its accent
+        ("Can you tell me where the index is stored?", False),
+    ],
+)
+def test_yes_no_questions(question, expected):
+    from retrieval.words import yes_no_question
+
+    assert yes_no_question(question) is expected
