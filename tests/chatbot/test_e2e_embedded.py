@@ -116,6 +116,17 @@ def test_question_phrased_like_another_faq_entry_finds_its_own_answer(service):
     assert "user-guide.md" in cited_sources(answer), answer.text
 
 
+def test_yes_no_question_is_not_answered_with_the_question_said_again(service):
+    # the Spanish FAQ's heading "¿Hace falta una GPU?" is the model's favourite quote, and it reads as a yes
+    # where the text below it says no; another draft, from the text below, is kept instead
+    from finetune.decoding import restates
+
+    question = "¿Hace falta una GPU?"
+    answer = service.answer(question)
+    assert not answer.abstained and not restates(question, answer.text), answer.text
+    assert "preguntas-frecuentes.md" in cited_sources(answer), answer.text
+
+
 @pytest.mark.parametrize(
     "question, command, own_language_docs",
     [
