@@ -280,7 +280,8 @@ def restates(question: str, answer: str) -> bool:
     GPU" is such a quote, and it reads as the opposite of the "No." below it."""
     quote = answer.split("[", 1)[0]
     said = {stem(w) for w in content_words(quote)}
-    if not said or POLARITY_WORDS & {w.strip(".,;:!?¿¡") for w in quote.lower().split()}:
+    words = {w.strip(".,;:!?¿¡\"'").replace("’", "'") for w in quote.lower().split()}
+    if not said or POLARITY_WORDS & words or any(w.endswith("n't") for w in words):
         return False
     return said <= {stem(w) for w in content_words(question)}
 

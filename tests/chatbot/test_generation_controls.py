@@ -208,6 +208,8 @@ def test_a_yes_no_question_said_again_is_not_kept_as_its_answer():
     assert not restates(question, "No hace falta una GPU [1].")  # a word that says no answers it
     assert not restates(question, "Los dos modelos funcionan en una CPU [1].")
     assert not restates(question, "No [1].")
+    assert not restates("Is Windows supported?", "Windows isn’t supported [1].")
+    assert restates("Is Windows supported?", "Windows is supported [1].")
     sources = ["## ¿Hace falta una GPU?\n\nNo. Los dos modelos funcionan en una CPU corriente."]
     pieces = TokenBytes(
         [b"", b"Hace falta una GPU", b"Los dos modelos funcionan en una CPU", b" [", b"1", b"]."]
