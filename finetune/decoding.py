@@ -124,8 +124,8 @@ class QuoteSources:
         piece = self.piece(token)
         if not piece:
             return False  # a special token (end of turn included): the answer ends with its citation
-        if piece.lstrip().startswith(b"["):
-            return bool(_flat(_text(answer) or ""))
+        if piece.lstrip().startswith(b"["):  # the citation: "[" (or " [") and then a source's number
+            return piece.strip() == b"[" and bool(_flat(_text(answer) or ""))
         data = answer + piece
         text = _text(data)
         if text is None or not _flat(text):

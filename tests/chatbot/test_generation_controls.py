@@ -94,7 +94,7 @@ def test_abstention_is_recognised_in_both_languages():
 
 # A vocabulary of byte pieces for the quoting rule: "é" is split over two tokens, as byte-level BPE does.
 PIECES = [b"", b"Nine", b" in", b" the", b" morning", b" evening", b" [", b"1", b"2", b"]", b".", b"I", b" caf",
-          b"\xc3", b"\xa9", b" abierto"]  # fmt: skip
+          b"\xc3", b"\xa9", b" abierto", b"[!["]  # fmt: skip
 SOURCES = ["The library opens at nine in the morning.", "The museum closes in the evening; el café abierto."]
 
 
@@ -133,6 +133,7 @@ def test_quoting_cites_a_source_that_holds_the_quote_and_leaves_the_rest_free():
     assert _quote([1, 2, 3, 4, 6, 7], favourite=[5, 9]) == 5  # after the number: free
     assert _quote([11], favourite=[5, 2]) == 5  # the abstention sentence is not a quote
     assert _quote([], favourite=[6, 1]) == 1  # no citation before the answer has a word
+    assert _quote([1, 2, 3, 4], favourite=[16, 6]) == 6  # a citation is "[" and a number, not a link "[!["
 
 
 def test_token_bytes_rebuild_the_text_of_accented_words(settings):
