@@ -116,7 +116,7 @@ _ASKING = re.compile(
     re.IGNORECASE,
 )
 _ASKING_FIRST = frozenset({"que", "como", "donde", "cuando", "cuanto", "cuanta", "cuantos", "cuantas"})
-_OR = re.compile(r"\b(or|o|u)\b", re.IGNORECASE)
+_OR = re.compile(r"\b(or|o|u)\b")  # lower case: the "O" of "I/O" or the "U" of "U.S." is no "or"
 
 
 def yes_no_question(question: str) -> bool:

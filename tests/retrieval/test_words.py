@@ -84,6 +84,7 @@ def test_short_names_are_acronyms_and_codes_not_short_words():
         ("List the supported formats", False),
         ("Are PDF page numbers 0-based or 1-based?", False),  # a choice: answered by one of its words
         ("¿Es el MC pro-vida o pro-elección?", False),
+        ("Is the device sold in the U.S.?", True),  # a capital "U" is no "u" ("or")
         ("¿La iglesia protege el bienestar de quienes?", False),  # a question word without its accent
         ("Can you tell me where the index is stored?", False),
     ],
