@@ -96,8 +96,7 @@ def grid(asked: list, pieces, most: int) -> dict[str, float]:
                     best = max(
                         drafts[:k], key=lambda d: score(d, pieces, item.question, sources, alpha, weight)
                     )
-                    text = b"".join(pieces(t) for t in best.tokens).decode("utf-8", "replace")
-                    f1.append(token_f1(strip_citations(text), item.answers))
+                    f1.append(token_f1(strip_citations(best.text(pieces)), item.answers))
                 scores[f"k={k} alpha={alpha} weight={weight}"] = sum(f1) / max(1, len(f1))
     scores["questions"] = len(asked)
     return scores

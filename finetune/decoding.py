@@ -256,6 +256,10 @@ class Draft:
     logprobs: list[float]
     finished: bool = True  # False: a first draft cut at DRAFT_TOKENS, to be continued as the answer
 
+    def text(self, pieces: TokenBytes) -> str:
+        """The draft as text (``pieces``: its tokens' bytes)."""
+        return b"".join(pieces(t) for t in self.tokens).decode("utf-8", "replace")
+
 
 def draft_score(
     draft: Draft, pieces: TokenBytes, question: str, sources: Sequence[str], weight: float
@@ -263,7 +267,7 @@ def draft_score(
     """The draft's log-probability (its tokens' summed: a long quote is not favoured over a short one for
     the many near-certain tokens inside it) plus ``weight`` times the :func:`support` of the quote in the
     source it cites (the first source holding the quote when the citation is missing or wrong)."""
-    text = b"".join(pieces(t) for t in draft.tokens).decode("utf-8", "replace")
+    text = draft.text(pieces)
     quote = text.split("[", 1)[0].strip().rstrip(".")
     cited = re.search(r"\[(\d+)", text)
     number = int(cited.group(1)) if cited else 0
@@ -295,8 +299,7 @@ def best_draft(
     scores = [draft_score(d, pieces, question, sources, weight) for d in drafts]
     choices = list(range(len(drafts)))
     if len(drafts) > 1 and yes_no_question(question):
-        said = [b"".join(pieces(t) for t in d.tokens).decode("utf-8", "replace") for d in drafts]
-        choices = [i for i in choices if not restates(question, said[i])] or choices
+        choices = [i for i in choices if not restates(question, drafts[i].text(pieces))] or choices
     return drafts[max(choices, key=lambda i: (scores[i], -i))]
 
 
