@@ -43,6 +43,10 @@ COLUMNS = [
     ("citation_accuracy", "citation acc."),
     ("abstain_when_absent", "abstains: absent"),
     ("abstain_when_present", "abstains: present"),
+    ("abstain_or_unsure_when_absent", "declines or unsure: absent"),
+    ("abstain_or_unsure_when_present", "declines or unsure: present"),
+    ("f1_sure", "F1 of sure answers"),
+    ("f1_unsure", "F1 of unsure answers"),
     ("tokens_per_answer", "tokens/answer"),
     ("ttft_p50_s", "TTFT p50 (s)"),
 ]
@@ -110,6 +114,7 @@ def main() -> None:
                     items,
                     modes=("present", "absent"),
                     progress=lambda *_: bar.update(),
+                    per_answer=True,
                 )
             note = next((v.note for v in service_versions(settings) if v.id == version), "")
             report.update(

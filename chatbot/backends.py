@@ -120,8 +120,9 @@ class GivenChatModel(_WithoutTokenizer):
         # (LangChain's take ``**kwargs``) still work.
         if generation is not None:
             kwargs["generation"] = generation
-        for local_only in ("sources", "question"):  # the local models' quoting rule and drafts; another
-            kwargs.pop(local_only, None)  # model would reject the keywords
+        for local_only in ("sources", "question", "signals"):  # the local models' quoting rule, drafts and
+            # hesitation; another model would reject the keywords
+            kwargs.pop(local_only, None)
         for piece in self.model.stream(messages, config, stop=stop, **kwargs):
             if text := str(piece.content):
                 yield self._chunk(text, run_manager)

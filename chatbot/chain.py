@@ -1,6 +1,6 @@
 """The retrieval-augmented chat chain, as LangChain runnables.
 
-    {question, history, generation}
+    {question, history, generation[, signals]}
       → query   : the follow-up condensed into a standalone search query
       → hits    : search(query); none when even the best hit is below the relevance threshold, or the
                   hits hold too few of the query's words (see speaks_of)
@@ -9,7 +9,8 @@
                   first letter as its source has it),
                   or an abstention in the question's language when nothing relevant was found
 
-``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
+``signals`` (a :class:`chatbot.chat_model.AnswerSignals`) is handed to the model call, which fills it in as
+the answer ends (the model's hesitation to answer). ``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
 then ``{"answer": piece}`` for every streamed piece of the answer.
 """
 
@@ -178,7 +179,9 @@ def build_chain(
         shown = [defuse(h.text.strip()) for h in built.hits]
         return (
             RunnableLambda(lambda _: built.messages)
-            | llm.bind(generation=x["generation"], sources=shown, question=x["question"])
+            | llm.bind(
+                generation=x["generation"], sources=shown, question=x["question"], signals=x.get("signals")
+            )
             | StrOutputParser()
             | _filter_markers(len(built.hits))
             | _source_case(shown)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -20,6 +21,22 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field
 
 from chatbot.settings import GenerationSettings
+
+
+@dataclass
+class AnswerSignals:
+    """What a backend reports about one answer beside its text, set once the answer has ended. The chain binds
+    one to the model call as ``signals=``; a backend that cannot see the model's logits (a remote endpoint)
+    leaves it empty."""
+
+    hesitation: float | None = None  # see finetune.decoding.FirstTokenBias
+
+
+def report(kwargs: dict[str, Any], hesitation: float | None) -> None:
+    """Hand ``hesitation`` to the caller's :class:`AnswerSignals`, if the call was given one."""
+    signals = kwargs.get("signals")
+    if isinstance(signals, AnswerSignals):
+        signals.hesitation = hesitation
 
 
 class ChatBackend(BaseChatModel):

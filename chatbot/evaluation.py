@@ -109,8 +109,10 @@ def evaluate_rag(
     generate: bool = True,
     progress: Callable[[int, int], None] | None = None,
     modes: Iterable[str] = ("present",),
+    per_answer: bool = False,
 ) -> dict[str, Any]:
-    """Score retrieval (and, with ``generate``, answers in each of ``modes``) on ``items``; the report."""
+    """Score retrieval (and, with ``generate``, answers in each of ``modes``) on ``items``; the report (with
+    ``per_answer``, also each answer's mode, hesitation, whether it declined, and F1 under ``answers``)."""
     from retrieval.collection import Collection
 
     modes = [m for m in MODES if m in set(modes)]
@@ -118,6 +120,9 @@ def evaluate_rag(
     ranks: list[int | None] = []
     scores: dict[str, list[float]] = {}
     ttft, answer_tokens = [], []
+    # each answer's mode, the model's hesitation, whether it declined, and its F1 (None when absent): what
+    # chat.unsure_hesitation is chosen from
+    answers: list[tuple[str, float | None, bool, float | None]] = []
     decoded_tokens, decode_seconds = 0, 0.0
     started = time.perf_counter()
 
@@ -131,16 +136,23 @@ def evaluate_rag(
             search = excluding(col.search, item.doc) if mode == "absent" else None
             answer = service.answer(item.question, collection=collection, remember=False, search=search)
             declined = answer.abstained or is_abstention(answer.text)
+            unsure = answer.unsure and not declined
+            f1 = None
             if mode == "absent" or not item.answerable:
                 add("abstain_when_absent", float(declined))
+                add("abstain_or_unsure_when_absent", float(declined or unsure))
             else:
                 text = strip_citations(answer.text)
+                f1 = token_f1(text, item.answers)
                 add("exact_match", exact_match(text, item.answers))
-                add("f1", token_f1(text, item.answers))
+                add("f1", f1)
                 add("answer_contained", answer_contained(text, item.answers))
                 add("abstain_when_present", float(declined))
+                add("abstain_or_unsure_when_present", float(declined or unsure))
                 if not declined:
                     add("citation_accuracy", citation_correct(answer.text, answer.sources, item.answers))
+                    add("f1_unsure" if unsure else "f1_sure", f1)
+            answers.append((mode if item.answerable else "absent", answer.hesitation, declined, f1))
             if answer.seconds_to_first_token is not None:
                 ttft.append(answer.seconds_to_first_token)
             if not answer.abstained:
@@ -170,6 +182,8 @@ def evaluate_rag(
             # answers (whose few tokens arrive in one piece) dominate
             tokens_per_s=decoded_tokens / decode_seconds if decode_seconds > 0 else None,
         )
+        if per_answer:
+            report["answers"] = answers
     return report
 
 

@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
 from chatbot.cancel import STOP
-from chatbot.chat_model import ChatBackend
+from chatbot.chat_model import AnswerSignals, ChatBackend, report
 from chatbot.prompt import ABSTAIN
 from chatbot.settings import GenerationSettings, SettingsError
 from finetune.decoding import (
@@ -30,6 +30,7 @@ from finetune.decoding import (
     TokenBytes,
     answer_processor_list,
     best_draft,
+    first_hesitation,
     quote_rule,
     token_bytes,
 )
@@ -98,11 +99,13 @@ def draft_answers(
     gen: GenerationSettings,
     args: dict[str, Any],
     sources: Sequence[str],
+    signals: AnswerSignals | None = None,
 ) -> list[Draft]:
     """The drafts of an answer as :mod:`finetune.llamacpp`'s engine writes them: a greedy answer under the
     quoting rule, then one from each other first token that starts a quote (only the first when the model
     declines); :func:`finetune.decoding.best_draft` chooses among them. A first draft still going after
-    ``DRAFT_TOKENS`` is returned alone, unfinished (the caller streams the rest); a later one is dropped."""
+    ``DRAFT_TOKENS`` is returned alone, unfinished (the caller streams the rest); a later one is dropped.
+    ``signals`` gets the model's hesitation at the first position."""
     import copy
 
     import torch
@@ -140,6 +143,8 @@ def draft_answers(
         return processors, tokens, logprobs, out.logits[0][0], longer
 
     processors, tokens, logprobs, first_logits, longer = draft(inputs["input_ids"])
+    if signals is not None:
+        signals.hesitation = first_hesitation(processors)
     quote = quote_rule(processors)
     drafts = [Draft(tokens, logprobs, finished=not longer)]
     if quote is None or not tokens or longer:
@@ -215,8 +220,10 @@ class LocalChatModel(ChatBackend):
         with self.lock:
             if flag(None, None):  # stopped while waiting for the model
                 return
+            signals = AnswerSignals()
             if drafting(gen, sources, stop):  # the drafts are compared at the end: nothing to stream before
-                drafts = draft_answers(model, tok, inputs, gen, args, sources)
+                drafts = draft_answers(model, tok, inputs, gen, args, sources, signals)
+                report(kwargs, signals.hesitation)
                 if drafts[0].finished:
                     best = best_draft(
                         drafts, token_bytes(tok), kwargs.get("question") or "", sources, gen.support_weight
@@ -234,6 +241,7 @@ class LocalChatModel(ChatBackend):
             if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
                 out = model.generate(**inputs, **args)
                 text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+                report(kwargs, first_hesitation(args["logits_processor"]))
                 yield self._chunk(text, run_manager)
                 return
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -257,6 +265,8 @@ class LocalChatModel(ChatBackend):
                 worker.join()
             if failed:
                 raise failed[0]
+            if signals.hesitation is None:  # not drafted: the first position was this generation's
+                report(kwargs, first_hesitation(args["logits_processor"]))
 
     def answering_model(self) -> str:
         return self.generator.name
@@ -393,6 +403,7 @@ class EngineChatModel(ChatBackend):
                     return
             if piece := text.flush():
                 yield self._chunk(piece, run_manager)
+            report(kwargs, request.hesitation)
         finally:
             request.cancel()  # a no-op once finished; else the engine frees the slot at its next step
 

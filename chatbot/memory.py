@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     content TEXT NOT NULL,
     sources TEXT NOT NULL DEFAULT '[]',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    unsure INTEGER NOT NULL DEFAULT 0  -- an answer the model nearly declined (chatbot.service.ChatAnswer.unsure)
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations(owner, updated_at);
@@ -58,6 +59,7 @@ class Message:
     content: str
     sources: list[dict[str, Any]] = field(default_factory=list)
     created_at: float = 0.0
+    unsure: bool = False
 
 
 @dataclass
@@ -78,6 +80,13 @@ class Conversations:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            if "unsure" not in columns:  # a store written before answers could be marked unsure
+                try:
+                    db.execute("ALTER TABLE messages ADD COLUMN unsure INTEGER NOT NULL DEFAULT 0")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -108,9 +117,11 @@ class Conversations:
         sources: list[dict[str, Any]] | None = None,
         owner: str = "",
         title: str | None = None,
+        unsure: bool = False,
     ) -> tuple[str, int]:
-        """Store a question and its answer in one transaction; ``conv_id`` None creates the conversation (so a
-        conversation exists only once its first answer does). Returns (conversation id, answer message id)."""
+        """Store a question and its answer (``unsure``: marked so) in one transaction; ``conv_id`` None creates
+        the conversation (so a conversation exists only once its first answer does). Returns (conversation id,
+        answer message id)."""
         now = time.time()
         with self._db() as db:
             if conv_id is None:
@@ -124,10 +135,21 @@ class Conversations:
                 == 0
             ):
                 raise ConversationNotFound(conv_id)
-            insert = "INSERT INTO messages (conversation_id, role, content, sources, created_at) VALUES (?,?,?,?,?)"
-            db.execute(insert, (conv_id, "user", question, "[]", now))
+            insert = (
+                "INSERT INTO messages (conversation_id, role, content, sources, created_at, unsure) "
+                "VALUES (?,?,?,?,?,?)"
+            )
+            db.execute(insert, (conv_id, "user", question, "[]", now, 0))
             cur = db.execute(
-                insert, (conv_id, "assistant", answer, json.dumps(sources or [], ensure_ascii=False), now)
+                insert,
+                (
+                    conv_id,
+                    "assistant",
+                    answer,
+                    json.dumps(sources or [], ensure_ascii=False),
+                    now,
+                    int(unsure),
+                ),
             )
             return conv_id, int(cur.lastrowid)
 
@@ -194,11 +216,11 @@ class Conversations:
             if not _owned(db, conv_id, owner):
                 raise ConversationNotFound(conv_id)
             rows = db.execute(
-                "SELECT id, role, content, sources, created_at FROM messages WHERE conversation_id = ? "
+                "SELECT id, role, content, sources, created_at, unsure FROM messages WHERE conversation_id = ? "
                 "ORDER BY id",
                 (conv_id,),
             ).fetchall()
-        return [Message(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [Message(r[0], r[1], r[2], json.loads(r[3]), r[4], bool(r[5])) for r in rows]
 
     def add_feedback(self, message_id: int, rating: int, correction: str | None = None) -> None:
         """Rate an assistant answer (+1 good, -1 bad, 0 neutral) and optionally give a corrected answer.

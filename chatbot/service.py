@@ -17,7 +17,7 @@ from typing import Any, Literal
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from chatbot.cancel import STOP
-from chatbot.chat_model import ChatBackend
+from chatbot.chat_model import AnswerSignals, ChatBackend
 from chatbot.citations import cited_numbers
 from chatbot.memory import Conversations
 from chatbot.prompt import BuiltPrompt, is_abstention
@@ -69,6 +69,10 @@ class ChatAnswer:
     message_id: int | None = None
     query: str = ""
     abstained: bool = False
+    # the model nearly declined: its hesitation at the first token (chatbot.chat_model.AnswerSignals) was above
+    # chat.unsure_hesitation; None when the backend reports none
+    unsure: bool = False
+    hesitation: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds_to_first_token: float | None = None
@@ -209,8 +213,9 @@ class ChatService:
             "generation": generation or self.settings.generation,
         }
         run = _Run(started=time.perf_counter())
+        inputs["signals"] = run.signals
         yield from self._run_chain(chain, inputs, stop or threading.Event(), run)
-        answer = self._answer(run, llm, question, conversation_id)
+        answer = self._answer(run, llm, question, conversation_id, self.settings.chat.unsure_hesitation)
         if remember:
             self._remember(question, answer, owner)
         yield ChatEvent("done", text=answer.text, sources=answer.sources, answer=answer)
@@ -270,20 +275,27 @@ class ChatService:
             raise AnswerStopped("the answer was stopped before it was complete")
 
     @staticmethod
-    def _answer(run: _Run, llm: ChatBackend, question: str, conversation_id: str | None) -> ChatAnswer:
-        """The complete answer of ``run``: its sources marked as cited or not, its token counts and timings."""
+    def _answer(
+        run: _Run, llm: ChatBackend, question: str, conversation_id: str | None, unsure_above: float
+    ) -> ChatAnswer:
+        """The complete answer of ``run``: its sources marked as cited or not, whether it is unsure (the model's
+        hesitation above ``unsure_above``), its token counts and timings."""
         text = "".join(run.pieces).strip()
         ended = time.perf_counter()
         shown = run.prompt.hits if run.hits and run.prompt else []
         cited = set(cited_numbers(text))
         n_tokens = llm.count_answer_tokens(text, len(run.pieces))
         first = run.first
+        abstained = not shown or is_abstention(text)
+        hesitation = run.signals.hesitation if shown else None
         return ChatAnswer(
             text=text,
             sources=[Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)],
             conversation_id=conversation_id,
             query=run.query if run.query is not None else question,
-            abstained=not shown or is_abstention(text),
+            abstained=abstained,
+            unsure=not abstained and hesitation is not None and hesitation > unsure_above,
+            hesitation=hesitation,
             prompt_tokens=run.prompt.tokens if run.prompt else 0,
             completion_tokens=0 if not shown else n_tokens,
             seconds_to_first_token=(first - run.started) if first else None,
@@ -302,6 +314,7 @@ class ChatService:
             answer.text,
             [asdict(s) for s in answer.sources],
             owner=owner or "",
+            unsure=answer.unsure,
         )
 
     def answer(self, question: str, **kwargs: Any) -> ChatAnswer:
@@ -323,6 +336,7 @@ class _Run:
     query: str | None = None
     hits: list[Hit] = field(default_factory=list)
     prompt: BuiltPrompt | None = None
+    signals: AnswerSignals = field(default_factory=AnswerSignals)  # filled in by the model as the answer ends
 
     def take(self, chunk: dict[str, Any]) -> Iterator[ChatEvent]:
         """Record ``chunk`` (one of the chain's passthrough keys, or a piece of the answer) and yield the

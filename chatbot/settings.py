@@ -133,6 +133,16 @@ class ChatSettings(BaseModel):
         description="Cosine similarity at which the best passage is trusted whatever words it shares with "
         "the question (a paraphrase, another inflection).",
     )
+    # Chosen on the training halves with benchmarks/grounded_qa.py (docs/model-card.md, "Answers marked unsure").
+    unsure_hesitation: float = Field(
+        -0.5,
+        ge=-50.0,
+        le=50.0,
+        description="An answer is marked unsure (the UI and the API say the documents may not hold the answer) "
+        "when the model's hesitation at its first token (the abstention sentence's logit minus the best other "
+        "token's; it declines above -generation.abstain_bias) is above this. 50 never marks one. Local "
+        "backends only: a remote endpoint reports no logits.",
+    )
     condense: Literal["concat", "llm", "off"] = Field(
         "concat",
         description="How a follow-up becomes a standalone search query: 'concat' prepends the previous "

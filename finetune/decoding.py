@@ -64,16 +64,36 @@ class AnswerNoRepeatNGram:
 
 class FirstTokenBias:
     """A logits processor adding ``bias`` to ``token_ids`` at the answer's first position only: there the
-    model chooses between answering and the abstention sentence, whose first tokens are these."""
+    model chooses between answering and the abstention sentence, whose first tokens are these.
+
+    It also records the model's :attr:`hesitation` there, before the bias: the best abstention token's logit
+    minus the best other token's. The model declines when ``hesitation + bias`` > 0; an answer written with a
+    hesitation close to that (the chat's ``chat.unsure_hesitation``) is one the model nearly declined."""
 
     def __init__(self, token_ids: list[int], bias: float, prompt_length: int) -> None:
         self.ids, self.bias, self.start = sorted(set(token_ids)), bias, prompt_length
+        self.hesitation: float | None = None
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if input_ids.shape[1] == self.start:
-            scores = _copy(scores)
-            scores[:, self.ids] += self.bias
+            self.hesitation = hesitation(scores[0], self.ids)
+            if self.bias:
+                scores = _copy(scores)
+                scores[:, self.ids] += self.bias
         return scores
+
+
+def hesitation(logits: Any, abstain_ids: Sequence[int]) -> float:
+    """The best of ``abstain_ids``' logits minus the best other token's, in one row of logits."""
+    row = np.asarray(logits.float().cpu() if hasattr(logits, "cpu") else logits, dtype=np.float64)
+    others = row.copy()
+    others[list(abstain_ids)] = -np.inf
+    return float(row[list(abstain_ids)].max() - others.max())
+
+
+def first_hesitation(processors: Sequence[Any]) -> float | None:
+    """The hesitation the :class:`FirstTokenBias` among ``processors`` recorded, if any."""
+    return next((p.hesitation for p in processors if isinstance(p, FirstTokenBias)), None)
 
 
 def _copy(scores: Any) -> Any:
@@ -217,7 +237,7 @@ def answer_processor_list(
     tokens, for ``abstain_bias``; ``sources``, the numbered sources' texts, and ``pieces``, token bytes, for
     ``extractive``); they take torch tensors or numpy arrays alike."""
     processors: list[Any] = []
-    if decoding.abstain_bias and abstain_ids:
+    if abstain_ids:  # with no bias, for its hesitation only
         processors.append(FirstTokenBias(abstain_ids, decoding.abstain_bias, prompt_length))
     if decoding.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(decoding.no_repeat_ngram_size, prompt_length))
@@ -346,6 +366,11 @@ class Sampler:
         if self.quote is None or not self.decoding.drafting:
             return []
         return self.quote.alternatives(chosen, self.decoding.drafts - 1)
+
+    @property
+    def hesitation(self) -> float | None:
+        """The model's hesitation to answer at the answer's first position, once chosen (:class:`FirstTokenBias`)."""
+        return first_hesitation(self.processors)
 
     def best(self, drafts: Sequence[Draft]) -> Draft:
         assert self.pieces is not None

@@ -152,6 +152,7 @@ class Request:
     pending: list[tuple[int, float]] = field(default_factory=list)  # first tokens still to draft from
     logprobs: list[float] | None = None  # of the current draft's tokens; None when not drafting
     shared: int = 0  # prompt tokens taken from the engine's kept prompt (prompt cache)
+    hesitation: float | None = None  # at the answer's first position (finetune.decoding.FirstTokenBias)
 
     def tokens(self, timeout: float = 600.0):
         """The answer's token ids as they are generated; raises what the engine raised for this request."""
@@ -417,6 +418,8 @@ class Engine:
                 self._keep(request)
             raw = log_softmax(logits) if request.logprobs is not None or (first and may_draft) else None
             token = int(request.sampler(logits, request.generated))
+            if first and isinstance(request.sampler, Sampler):
+                request.hesitation = request.sampler.hesitation
             if first and may_draft and raw is not None:
                 others = request.sampler.alternatives(token)  # type: ignore[union-attr]
                 if others:
@@ -550,6 +553,7 @@ class EngineProcess:
                 kind = {"busy": EngineBusy, "value": ValueError}.get(message.get("kind"), RuntimeError)
                 request.out.put(kind(message["error"]))
             else:
+                request.hesitation = message.get("hesitation")
                 request.out.put(None)
         ready.put(None)
         code = proc.wait()
@@ -701,9 +705,9 @@ class _Forward:
         if isinstance(item, int):
             self.write({"id": self.rid, "t": item})
             return
-        self.requests.pop(self.rid, None)
+        request = self.requests.pop(self.rid, None)
         if item is None:
-            self.write({"id": self.rid, "end": True})
+            self.write({"id": self.rid, "end": True, "hesitation": getattr(request, "hesitation", None)})
         else:
             kind = (
                 "busy"

@@ -17,6 +17,9 @@ def _service(ctx: typer.Context):  # heavy imports stay out of `chatbot --help`
     return ChatService(settings_of(ctx))
 
 
+UNSURE = "(Not sure: the model nearly answered that the documents do not say. Check the cited source.)"
+
+
 def _print_sources(sources: list) -> None:
     if not sources:
         return
@@ -66,6 +69,7 @@ def ask(
                 ],
                 "conversation_id": result.conversation_id,
                 "abstained": result.abstained,
+                "unsure": result.unsure,
             }
             typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
             return
@@ -75,6 +79,8 @@ def ask(
                 sys.stdout.flush()
             elif event.kind == "done":
                 typer.echo("")
+                if event.answer.unsure:
+                    typer.echo(UNSURE)
                 _print_sources(event.sources)
                 typer.echo(f"\n(conversation {event.answer.conversation_id})", err=True)
     except (CollectionNotFound, ConversationNotFound, ValueError) as exc:
@@ -161,6 +167,8 @@ def chat(
                 elif event.kind == "done":
                     conversation = event.answer.conversation_id
                     typer.echo("")
+                    if event.answer.unsure:
+                        typer.echo(UNSURE)
                     _print_sources(event.sources)
         except (CollectionNotFound, ConversationNotFound, ValueError) as exc:
             typer.echo(f"\nerror: {exc}")

@@ -123,6 +123,8 @@ def history(ctx: PageContext) -> None:
         with st.chat_message(m.role):
             st.markdown(safe_markdown(m.content))
             if m.role == "assistant":
+                if m.unsure:
+                    st.caption(ctx.t("unsure"))
                 show_sources(ctx, m.sources)
                 feedback(ctx, m.id)
 

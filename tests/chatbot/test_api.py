@@ -77,6 +77,8 @@ def test_responses_validate_as_openai_types(client):
         lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")][:-1]
     chunks = [ChatCompletionChunk.model_validate_json(line) for line in lines]
     assert {c.id for c in chunks} == {chunks[0].id} and chunks[-1].model_extra["abstained"] is False
+    # this endpoint's model reports no logits: an answer it writes is never marked unsure
+    assert chunks[-1].model_extra["unsure"] is False and completion.model_extra["unsure"] is False
     models = client.get("/v1/models").json()
     assert [Model.model_validate(m).id for m in models["data"]] == ["assistant"]
 
@@ -91,7 +93,8 @@ def test_conversations_are_stored_when_asked_and_manageable(client, service):
     assert [c["id"] for c in listed] == [conv] and listed[0]["messages"] == 4
     assert listed[0]["owner"] == "api:tester"
     assert client.patch(f"/v1/conversations/{conv}", json={"title": "renamed"}).json()["title"] == "renamed"
-    assert len(client.get(f"/v1/conversations/{conv}").json()["messages"]) == 4
+    stored = client.get(f"/v1/conversations/{conv}").json()["messages"]
+    assert len(stored) == 4 and [m["unsure"] for m in stored] == [False] * 4
     assert client.delete(f"/v1/conversations/{conv}").status_code == 200
     assert client.get(f"/v1/conversations/{conv}").status_code == 404
     assert client.get("/v1/collections").json() == {"collections": ["sample"]}

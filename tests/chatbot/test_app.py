@@ -77,6 +77,20 @@ def test_chat_streams_answer_with_sources_and_keeps_the_conversation(indexed):
     assert [c.id for c in store.list(owner="browser:0123456789abcdef0123456789abcdef")] == [conversation_id]
 
 
+@pytest.mark.parametrize("threshold, marked", [(-50.0, True), (50.0, False)])
+def test_an_unsure_answer_says_so_under_it(indexed, monkeypatch, threshold, marked):
+    monkeypatch.setenv("APP_CHAT__UNSURE_HESITATION", str(threshold))  # -50: every answer; 50: none
+    st.cache_resource.clear()
+    at = page("chat")
+    at.run()
+    at.chat_input[0].set_value("How do I delete a collection?").run()
+    assert not at.exception, at.exception
+    notes = [c.value for c in at.chat_message[1].caption if c.value.startswith("⚠️ Not sure")]
+    assert len(notes) == int(marked)
+    stored = Conversations(load_settings().data_dir / "conversations.sqlite")
+    assert stored.messages(at.session_state["conversation_id"])[1].unsure is marked
+
+
 def test_conversations_are_listed_switched_renamed_deleted(indexed):
     at = page("chat")
     at.run()

@@ -53,6 +53,10 @@ def _free_port() -> int:
 @pytest.fixture
 def server(app_env, monkeypatch, tmp_path):
     _require_browser()
+    app_env = {
+        **app_env,
+        "APP_CHAT__UNSURE_HESITATION": "-50",
+    }  # every answer is marked unsure: the note shows
     for key, value in app_env.items():
         monkeypatch.setenv(key, value)
     Collection.open(load_settings(), "sample").sync(ROOT / "data" / "sample")
@@ -121,6 +125,9 @@ def test_question_in_the_browser_gets_a_streamed_answer_with_sources(server):
         box.press("Enter")
         messages = page.get_by_test_id("stChatMessage")
         expect(messages).to_have_count(2, timeout=120_000)
+        expect(messages.nth(1).get_by_text("Not sure: the model nearly answered")).to_be_visible(
+            timeout=120_000
+        )
         expander = page.get_by_test_id("stExpander").filter(has_text="Sources (")
         expect(expander.first).to_be_visible(timeout=120_000)
         expander.first.click()

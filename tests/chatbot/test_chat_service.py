@@ -40,6 +40,29 @@ def test_stream_events_and_persisted_conversation(indexed):
     assert stored[1].id == answer.message_id and stored[1].content == answer.text
 
 
+def with_unsure_at(settings, hesitation: float):
+    return settings.model_copy(
+        update={"chat": settings.chat.model_copy(update={"unsure_hesitation": hesitation})}
+    )
+
+
+def test_an_answer_the_model_nearly_declined_is_marked_unsure_and_stored(indexed):
+    question = "How do I delete a collection?"
+    plain = ChatService(indexed).answer(question)
+    assert not plain.abstained and plain.hesitation is not None
+    close = ChatService(with_unsure_at(indexed, plain.hesitation - 0.5))
+    marked = close.answer(question)
+    assert marked.unsure and marked.text == plain.text
+    assert marked.hesitation == pytest.approx(plain.hesitation, abs=1e-4)
+    # stored with the answer, so the conversation shows the mark again after a restart
+    stored = ChatService(indexed).conversations.messages(marked.conversation_id)
+    assert [m.unsure for m in stored] == [False, True]
+    assert not ChatService(with_unsure_at(indexed, plain.hesitation + 0.5)).answer(question).unsure
+    # an endpoint that reports no logits never marks an answer
+    scripted_answer = ChatService(with_unsure_at(indexed, -50), llm=scripted("Run it [1].")).answer(question)
+    assert scripted_answer.hesitation is None and not scripted_answer.unsure
+
+
 def test_invalid_citations_removed_and_cited_sources_marked(indexed):
     service = ChatService(indexed, llm=scripted("Run the delete command [1] [9] as shown [2][7]."))
     answer = service.answer("How do I delete a collection?")

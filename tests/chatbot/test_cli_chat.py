@@ -31,6 +31,19 @@ def test_index_then_ask_json(app_env):
     assert any(s["source"] in ("faq.md", "preguntas-frecuentes.md") for s in payload["sources"])
 
 
+def test_ask_says_when_the_answer_is_unsure(app_env):
+    runner.invoke(app, ["index", "sample", str(SAMPLE)], env=app_env)
+    env = {**app_env, "APP_CHAT__UNSURE_HESITATION": "-50"}  # every answer the model writes is unsure
+    result = runner.invoke(app, ["ask", "Where are conversations stored?"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "(Not sure:" in result.stdout and "Sources:" in result.stdout
+    result = runner.invoke(app, ["ask", "Where are conversations stored?", "--json"], env=env)
+    assert json.loads(result.stdout)["unsure"] is True
+    env["APP_CHAT__UNSURE_HESITATION"] = "50"  # none is
+    result = runner.invoke(app, ["ask", "Where are conversations stored?"], env=env)
+    assert result.exit_code == 0 and "(Not sure:" not in result.stdout
+
+
 def test_ask_streams_text_and_lists_sources(app_env):
     runner.invoke(app, ["index", "sample", str(SAMPLE)], env=app_env)
     result = runner.invoke(app, ["ask", "Where are conversations stored?"], env=app_env)

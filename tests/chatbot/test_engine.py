@@ -503,3 +503,38 @@ def test_the_kept_prompt_gives_way_to_a_request_that_needs_the_room(tiny, tiny_g
         assert engine.reused == 0
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("drafts", [1, 3])
+def test_both_backends_report_the_models_hesitation_at_the_first_token(settings, drafts):
+    """The hesitation behind an unsure answer (the best abstention token's logit minus the best other
+    token's, at the answer's first position, before the bias) comes out of the engine's process and out of
+    transformers alike, with and without drafts, as the model's own logits give it."""
+    from chatbot.chat_model import AnswerSignals
+    from chatbot.llm import abstention_starts
+
+    llm = build_llm(settings)
+    assert isinstance(llm, EngineChatModel)
+    local = LocalChatModel(generator=load_generator(settings), generation=llm.generation)
+    sources = ["The library opens at nine in the morning and closes at eight.", "Museums close on Mondays."]
+    messages = [SystemMessage("Answer from the sources."), HumanMessage("[1] " + sources[0] + "\nWhen?")]
+    gen = GenerationSettings(max_new_tokens=6, abstain_bias=-1.5, drafts=drafts)
+    with torch.no_grad():
+        logits = local.generator.model(**local.encode(messages)).logits[0, -1].float()
+    abstain = sorted(set(abstention_starts(local.generator.tokenizer)))
+    others = logits.clone()
+    others[abstain] = float("-inf")
+    expected = float(logits[abstain].max() - others.max())
+    try:
+        for backend in (llm, local):
+            signals = AnswerSignals()
+            text = "".join(
+                c.content
+                for c in backend.stream(
+                    messages, generation=gen, sources=sources, question="When?", signals=signals
+                )
+            )
+            assert text
+            assert signals.hesitation == pytest.approx(expected, abs=1e-3), type(backend).__name__
+    finally:
+        llm.close()

@@ -174,3 +174,27 @@ def test_squad_v2_unanswerable_questions_are_read(tmp_path):
     qa = load_squad(path)
     assert [i.answerable for i in qa.items] == [True, True, False, True]  # the new one is in article 0
     assert [i.id for i in qa.subset("heldout").items] == ["q3"]
+
+
+@pytest.mark.parametrize("threshold", [-50.0, 50.0])
+def test_unsure_answers_are_counted_beside_declines(tmp_path, settings, threshold):
+    from chatbot.evaluation import ensure_collection, evaluate_rag
+    from chatbot.service import ChatService
+
+    data_file = tmp_path / "qa.json"
+    data_file.write_text(json.dumps(SQUAD), encoding="utf-8")
+    settings = settings.model_copy(
+        update={"chat": settings.chat.model_copy(update={"unsure_hesitation": threshold})}
+    )
+    service = ChatService(settings)
+    qa = load_squad(data_file)
+    ensure_collection(service, "squad", qa)
+    report = evaluate_rag(service, "squad", qa.items, modes=("present", "absent"), per_answer=True)
+    assert [a[0] for a in report["answers"]] == ["present", "absent"] * 3
+    answered = [a for a in report["answers"] if not a[2]]
+    assert answered and all(isinstance(a[1], float) for a in answered)
+    for mode in ("present", "absent"):
+        declined, either = report[f"abstain_when_{mode}"], report[f"abstain_or_unsure_when_{mode}"]
+        # -50: every answer written is unsure; 50: none is
+        assert either == (1.0 if threshold < 0 else declined)
+    assert ("f1_unsure" in report) == (threshold < 0) and ("f1_sure" in report) == (threshold > 0)

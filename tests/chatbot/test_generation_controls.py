@@ -2,6 +2,7 @@
 prompt's defence against documents that imitate its structure."""
 
 import numpy as np
+import pytest
 import torch
 
 from chatbot.llm import LocalChatModel, abstention_starts, answer_processors
@@ -75,6 +76,21 @@ def test_abstain_bias_moves_only_the_answers_first_token(settings):
     bias = FirstTokenBias(starts, -5.0, prompt_len)
     later = bias(torch.zeros(1, prompt_len + 1, dtype=torch.long), torch.zeros(1, 8))
     assert torch.equal(later, torch.zeros(1, 8))  # later positions are untouched
+    assert bias.hesitation is None  # measured at the first position only
+
+
+@pytest.mark.parametrize("bias", [0.0, -1.5])
+def test_the_first_token_records_the_hesitation_before_its_bias(bias):
+    """The hesitation is the best abstention token's logit minus the best other's, before the bias, in
+    numpy (the engine's sampler) and torch (transformers) alike; with no bias the scores are left alone."""
+    scores = np.array([[0.5, 3.0, -1.0, 2.0, 1.0]], dtype=np.float32)
+    for kind in (np.array, torch.tensor):
+        processor = FirstTokenBias([3, 4], bias, prompt_length=2)
+        out = processor(kind([[7, 8]]), kind(scores.copy()))
+        assert processor.hesitation == pytest.approx(2.0 - 3.0)
+        assert np.allclose(np.asarray(out)[0, 3:], scores[0, 3:] + bias) and np.allclose(
+            np.asarray(out)[0, :3], scores[0, :3]
+        )
 
 
 def test_documents_cannot_forge_a_source_or_a_question():

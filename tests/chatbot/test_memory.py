@@ -78,3 +78,28 @@ def test_another_owner_cannot_read_rename_or_delete(tmp_path):
             call()
     assert store.get(conv, owner="alice").title == "When does it open?"
     assert [m.role for m in store.messages(conv, owner="alice")] == ["user", "assistant"]
+
+
+def test_a_store_from_before_unsure_answers_gains_the_mark_and_keeps_its_messages(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "conversations.sqlite"
+    old = sqlite3.connect(db)  # the schema as it was before answers could be marked unsure
+    old.executescript(
+        """
+        CREATE TABLE conversations (id TEXT PRIMARY KEY, owner TEXT NOT NULL DEFAULT '', title TEXT NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL
+            REFERENCES conversations(id) ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL,
+            sources TEXT NOT NULL DEFAULT '[]', created_at REAL NOT NULL);
+        INSERT INTO conversations VALUES ('c1', 'ana', 'Hours', 1.0, 1.0);
+        INSERT INTO messages (conversation_id, role, content, created_at) VALUES ('c1', 'user', 'When?', 1.0);
+        INSERT INTO messages (conversation_id, role, content, created_at) VALUES ('c1', 'assistant', 'At 9.', 1.0);
+        """
+    )
+    old.commit()
+    old.close()
+    store = Conversations(db)
+    assert [(m.content, m.unsure) for m in store.messages("c1")] == [("When?", False), ("At 9.", False)]
+    store.save_turn("c1", "And on Sunday?", "At 10 [1].", unsure=True, owner="ana")
+    assert [m.unsure for m in Conversations(db).messages("c1")] == [False, False, False, True]
