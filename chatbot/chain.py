@@ -10,7 +10,9 @@
                   or an abstention in the question's language when nothing relevant was found
 
 ``signals`` (a :class:`chatbot.chat_model.AnswerSignals`) is handed to the model call, which fills it in as
-the answer ends (the model's hesitation to answer). ``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
+the answer ends (the model's hesitation to answer).
+
+``chain.stream(inputs)`` yields dicts: first the passthrough keys (query, hits, prompt) as each step finishes,
 then ``{"answer": piece}`` for every streamed piece of the answer.
 """
 
