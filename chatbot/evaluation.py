@@ -136,11 +136,10 @@ def evaluate_rag(
             search = excluding(col.search, item.doc) if mode == "absent" else None
             answer = service.answer(item.question, collection=collection, remember=False, search=search)
             declined = answer.abstained or is_abstention(answer.text)
-            unsure = answer.unsure and not declined
             f1 = None
             if mode == "absent" or not item.answerable:
                 add("abstain_when_absent", float(declined))
-                add("abstain_or_unsure_when_absent", float(declined or unsure))
+                add("abstain_or_unsure_when_absent", float(declined or answer.unsure))
             else:
                 text = strip_citations(answer.text)
                 f1 = token_f1(text, item.answers)
@@ -148,10 +147,10 @@ def evaluate_rag(
                 add("f1", f1)
                 add("answer_contained", answer_contained(text, item.answers))
                 add("abstain_when_present", float(declined))
-                add("abstain_or_unsure_when_present", float(declined or unsure))
+                add("abstain_or_unsure_when_present", float(declined or answer.unsure))
                 if not declined:
                     add("citation_accuracy", citation_correct(answer.text, answer.sources, item.answers))
-                    add("f1_unsure" if unsure else "f1_sure", f1)
+                    add("f1_unsure" if answer.unsure else "f1_sure", f1)
             answers.append((mode if item.answerable else "absent", answer.hesitation, declined, f1))
             if answer.seconds_to_first_token is not None:
                 ttft.append(answer.seconds_to_first_token)
