@@ -2,8 +2,9 @@
 is what OpenAI clients parse.
 
 Our additions ride along as extra keys (openai's models allow them): ``sources`` (the numbered passages, cited
-or not), ``conversation_id``, ``abstained`` and ``unsure`` (the model nearly declined: the documents may not hold
-the answer), on the completion and on the last chunk of a stream.
+or not), ``conversation_id``, ``abstained``, ``unsure`` (the model nearly declined: the documents may not hold
+the answer) and ``hesitation`` (the number behind ``unsure``, for a client that draws its own line; null from a
+backend that reports none), on the completion and on the last chunk of a stream.
 Objects are dumped with ``exclude_unset``: the optional fields we never fill (logprobs, service_tier...) stay
 off the wire, while those we set to None on purpose stay on it as null (``finish_reason`` of a chunk that is
 not the last, ``conversation_id`` of a request that stores nothing), as OpenAI's own API sends them.
@@ -38,6 +39,7 @@ def _extras(answer: ChatAnswer) -> dict[str, Any]:
         "conversation_id": answer.conversation_id,
         "abstained": answer.abstained,
         "unsure": answer.unsure,
+        "hesitation": answer.hesitation,
     }
 
 

@@ -79,8 +79,26 @@ def test_responses_validate_as_openai_types(client):
     assert {c.id for c in chunks} == {chunks[0].id} and chunks[-1].model_extra["abstained"] is False
     # this endpoint's model reports no logits: an answer it writes is never marked unsure
     assert chunks[-1].model_extra["unsure"] is False and completion.model_extra["unsure"] is False
+    assert chunks[-1].model_extra["hesitation"] is None and completion.model_extra["hesitation"] is None
     models = client.get("/v1/models").json()
     assert [Model.model_validate(m).id for m in models["data"]] == ["assistant"]
+
+
+def test_a_local_model_s_hesitation_goes_on_the_wire(service):
+    """With a local model (the tiny one) the API sends the number ``unsure`` is judged on, the same as the
+    service's own answer, streamed or not; a client can draw its own line with it."""
+    local = ChatService(service.settings)
+    _, token = ApiKeys.of(local.settings.data_dir).create("local")
+    client = TestClient(create_app(local), headers={"Authorization": f"Bearer {token}"})
+    question = "How do I delete a collection?"
+    expected = local.answer(question)
+    assert not expected.abstained and isinstance(expected.hesitation, float)
+    body = client.post("/v1/chat/completions", json=ask(question)).json()
+    assert body["hesitation"] == pytest.approx(expected.hesitation, abs=1e-4)
+    assert body["unsure"] is (expected.hesitation > local.settings.chat.unsure_hesitation)
+    with client.stream("POST", "/v1/chat/completions", json=ask(question, stream=True)) as r:
+        last = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")][-1]
+    assert last["hesitation"] == pytest.approx(expected.hesitation, abs=1e-4)
 
 
 def test_conversations_are_stored_when_asked_and_manageable(client, service):
