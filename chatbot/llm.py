@@ -217,56 +217,64 @@ class LocalChatModel(ChatBackend):
             args.update(stop_strings=stop, tokenizer=tok)
         flag = _StopFlag(STOP.get())
         args["stopping_criteria"] = StoppingCriteriaList([flag])
+        signals = AnswerSignals()
         with self.lock:
             if flag(None, None):  # stopped while waiting for the model
                 return
-            signals = AnswerSignals()
-            if drafting(gen, sources, stop):  # the drafts are compared at the end: nothing to stream before
-                drafts = draft_answers(model, tok, inputs, gen, args, sources, signals)
-                report(kwargs, signals.hesitation)
-                if drafts[0].finished:
-                    best = best_draft(
-                        drafts, token_bytes(tok), kwargs.get("question") or "", sources, gen.support_weight
-                    )
-                    yield self._chunk(tok.decode(best.tokens, skip_special_tokens=True), run_manager)
-                    return
-                # a long answer: what the first draft wrote is sent, and the rest streamed as it is written
-                written = drafts[0].tokens
-                yield self._chunk(tok.decode(written, skip_special_tokens=True), run_manager)
-                ids = torch.cat(
-                    [inputs["input_ids"], torch.tensor([written], device=inputs["input_ids"].device)], 1
-                )
-                inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-                args["max_new_tokens"] = gen.max_new_tokens - len(written)
-            if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
-                out = model.generate(**inputs, **args)
-                text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-                report(kwargs, first_hesitation(args["logits_processor"]))
-                yield self._chunk(text, run_manager)
-                return
-            streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
-            failed: list[BaseException] = []
-
-            def generate() -> None:
-                try:
-                    model.generate(**inputs, **args, streamer=streamer)
-                except BaseException as exc:  # re-raised below; ending the stream now, not at its timeout
-                    failed.append(exc)
-                    streamer.end()
-
-            worker = threading.Thread(target=generate, daemon=True, name="generate")
-            worker.start()
             try:
-                for text in streamer:
-                    if text:
-                        yield self._chunk(text, run_manager)
-            finally:
-                flag.event.set()  # the consumer stopped early: end generation at the next token
-                worker.join()
-            if failed:
-                raise failed[0]
-            if signals.hesitation is None:  # not drafted: the first position was this generation's
-                report(kwargs, first_hesitation(args["logits_processor"]))
+                if drafting(
+                    gen, sources, stop
+                ):  # the drafts are compared at the end: nothing to stream before
+                    drafts = draft_answers(model, tok, inputs, gen, args, sources, signals)
+                    if drafts[0].finished:
+                        best = best_draft(
+                            drafts,
+                            token_bytes(tok),
+                            kwargs.get("question") or "",
+                            sources,
+                            gen.support_weight,
+                        )
+                        yield self._chunk(tok.decode(best.tokens, skip_special_tokens=True), run_manager)
+                        return
+                    # a long answer: what the first draft wrote is sent, and the rest streamed as it is written
+                    written = drafts[0].tokens
+                    yield self._chunk(tok.decode(written, skip_special_tokens=True), run_manager)
+                    ids = torch.cat(
+                        [inputs["input_ids"], torch.tensor([written], device=inputs["input_ids"].device)], 1
+                    )
+                    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+                    args["max_new_tokens"] = gen.max_new_tokens - len(written)
+                if gen.num_beams > 1:  # beam search cannot stream: the best beam is known only at the end
+                    out = model.generate(**inputs, **args)
+                    text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+                    yield self._chunk(text, run_manager)
+                    return
+                streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+                failed: list[BaseException] = []
+
+                def generate() -> None:
+                    try:
+                        model.generate(**inputs, **args, streamer=streamer)
+                    except BaseException as exc:  # re-raised below; ending the stream now, not at its timeout
+                        failed.append(exc)
+                        streamer.end()
+
+                worker = threading.Thread(target=generate, daemon=True, name="generate")
+                worker.start()
+                try:
+                    for text in streamer:
+                        if text:
+                            yield self._chunk(text, run_manager)
+                finally:
+                    flag.event.set()  # the consumer stopped early: end generation at the next token
+                    worker.join()
+                if failed:
+                    raise failed[0]
+            finally:  # the drafts' hesitation, or else that of the one generation (its first position)
+                hesitation = signals.hesitation
+                if hesitation is None:
+                    hesitation = first_hesitation(args["logits_processor"])
+                report(kwargs, hesitation)
 
     def answering_model(self) -> str:
         return self.generator.name

@@ -130,28 +130,10 @@ class Conversations:
                     "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?,?,?,?,?)",
                     (conv_id, owner, (title or question[:60]).strip() or "New conversation", now, now),
                 )
-            elif (
-                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount
-                == 0
-            ):
-                raise ConversationNotFound(conv_id)
-            insert = (
-                "INSERT INTO messages (conversation_id, role, content, sources, created_at, unsure) "
-                "VALUES (?,?,?,?,?,?)"
-            )
-            db.execute(insert, (conv_id, "user", question, "[]", now, 0))
-            cur = db.execute(
-                insert,
-                (
-                    conv_id,
-                    "assistant",
-                    answer,
-                    json.dumps(sources or [], ensure_ascii=False),
-                    now,
-                    int(unsure),
-                ),
-            )
-            return conv_id, int(cur.lastrowid)
+            else:
+                _touch(db, conv_id, now)
+            _insert(db, conv_id, "user", question, None, now)
+            return conv_id, _insert(db, conv_id, "assistant", answer, sources, now, unsure)
 
     def exists(self, conv_id: str, owner: str | None = None) -> bool:
         with self._db() as db:
@@ -200,16 +182,8 @@ class Conversations:
     ) -> int:
         now = time.time()
         with self._db() as db:
-            if (
-                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount
-                == 0
-            ):
-                raise ConversationNotFound(conv_id)
-            cur = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, sources, created_at) VALUES (?,?,?,?,?)",
-                (conv_id, role, content, json.dumps(sources or [], ensure_ascii=False), now),
-            )
-            return int(cur.lastrowid)
+            _touch(db, conv_id, now)
+            return _insert(db, conv_id, role, content, sources, now)
 
     def messages(self, conv_id: str, owner: str | None = None) -> list[Message]:
         with self._db() as db:
@@ -265,3 +239,26 @@ def _owned(db: sqlite3.Connection, conv_id: str, owner: str | None) -> bool:
     """``conv_id`` exists and (when ``owner`` is given) belongs to ``owner``."""
     row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conv_id,)).fetchone()
     return row is not None and (owner is None or row[0] == owner)
+
+
+def _touch(db: sqlite3.Connection, conv_id: str, now: float) -> None:
+    """Mark ``conv_id`` active at ``now``; :class:`ConversationNotFound` if there is no such conversation."""
+    if db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conv_id)).rowcount == 0:
+        raise ConversationNotFound(conv_id)
+
+
+def _insert(
+    db: sqlite3.Connection,
+    conv_id: str,
+    role: str,
+    content: str,
+    sources: list[dict[str, Any]] | None,
+    now: float,
+    unsure: bool = False,
+) -> int:
+    """Append one message to ``conv_id``; its id."""
+    cur = db.execute(
+        "INSERT INTO messages (conversation_id, role, content, sources, created_at, unsure) VALUES (?,?,?,?,?,?)",
+        (conv_id, role, content, json.dumps(sources or [], ensure_ascii=False), now, int(unsure)),
+    )
+    return int(cur.lastrowid)
