@@ -1,6 +1,9 @@
 """Where browser users' documents may come from: uploads, written only under the data directory, and server
 folders, synced only under the roots the operator lists in ``ui.sync_roots`` (none by default).
 
+The training page reads only what the app's users can already search (a collection's folder, its uploads),
+the folders under ``ui.sync_roots``, and the project's own ``data/`` (public, shipped with the code).
+
 A collection fed by uploads is synced from its own folder, ``<data_dir>/uploads/<collection>/``; an upload
 never replaces a file of the same name unless the user says so. A collection synced from a server folder (by
 the CLI, or from a folder under ``ui.sync_roots``) takes no uploads: its files live in that folder, which the
@@ -16,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retrieval.collection import validate_name
+from retrieval.collection import Collection, validate_name
 
 if TYPE_CHECKING:
     from chatbot.settings import Settings
@@ -40,7 +43,10 @@ class UploadExists(UploadError):
 
 
 class FolderNotAllowed(ValueError):
-    """A server folder outside ``ui.sync_roots``."""
+    """A server folder outside ``ui.sync_roots`` (or, for training, outside what the app may read)."""
+
+
+PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"  # the sample documents and chat examples we ship
 
 
 def uploads_dir(settings: Settings, collection: str) -> Path:
@@ -114,4 +120,23 @@ def allowed_folder(settings: Settings, collection: str, folder: str | Path) -> P
     raise FolderNotAllowed(
         f"{folder}: the app may sync only folders under ui.sync_roots ({shown}); upload the files instead, "
         f"or ask the administrator (`chatbot index {collection} FOLDER` indexes any folder)"
+    )
+
+
+def allowed_training_path(settings: Settings, path: str | Path) -> Path:
+    """``path`` (a folder of documents or a file of chat examples), resolved, if the training page may read it:
+    under a collection's folder or uploads folder (its documents are searchable in the chat already), under one
+    of ``ui.sync_roots``, or under the project's own ``data/``. Else FolderNotAllowed: the page must not turn
+    the server's other files into training text, nor its log into a listing of them."""
+    resolved = Path(path).expanduser().resolve()
+    roots = [Path(root).expanduser().resolve() for root in settings.ui.sync_roots] + [PROJECT_DATA]
+    for name in Collection.list(settings):
+        roots.append(uploads_dir(settings, name).resolve())
+        if folder := Collection(settings, name).stats().get("folder"):
+            roots.append(Path(folder).resolve())
+    if any(resolved == root or root in resolved.parents for root in roots):
+        return resolved
+    raise FolderNotAllowed(
+        f"{path}: the training page reads only the collections' folders, the folders under ui.sync_roots and "
+        "the project's data/ folder; index the folder as a collection first, or run `chatbot train` on the server"
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from chatbot.ui.render import code_span
 from chatbot.ui.state import PageContext, page_context
 from chatbot.ui.training_jobs import current_job, latest_metrics, start_job, stop_job
+from chatbot.uploads import FolderNotAllowed, allowed_training_path
 from finetune.registry import Registry, RegistryError
 
 
@@ -24,8 +26,12 @@ def start_controls(ctx: PageContext) -> None:
         steps = st.number_input("--max-steps", 1, 100_000, 50)
         if st.button(t("start_training"), key="train-go"):
             args = ["train", "--max-steps", str(steps)]
-            args += ["--docs", docs] if docs else []
-            args += ["--chat", chat] if chat else []
+            try:
+                args += ["--docs", str(allowed_training_path(ctx.settings, docs))] if docs else []
+                args += ["--chat", str(allowed_training_path(ctx.settings, chat))] if chat else []
+            except (FolderNotAllowed, OSError, ValueError) as exc:  # ValueError: a NUL in the path
+                st.error(str(exc))
+                return
             start_job(ctx.settings, args)
             st.rerun()
 
@@ -35,7 +41,7 @@ def live(ctx: PageContext) -> None:
     t = ctx.t
     job = current_job(ctx.settings)
     if job is not None and job.alive():
-        st.info(f"{t('training_running')}: `{' '.join(job.command[2:])}` (pid {job.pid})")
+        st.info(f"{t('training_running')}: {code_span(' '.join(job.command[2:]))} (pid {job.pid})")
         if st.button(t("stop")):
             stop_job(job)
     else:

@@ -5,6 +5,7 @@ throttled, and `make run` bound to this machine."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -104,6 +105,36 @@ def test_a_folder_outside_the_sync_roots_is_refused(env, tmp_path):
     _button(at, "Sync").click().run()
     _wait_sync("shared")
     assert sync_jobs().get("shared").report.added == ["a.md"]
+
+
+def test_the_training_page_refuses_server_paths_and_shows_its_command_as_code(env, tmp_path):
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "note.txt").write_text("Internal note: the root password is hunter2.")
+    at = page("training")
+    at.run()
+    docs = [w for w in at.text_input if w.label.endswith("(--docs)")][0]
+    for path in (str(secret), "/", str(ROOT / "data" / ".." / "..")):
+        docs.set_value(path)
+        at.button(key="train-go").click().run()
+        assert any("training page reads only" in e.value for e in at.error), path
+        assert not (load_settings().data_dir / "ui" / "training.json").exists()  # no job started
+    # a job's command holding a backtick cannot close its code span: an image after it stays text
+    state = load_settings().data_dir / "ui" / "training.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    planted = "data/sample` ![t](https://evil.example/px.png) `"
+    job = {
+        "pid": os.getpid(),
+        "command": ["python", "-m", "train", "--docs", planted],
+        "log": "",
+        "started": 0,
+    }
+    state.write_text(json.dumps(job))  # a running job (this process is alive) started with that path
+    at = page("training")
+    at.run()
+    assert [i.value for i in at.info] == [
+        f"Training is running: `` train --docs {planted} `` (pid {os.getpid()})"
+    ]
 
 
 def _main() -> object:

@@ -11,9 +11,11 @@ from chatbot.uploads import (
     UploadError,
     UploadExists,
     allowed_folder,
+    allowed_training_path,
     save_uploads,
     uploads_dir,
 )
+from retrieval.collection import Collection
 
 
 def test_uploads_land_in_the_collections_uploads_folder_only(settings, tmp_path):
@@ -70,3 +72,27 @@ def test_server_folders_are_synced_only_under_the_configured_roots(settings, tmp
             allowed_folder(settings, "handbook", outside)
     with pytest.raises(FolderNotAllowed):  # the background sync checks too, whoever calls it
         SyncJobs().start(settings, "handbook", secret)
+
+
+def test_the_training_page_reads_only_what_the_app_may_already_search(settings, tmp_path):
+    """A collection's folder and uploads, the sync roots and the project's data/: yes; any other server path
+    (followed through a link, or by ``..``): no."""
+    indexed = tmp_path / "handbook"
+    indexed.mkdir()
+    (indexed / "a.md").write_text("# A\n\nAbout otters.\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "passwords.txt").write_text("hunter2")
+    (indexed / "escape").symlink_to(secret)
+    for path in (secret, secret / "passwords.txt", indexed, "/etc", "/"):
+        with pytest.raises(FolderNotAllowed, match="training page"):
+            allowed_training_path(settings, path)
+    Collection.open(settings, "handbook").sync(indexed)
+    assert allowed_training_path(settings, indexed) == indexed.resolve()
+    assert allowed_training_path(settings, uploads_dir(settings, "handbook")).name == "handbook"
+    assert allowed_training_path(settings, "data/finetune/chat_examples.jsonl").is_file()
+    for outside in (indexed / "escape", indexed / ".." / "secret" / "passwords.txt"):
+        with pytest.raises(FolderNotAllowed):
+            allowed_training_path(settings, outside)
+    settings.ui.sync_roots = [secret]
+    assert allowed_training_path(settings, secret / "passwords.txt") == (secret / "passwords.txt").resolve()
