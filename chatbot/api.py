@@ -84,7 +84,8 @@ def create_app(service: ChatService) -> FastAPI:
     """The FastAPI application for ``service``. A local model generates one answer at a time (its own lock);
     an OpenAI-compatible backend takes concurrent requests."""
     limits = service.settings.api
-    app = FastAPI(title="Domain Assistant API", version="1")
+    # no /docs, /redoc or /openapi.json: they would answer without a key (docs/chat.md documents the API)
+    app = FastAPI(title="Domain Assistant API", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
     caller = Depends(caller_of(ApiKeys.of(service.settings.data_dir)))
     slots = Slots(limits.max_concurrent)

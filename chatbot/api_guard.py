@@ -43,6 +43,18 @@ def is_loopback(host: str | None) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def addressed_here(host_header: str) -> bool:
+    """Whether a request's Host header names this machine (localhost or a loopback address, any port). A web
+    page can point its own domain at 127.0.0.1 (DNS rebinding) and reach a keyless local API from the
+    browser; its requests still name that domain."""
+    host = host_header.strip()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:  # 127.0.0.1:8000, localhost:8000
+        host = host.split(":", 1)[0]
+    return is_loopback(host.lower())
+
+
 class ExposureRefused(RuntimeError):
     """``serve-api`` on a network address with no API key to protect it."""
 
@@ -65,7 +77,7 @@ def caller_of(keys: ApiKeys) -> Callable[[Request], Any]:
         if not keys.configured():
             proxied = any(h in request.headers for h in PROXY_HEADERS)
             client = request.client.host if request.client else None
-            if is_loopback(client) and not proxied:
+            if is_loopback(client) and not proxied and addressed_here(request.headers.get("host", "")):
                 return LOCAL_OWNER
             raise _unauthorized(
                 "no API key is configured, so the API serves only this machine; the administrator can "

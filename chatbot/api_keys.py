@@ -22,7 +22,7 @@ from pathlib import Path
 
 FILE_NAME = "api_keys.sqlite"
 PREFIX = "da-"  # recognisable in a leaked config or log ("domain assistant"), like GitHub's ghp_
-OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+OWNER = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # fullmatch: "$" would let a final newline in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -77,7 +77,7 @@ class ApiKeys:
 
     def create(self, owner: str) -> tuple[ApiKey, str]:
         """A new key for ``owner``: its record and the token (shown once, never stored)."""
-        if not OWNER.match(owner):
+        if not OWNER.fullmatch(owner):
             raise ValueError(
                 f"invalid owner {owner!r}: use 1 to 64 letters, digits, '_', '.', '@' or '-' (no spaces)"
             )

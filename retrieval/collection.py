@@ -27,11 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole names only: fullmatch (a "$" lets a final newline in)
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise CollectionError(
             f"invalid collection name {name!r}: use 1 to 64 letters, digits, '_' or '-' "
             "(no spaces, dots or slashes)"
@@ -68,7 +68,7 @@ class Collection:
         base = collections_dir(settings)
         if not base.is_dir():
             return []
-        return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.match(p.name))
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
 
     @classmethod
     def exists(cls, settings: Host, name: str) -> bool:

@@ -72,6 +72,9 @@ def test_keys_are_created_stored_hashed_and_revoked(service):
     store = settings.data_dir / "api_keys.sqlite"
     assert token.encode() not in store.read_bytes()  # only its hash is kept
     assert stat.S_IMODE(os.stat(store).st_mode) == 0o600
+    for bad in ("bob smith", "bob\n", ""):  # a newline would break the owner out of its log line and listing
+        with pytest.raises(ValueError, match="invalid owner"):
+            ApiKeys.of(settings.data_dir).create(bad)
     listed = _cli(settings, "api-keys", "list").stdout
     assert "alice" in listed and token not in listed
     key_id = listed.split()[0]
@@ -96,6 +99,14 @@ def test_without_keys_only_this_machine_is_served(service):
         # A request relayed by a reverse proxy comes from elsewhere, whatever its socket says.
         relayed = httpx.get(url, headers={"X-Forwarded-For": "203.0.113.9"})
         assert relayed.status_code == 401 and "api-keys create" in relayed.json()["error"]["message"]
+        # A web page that pointed its own domain at 127.0.0.1 (DNS rebinding) still names that domain.
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example"):
+            assert httpx.get(url, headers={"Host": host}).status_code == 401, host
+        for host in (f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
+            assert httpx.get(url, headers={"Host": host}).status_code == 200, host
+        # no interactive docs or schema: they would answer without a key
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 404, path
 
 
 def test_conversations_belong_to_the_keys_owner(service):

@@ -118,7 +118,7 @@ def test_searches_are_answered_while_a_sync_runs(settings, tmp_path):
 
 
 def test_collection_names_list_and_delete(settings, tmp_path):
-    for bad in ["", "a b", "../x", "x" * 65, "dots.not.allowed"]:
+    for bad in ["", "a b", "../x", "x" * 65, "dots.not.allowed", "name\n"]:
         with pytest.raises(CollectionError, match="invalid collection name"):
             Collection.open(settings, bad)
     Collection.open(settings, "one")
