@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from chatbot.memory import ConversationNotFound, Conversations
@@ -19,6 +22,7 @@ def test_conversations_survive_a_restart_and_stay_isolated(tmp_path):
     listed = {c.id: c for c in reopened.list()}
     assert listed[a].messages == 2 and listed[b].messages == 1
     assert reopened.list()[0].id == b  # most recently active first
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600  # readable by the service's user only
 
 
 def test_rename_delete_and_unknown_ids(tmp_path):
