@@ -181,6 +181,11 @@ class Conversations:
                 raise ConversationNotFound(conv_id)
             db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
 
+    def move_owner(self, old: str, new: str) -> int:
+        """Give every conversation of ``old`` to ``new``; how many moved."""
+        with self._db() as db:
+            return db.execute("UPDATE conversations SET owner = ? WHERE owner = ?", (new, old)).rowcount
+
     def add_message(
         self, conv_id: str, role: str, content: str, sources: list[dict[str, Any]] | None = None
     ) -> int:

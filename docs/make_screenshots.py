@@ -36,11 +36,10 @@ def main() -> None:
         expect(page.get_by_text("Was this answer good?")).to_be_visible(timeout=300_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / "chat.png"))
-        key = page.url.split("s=")[-1]
-        page.goto(f"{args.url}/documents?s={key}")
+        page.goto(f"{args.url}/documents")  # the same conversations: this browser's cookie keys them
         expect(page.get_by_text("Passages")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(OUT / "documents.png"))
-        page.goto(f"{args.url}/training?s={key}")
+        page.goto(f"{args.url}/training")
         expect(page.get_by_text("Model versions").first).to_be_visible(timeout=60_000)
         page.wait_for_timeout(2500)
         page.screenshot(path=str(OUT / "training.png"))

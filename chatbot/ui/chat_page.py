@@ -10,13 +10,32 @@ import streamlit as st
 from chatbot.memory import ConversationNotFound
 from chatbot.settings import GenerationSettings, SettingsError, generation_with
 from chatbot.ui.render import code_span, plain_passage, safe_markdown
-from chatbot.ui.state import PageContext, page_context
+from chatbot.ui.state import LEGACY_PARAM, PageContext, legacy_key, page_context
 
 log = logging.getLogger(__name__)
 
 
+def legacy_conversations(ctx: PageContext) -> None:
+    """A link of an earlier version (``?s=KEY``) names conversations: offer to move them into this browser.
+    Never adopted silently, as that version did: a link someone sent would file what you ask under their key."""
+    key = legacy_key()
+    if key is None or f"browser:{key}" == ctx.owner:
+        return
+    store = ctx.service.conversations
+    held = store.list(owner=f"browser:{key}")
+    if not held:
+        st.query_params.pop(LEGACY_PARAM, None)
+        return
+    st.sidebar.info(ctx.t("legacy_link").format(n=len(held)))
+    if st.sidebar.button(ctx.t("legacy_move"), key="legacy_move"):
+        store.move_owner(f"browser:{key}", ctx.owner)
+        st.query_params.pop(LEGACY_PARAM, None)
+        st.rerun()
+
+
 def sidebar_conversations(ctx: PageContext) -> None:
     t, store = ctx.t, ctx.service.conversations
+    legacy_conversations(ctx)
     st.sidebar.subheader(t("conversations"))
     if st.sidebar.button(t("new_conversation"), use_container_width=True, key="new_conversation"):
         st.session_state.pop("conversation_id", None)

@@ -18,6 +18,15 @@ STRINGS: dict[str, dict[str, str]] = {
     "new_conversation": {"en": "New conversation", "es": "Nueva conversación"},
     "conversations": {"en": "Conversations", "es": "Conversaciones"},
     "no_conversations": {"en": "No conversations yet.", "es": "Todavía no hay conversaciones."},
+    "legacy_link": {
+        "en": "This link holds {n} conversation(s) from an earlier version, which kept them in the page's "
+        "address. Conversations are now kept by this browser; move them here to keep them (the link then "
+        "shows nothing).",
+        "es": "Este enlace contiene {n} conversación(es) de una versión anterior, que las guardaba en la "
+        "dirección de la página. Ahora las conversaciones las guarda este navegador; muévalas aquí para "
+        "conservarlas (el enlace dejará de mostrarlas).",
+    },
+    "legacy_move": {"en": "Move them to this browser", "es": "Moverlas a este navegador"},
     "rename": {"en": "Rename", "es": "Renombrar"},
     "delete": {"en": "Delete", "es": "Borrar"},
     "title": {"en": "Title", "es": "Título"},

@@ -15,6 +15,7 @@ from retrieval.collection import Collection
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # seconds: the first question loads the model
+OWNER_KEY = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def indexed(env):
 
 def page(name: str) -> AppTest:
     at = AppTest.from_file(str(ROOT / "chatbot" / "ui" / f"{name}_page.py"), default_timeout=TIMEOUT)
-    at.query_params["s"] = "0123456789abcdef0123456789abcdef"  # this browser session's key
+    at.session_state["owner_key"] = OWNER_KEY  # this browser's key (a real browser sends it as a cookie)
     return at
 
 
@@ -74,7 +75,7 @@ def test_chat_streams_answer_with_sources_and_keeps_the_conversation(indexed):
     assert at.session_state["conversation_id"] == conversation_id
     # persisted, under this browser session's owner key
     store = Conversations(load_settings().data_dir / "conversations.sqlite")
-    assert [c.id for c in store.list(owner="browser:0123456789abcdef0123456789abcdef")] == [conversation_id]
+    assert [c.id for c in store.list(owner=f"browser:{OWNER_KEY}")] == [conversation_id]
 
 
 @pytest.mark.parametrize("threshold, marked", [(-50.0, True), (50.0, False)])
@@ -112,7 +113,7 @@ def test_another_browser_session_does_not_see_the_conversation(indexed):
     first.run()
     first.chat_input[0].set_value("How do I delete a collection?").run()
     other = AppTest.from_file(str(ROOT / "chatbot" / "ui" / "chat_page.py"), default_timeout=TIMEOUT)
-    other.query_params["s"] = "fedcba9876543210fedcba9876543210"
+    other.session_state["owner_key"] = "fedcba9876543210fedcba9876543210"
     other.run()
     assert not any(b.key and b.key.startswith("conv-") for b in other.sidebar.button)
 

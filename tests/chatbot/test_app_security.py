@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from test_app import ROOT, TIMEOUT, loopback, page
+from test_app import OWNER_KEY, ROOT, TIMEOUT, loopback, page
 
+from chatbot.memory import Conversations
 from chatbot.settings import load_settings
 from chatbot.ui.access import LoginThrottle
 from chatbot.ui.sync_jobs import sync_jobs
@@ -135,6 +136,31 @@ def test_the_training_page_refuses_server_paths_and_shows_its_command_as_code(en
     assert [i.value for i in at.info] == [
         f"Training is running: `` train --docs {planted} `` (pid {os.getpid()})"
     ]
+
+
+def test_a_link_never_hands_its_conversations_key_to_whoever_opens_it(env):
+    """A link with a conversations key in it (``?s=KEY``, as earlier versions kept it) does not make the
+    conversations of whoever opens it land under that key: the key this browser holds stays its own. The
+    link's conversations are only offered, and moved into this browser on request."""
+    store = Conversations(load_settings().data_dir / "conversations.sqlite")
+    sender = "attackerchosen0000000000"
+    planted = store.create("Sender's conversation", owner=f"browser:{sender}")
+    from streamlit.testing.v1 import AppTest
+
+    fresh = AppTest.from_file(str(ROOT / "chatbot" / "ui" / "chat_page.py"), default_timeout=TIMEOUT)
+    fresh.query_params["s"] = sender  # a browser with no key of its own yet opens the link
+    fresh.run()
+    assert not fresh.exception, fresh.exception
+    assert len(fresh.session_state["owner_key"]) == 32 and fresh.session_state["owner_key"] != sender
+    at = page("chat")  # a browser with its key
+    at.query_params["s"] = sender
+    at.run()
+    assert not any(b.key == f"conv-{planted}" for b in at.sidebar.button)  # not adopted
+    assert "1 conversation(s)" in at.sidebar.info[0].value
+    at.sidebar.button(key="legacy_move").click().run()
+    assert [c.id for c in store.list(owner=f"browser:{OWNER_KEY}")] == [planted]
+    assert store.list(owner=f"browser:{sender}") == []  # the link no longer shows them
+    assert "s" not in at.query_params and any(b.key == f"conv-{planted}" for b in at.sidebar.button)
 
 
 def _main() -> object:

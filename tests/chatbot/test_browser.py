@@ -134,7 +134,10 @@ def test_question_in_the_browser_gets_a_streamed_answer_with_sources(server):
         expect(page.get_by_text("faq.md").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
 
-        page.goto(f"{server}/documents?s={page.url.split('s=')[-1]}")
+        # the conversations key is this browser's cookie, set on the first visit, never the page's address
+        key = next(c["value"] for c in page.context.cookies() if c["name"] == "assistant_session")
+        assert len(key) == 32 and "s=" not in page.url
+        page.goto(f"{server}/documents")
         expect(page.get_by_text("Passages")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "documents.png"), full_page=True)
         page.goto(f"{server}/training")

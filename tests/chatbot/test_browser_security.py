@@ -80,7 +80,8 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page()
-            page.goto(f"{app}/?s={OWNER_KEY}")
+            page.context.add_cookies([{"name": "assistant_session", "value": OWNER_KEY, "url": app}])
+            page.goto(app)
             page.get_by_role("button", name="Where are the docs?").click()
             expect(page.get_by_text("Here is the answer").first).to_be_visible(timeout=60_000)
             page.get_by_test_id("stExpander").filter(has_text="Sources (").first.click()
