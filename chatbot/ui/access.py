@@ -8,6 +8,7 @@ operator picks a network address (``make run ADDRESS=0.0.0.0``), and then a logi
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import threading
 import time
@@ -21,9 +22,27 @@ from chatbot.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def client_group(address: str | None) -> str:
+    """Whom wrong passwords are counted against: an IPv4 address, or the /64 network of an IPv6 one (one
+    machine is usually given a whole /64, and could otherwise take a new address for every guess)."""
+    if not address:
+        return "unknown address"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:10.0.0.1 is 10.0.0.1
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class LoginThrottle:
-    """Counts wrong passwords per client address: after ``max_failures`` within ``lockout`` seconds the
-    address is refused, without checking the password, until ``lockout`` seconds after its last failure."""
+    """Counts wrong passwords per client (:func:`client_group`): after ``max_failures`` within ``lockout``
+    seconds the client is refused, without checking the password, until ``lockout`` seconds after its last
+    failure. Clients with no failure left within ``lockout`` are forgotten, so the count cannot grow without
+    bound."""
 
     def __init__(
         self, max_failures: int, lockout: float, clock: Callable[[], float] = time.monotonic
@@ -49,6 +68,16 @@ class LoginThrottle:
     def failed(self, who: str) -> None:
         with self._lock:
             self._recent(who).append(self.clock())
+            now = self.clock()
+            for other in [
+                k for k, times in self._failures.items() if not times or now - times[-1] >= self.lockout
+            ]:
+                del self._failures[other]
+
+    def counted(self) -> int:
+        """How many clients have failures on record."""
+        with self._lock:
+            return len(self._failures)
 
     def succeeded(self, who: str) -> None:
         with self._lock:
@@ -99,7 +128,7 @@ def login_gate(settings: Settings, t: Callable[[str], str]) -> bool:
         return True
     throttle = login_throttle(settings.ui.login_max_failures, settings.ui.login_lockout)
     address = st.context.ip_address  # None when Streamlit cannot tell (then all such clients share a count)
-    who = address if isinstance(address, str) and address else "unknown address"
+    who = client_group(address if isinstance(address, str) else None)
     with st.form("login"):
         attempt = st.text_input(t("password"), type="password")
         submitted = st.form_submit_button(t("log_in"))

@@ -16,7 +16,7 @@ from test_app import OWNER_KEY, ROOT, TIMEOUT, loopback, page
 
 from chatbot.memory import Conversations
 from chatbot.settings import load_settings
-from chatbot.ui.access import LoginThrottle
+from chatbot.ui.access import LoginThrottle, client_group
 from chatbot.ui.sync_jobs import sync_jobs
 from retrieval.collection import Collection
 
@@ -221,6 +221,23 @@ def test_login_throttle_counts_failures_per_address_and_forgets_them():
     throttle.failed("10.0.0.1")
     throttle.succeeded("10.0.0.1")
     assert throttle.wait("10.0.0.1") == 0
+    # guessers that stopped are forgotten: the record does not grow with every address ever seen
+    for i in range(100):
+        throttle.failed(f"10.1.0.{i}")
+    now[0] = 200.0
+    throttle.failed("10.0.0.9")
+    assert throttle.counted() == 1
+
+
+def test_an_ipv6_client_cannot_dodge_the_throttle_by_changing_address():
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=3, lockout=60, clock=lambda: now[0])
+    for i in range(3):  # three addresses of one /64: one machine
+        throttle.failed(client_group(f"2001:db8:1:2::{i + 1}"))
+    assert throttle.wait(client_group("2001:db8:1:2:ffff::9")) == 60
+    assert throttle.wait(client_group("2001:db8:1:3::1")) == 0  # another network
+    assert client_group("::ffff:10.0.0.1") == client_group("10.0.0.1") == "10.0.0.1"
+    assert client_group(None) == "unknown address"
 
 
 def test_make_run_serves_this_machine_only():
