@@ -13,7 +13,14 @@ import streamlit as st
 from chatbot.ui.render import code_span
 from chatbot.ui.state import PageContext, page_context
 from chatbot.ui.sync_jobs import sync_jobs
-from chatbot.uploads import FolderNotAllowed, UploadError, UploadExists, save_uploads, uploads_dir
+from chatbot.uploads import (
+    FolderNotAllowed,
+    UploadError,
+    UploadExists,
+    allowed_folder,
+    save_uploads,
+    uploads_dir,
+)
 from retrieval.collection import Collection
 
 
@@ -71,7 +78,8 @@ def folder_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> 
     if submitted and folder:
         path = Path(folder).expanduser()
         try:
-            if not path.is_dir():
+            # the roots first: outside them, whether a path exists is none of the page's business
+            if not allowed_folder(ctx.settings, name, path).is_dir():
                 st.error(f"{path}: not a folder on the server")
             else:
                 sync_jobs().start(ctx.settings, name, path)

@@ -97,7 +97,7 @@ def test_a_folder_outside_the_sync_roots_is_refused(env, tmp_path):
     at.run()
     at.text_input[0].set_value("shared")
     at.button[0].click().run()
-    for folder in (elsewhere, allowed / ".." / "private", Path("/etc")):
+    for folder in (elsewhere, allowed / ".." / "private", Path("/etc"), Path("/no/such/folder")):
         [w for w in at.text_input if w.label == "Folder path"][0].set_value(str(folder))
         _button(at, "Sync").click().run()
         assert any("ui.sync_roots" in e.value for e in at.error), folder
