@@ -93,18 +93,24 @@ class Collection:
 
     # -- sync ------------------------------------------------------------------------------------------
 
-    def sync(self, folder: str | Path, progress: Progress | None = None) -> SyncReport:
+    def sync(
+        self, folder: str | Path, progress: Progress | None = None, *, allow_mass_delete: bool = False
+    ) -> SyncReport:
         """Make the collection match ``folder``: add new files, re-index changed ones, drop deleted ones.
 
         ``progress(done, total, path)`` is called after each file. Raises CollectionLockedError when another
-        sync of this collection is running.
+        sync of this collection is running, and MassDeleteError (a CollectionError), before writing anything,
+        when the sync would delete every file (2 or more), over half of 10 or more, or any file of a collection
+        last synced from another folder, unless ``allow_mass_delete``.
         """
         folder = Path(folder).expanduser().resolve()
         if not folder.is_dir():
             raise CollectionError(f"cannot sync collection {self.name!r}: {folder} is not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
         with snapshot.sync_lock(self.root, self.name):
-            report = run_sync(self.root, self.name, folder, self.settings, self.embedder, progress)
+            report = run_sync(
+                self.root, self.name, folder, self.settings, self.embedder, progress, allow_mass_delete
+            )
         log.info(
             "Synced %s from %s: %d added, %d updated, %d deleted, %d unchanged, %d failed",
             self.name, folder, len(report.added), len(report.updated), len(report.deleted),

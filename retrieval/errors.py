@@ -11,6 +11,11 @@ class LoadError(RetrievalError):
     """A file cannot be indexed; the message is the specific reason shown in the sync report."""
 
 
+class ParserFailure(LoadError):
+    """The parser process, not necessarily the file, failed: stopped at ``retrieval.load_timeout``, killed or
+    crashed, or never started. On a calmer machine the same file may load, so the failure is not cached."""
+
+
 class CollectionError(RetrievalError, ValueError):
     """A collection name is invalid, or the collection does not exist."""
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import retrieval
 from retrieval.config import RetrievalSettings
-from retrieval.errors import LoadError
+from retrieval.errors import LoadError, ParserFailure
 from retrieval.loaders import Document, Loaded, Section, load_bytes
 
 STARTUP_TIMEOUT = 120.0  # seconds; a Python start-up, however loaded the machine
@@ -67,7 +67,7 @@ class ParserProcess:
             ready = b""
         if ready != b"ready\n":
             self.close(kill=True)
-            raise LoadError("the parser process did not start")
+            raise ParserFailure("the parser process did not start")
         return proc
 
     def load(self, data: bytes, source: str) -> Loaded:
@@ -82,14 +82,14 @@ class ParserProcess:
             line = _read_line(proc.stdout.fileno(), time.monotonic() + self.settings.load_timeout)
         except TimeoutError:
             self.close(kill=True)
-            raise LoadError(
+            raise ParserFailure(
                 f"took longer than {self.settings.load_timeout:g} s to parse (retrieval.load_timeout): stopped"
             ) from None
         except OSError:  # BrokenPipeError: the child died while taking the file
             line = b""
         if not line:
             code = self.close(kill=True)
-            raise LoadError(f"the parser process died ({_describe_exit(code)}): the file needs more memory than "
+            raise ParserFailure(f"the parser process died ({_describe_exit(code)}): the file needs more memory than "
                             f"retrieval.loader_memory_mb={self.settings.loader_memory_mb} or crashes the parser")  # fmt: skip
         reply = json.loads(line)
         if not reply["ok"]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrieval import snapshot, store
+from retrieval.errors import CollectionError
 from retrieval.loaders import PIPELINE_VERSION
 from retrieval.walk import file_hash, scan
 
@@ -35,6 +36,8 @@ class Plan:
     kept: dict[str, str] = field(default_factory=dict)  # indexed before, unreadable now -> reason
     lost_dirs: dict[str, str] = field(default_factory=dict)  # folders that cannot be listed -> reason
     unseen: dict[str, str] = field(default_factory=dict)  # indexed before, in a lost folder -> that folder
+    limits_changed: bool = False  # loader limits changed: what failed (even in part) is re-read
+    synced_from: str | None = None  # the folder the current snapshot was synced from
 
     @property
     def entries(self) -> list[str]:
@@ -52,7 +55,10 @@ class Plan:
 
     def unchanged(self, rel: str) -> bool:
         old = self.previous.get(rel)
-        return not self.rebuild and old is not None and old.hash == self.hashes[rel]
+        if self.rebuild or old is None or old.hash != self.hashes[rel]:
+            return False
+        # A failure cached under other limits may not happen under these (a raised max_html_depth).
+        return not (self.limits_changed and (old.status == "failed" or old.part_failures))
 
 
 def fingerprint(settings: Host) -> str:
@@ -71,19 +77,28 @@ def fingerprint(settings: Host) -> str:
     return json.dumps(parts, sort_keys=True)
 
 
+def limits_fingerprint(settings: Host) -> str:
+    """The loader limits a cached failure was decided under. Unlike ``fingerprint``, a change re-reads only the
+    files that failed (in whole or in part), since a file indexed whole cannot fail under a higher limit."""
+    r = settings.retrieval
+    names = ("max_file_mb", "max_uncompressed_mb", "max_compression_ratio", "max_text_mb", "max_html_depth",
+             "max_docx_xml_mb", "load_timeout", "loader_memory_mb")  # fmt: skip
+    return json.dumps({name: getattr(r, name) for name in names}, sort_keys=True)
+
+
 def plan(root: Path, folder: Path, settings: Host) -> Plan:
     r = settings.retrieval
     found = scan(folder, r.skip_hidden, Path(settings.data_dir).resolve(), r.follow_symlinks)
-    previous: dict[str, store.FileRecord] = {}
-    rebuild = False
+    p = Plan(folder, {}, {}, {}, found.unsupported, {}, False, lost_dirs=found.unreadable_dirs)
     if (now := snapshot.current(root)) is not None:
         conn = store.connect(now / store.DB_NAME, readonly=True)
         try:
-            previous = store.files(conn)
-            rebuild = store.get_meta(conn, "fingerprint") != fingerprint(settings)
+            p.previous = store.files(conn)
+            p.rebuild = store.get_meta(conn, "fingerprint") != fingerprint(settings)
+            p.limits_changed = store.get_meta(conn, "limits") != limits_fingerprint(settings)
+            p.synced_from = store.get_meta(conn, "folder")
         finally:
             conn.close()
-    p = Plan(folder, {}, {}, {}, found.unsupported, previous, rebuild, lost_dirs=found.unreadable_dirs)
     for rel, reason in found.skipped.items():
         p.problems[rel], p.hashes[rel], p.sizes[rel] = reason, reason, 0
     for rel, path in found.files.items():
@@ -93,7 +108,7 @@ def plan(root: Path, folder: Path, settings: Host) -> Plan:
         except OSError as exc:  # gone, unreadable, swapped for a link or a FIFO since the scan
             reason = f"cannot read: {exc.strerror or exc}"
             _unreadable(p, rel, reason)
-    for rel in previous:
+    for rel in p.previous:
         if rel not in p.files and rel not in p.problems and (where := _lost_dir(rel, p.lost_dirs)):
             p.unseen[rel] = where
     return p
@@ -118,4 +133,28 @@ def _lost_dir(rel: str, lost: dict[str, str]) -> str | None:
 def keep_rows(source: sqlite3.Connection, target: sqlite3.Connection, rel: str) -> None:
     """Copy ``rel``'s record and chunks from the previous snapshot into a fresh one (a rebuild), marked to be
     read again once it can be."""
-    store.copy_file(source, target, rel, hash_prefix="kept:")
+    store.copy_file(source, target, rel, hash_prefix=store.STALE)
+
+
+class MassDeleteError(CollectionError):
+    """A sync would delete most of a collection, or switch it to another folder: refused unless allowed."""
+
+
+def check_deletions(p: Plan, collection: str, allowed: bool) -> None:
+    """Refuse (MassDeleteError) a sync that looks like a mistake rather than an edit: a wrong folder argument
+    or an unmounted mount point (an empty folder) would otherwise delete every file without a word. A
+    collection of 1 or 2 files losing one (the browser's uploads) is normal, so small ones are only refused
+    when they would lose everything."""
+    deleted, total = len(p.deleted), len(p.previous)
+    if allowed or not deleted:
+        return
+    moved = p.synced_from is not None and p.synced_from != str(p.folder)
+    if not (moved or (deleted == total and total >= 2) or (total >= 10 and deleted > total / 2)):
+        return
+    what = f"all {total} files" if deleted == total else f"{deleted} of its {total} files"
+    why = f"it was synced from {p.synced_from}" if moved else "they are no longer in that folder"
+    raise MassDeleteError(
+        f"refusing to sync collection {collection!r} from {p.folder}: it would delete {what} ({why}). "
+        "If that is intended, pass --replace (`chatbot index`) or allow_mass_delete=True "
+        "(Collection.sync); otherwise check the folder (a mount point that is not mounted looks empty)."
+    )

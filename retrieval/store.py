@@ -17,6 +17,8 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 DB_NAME = "records.sqlite"
+# Prefixed to a record's hash so that it matches no content: the next sync reads the file again.
+STALE = "kept:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -141,6 +143,15 @@ def put_file(conn: sqlite3.Connection, record: FileRecord, now: str) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
         (record.path, record.hash, record.size, record.status, record.reason, record.part_failures, now),
+    )
+
+
+def mark_stale(conn: sqlite3.Connection, path: str) -> None:
+    """Keep a file's record and chunks (searchable as they are) but have the next sync read the file again,
+    as after a failure that says nothing about its content (a parser stopped for time)."""
+    conn.execute(
+        "UPDATE files SET hash = ? || hash WHERE path = ? AND substr(hash, 1, ?) != ?",
+        (STALE, path, len(STALE), STALE),
     )
 
 

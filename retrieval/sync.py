@@ -4,6 +4,12 @@ embed only texts never embedded before, write a new snapshot and switch to it at
 Files are parsed in a child process under a deadline (retrieval/isolation.py); whatever goes wrong with one
 file (unreadable, vanished, too slow, too big, malformed) is reported as that file's failure and the sync goes
 on; a file or folder that cannot be read keeps what was indexed from it (retrieval/plan.py).
+
+A failure is cached (the file is not read again until its content changes, or the loader limits do) only when
+the file caused it: a parser stopped for time, killed or never started (:class:`~retrieval.errors.ParserFailure`)
+says as much about the machine as about the file, so the file keeps what was indexed from it and is tried
+again at the next sync. Every record carries the hash of the
+bytes actually parsed, never the planning pass's: a file rewritten in between is simply read again next time.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import numpy as np
 
 from retrieval import snapshot, store, vectors
 from retrieval.chunking import chunk_document
-from retrieval.errors import LoadError
+from retrieval.errors import LoadError, ParserFailure
 from retrieval.isolation import ParserProcess
-from retrieval.plan import Plan, fingerprint, keep_rows, plan
+from retrieval.plan import Plan, check_deletions, fingerprint, keep_rows, limits_fingerprint, plan
 from retrieval.types import SyncReport
 from retrieval.walk import read_file
 
@@ -58,12 +64,21 @@ class _closing:
 
 
 def run_sync(
-    root: Path, name: str, folder: Path, settings: Host, embedder: Embedder, progress: Progress | None
+    root: Path,
+    name: str,
+    folder: Path,
+    settings: Host,
+    embedder: Embedder,
+    progress: Progress | None,
+    allow_mass_delete: bool = False,
 ) -> SyncReport:
-    """Sync ``folder`` into the collection at ``root``; the caller holds the sync lock."""
+    """Sync ``folder`` into the collection at ``root``; the caller holds the sync lock. A sync that would
+    delete most files or switch folders raises MassDeleteError, before anything is written, unless
+    ``allow_mass_delete``."""
     started = time.perf_counter()
     snapshot.clean_incomplete(root)
     p = plan(root, folder, settings)
+    check_deletions(p, name, allow_mass_delete)
     report = SyncReport(unsupported=p.unsupported, deleted=p.deleted)
     for where, reason in p.lost_dirs.items():
         kept = sum(1 for folder in p.unseen.values() if folder == where)
@@ -121,6 +136,7 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
                 progress(done, len(p.entries), rel)
         writer.flush()
         store.set_meta(conn, "fingerprint", fingerprint(settings))
+        store.set_meta(conn, "limits", limits_fingerprint(settings))
         store.set_meta(conn, "folder", str(p.folder))
         store.set_meta(conn, "version", name)
         store.set_meta(conn, "synced_at", _now())
@@ -145,14 +161,10 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
         report.failed[rel] = p.problems[rel]
         writer.add(store.FileRecord(rel, p.hashes[rel], 0, "failed", p.problems[rel], None), [])
         return
-    limit = settings.retrieval.max_file_mb * 1_000_000
+    data = None
     try:
-        if p.sizes[rel] > limit:
-            raise LoadError(
-                f"file is {p.sizes[rel] / 1e6:.1f} MB, over the limit retrieval.max_file_mb="
-                f"{settings.retrieval.max_file_mb}"
-            )
-        loaded = parser.load(read_file(p.files[rel], limit), rel)
+        data = _read(rel, p, settings)
+        loaded = parser.load(data, rel)
         chunks = [
             chunk
             for doc in loaded.documents
@@ -160,19 +172,16 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
                 doc, embedder.token_starts, settings.retrieval.chunk_tokens, settings.retrieval.chunk_overlap
             )
         ]
+    except ParserFailure as exc:
+        _not_cached(rel, f"{exc}; tried again at the next sync", p, writer, report)
+        return
     except LoadError as exc:
+        digest, size = (_sha256(data), len(data)) if data is not None else (p.hashes[rel], p.sizes[rel])
         report.failed[rel] = str(exc)
-        writer.add(store.FileRecord(rel, p.hashes[rel], p.sizes[rel], "failed", str(exc), None), [])
+        writer.add(store.FileRecord(rel, digest, size, "failed", str(exc), None), [])
         return
     except OSError as exc:  # vanished, or made unreadable, since the plan
-        reason = f"cannot read: {exc.strerror or exc}"
-        if old is not None and old.status == "ok":
-            report.failed[rel] = f"{reason}; the version indexed before is kept"
-            if p.rebuild and writer.reuse is not None:
-                keep_rows(writer.reuse, writer.conn, rel)
-            return
-        report.failed[rel] = reason
-        writer.add(store.FileRecord(rel, "unreadable", p.sizes[rel], "failed", reason, None), [])
+        _not_cached(rel, f"cannot read: {exc.strerror or exc}", p, writer, report)
         return
     report.failed.update(loaded.failures)
     # A file that failed before was not in the index: indexing it now adds it.
@@ -183,7 +192,33 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
                        _text_hash(_embedded_text(c.text, c.title, settings)))
         for c in chunks
     ]  # fmt: skip
-    writer.add(store.FileRecord(rel, p.hashes[rel], p.sizes[rel], "ok", None, parts), new)
+    writer.add(store.FileRecord(rel, _sha256(data), len(data), "ok", None, parts), new)
+
+
+def _read(rel: str, p: Plan, settings) -> bytes:
+    """The file's bytes, or LoadError for a file over ``max_file_mb`` (not read at all)."""
+    limit = settings.retrieval.max_file_mb * 1_000_000
+    if p.sizes[rel] > limit:
+        raise LoadError(
+            f"file is {p.sizes[rel] / 1e6:.1f} MB, over the limit retrieval.max_file_mb="
+            f"{settings.retrieval.max_file_mb}"
+        )
+    return read_file(p.files[rel], limit)
+
+
+def _not_cached(rel: str, reason: str, p: Plan, writer: _Writer, report) -> None:
+    """Report a failure that says nothing lasting about the content: a file indexed before keeps its
+    passages; any other gets a record whose hash matches no content. Either way the next sync reads it again."""
+    old = p.previous.get(rel)
+    if old is not None and old.status == "ok":
+        report.failed[rel] = f"{reason}; the version indexed before is kept"
+        if not p.rebuild:
+            store.mark_stale(writer.conn, rel)  # its record was copied with the snapshot
+        elif writer.reuse is not None:  # a fresh database: bring the record along
+            keep_rows(writer.reuse, writer.conn, rel)
+        return
+    report.failed[rel] = reason
+    writer.add(store.FileRecord(rel, store.STALE + "unread", p.sizes[rel], "failed", reason, None), [])
 
 
 class _Writer:
@@ -248,6 +283,11 @@ def _embedded_text(text: str, title: str | None, settings: Host) -> str:
     if settings.retrieval.embed_with_title and title and not text.startswith(title):
         return f"{title}\n{text}"
     return text
+
+
+def _sha256(data: bytes) -> str:
+    """The content hash of the bytes parsed (as retrieval.walk.file_hash computes it for the plan)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _text_hash(text: str) -> str:

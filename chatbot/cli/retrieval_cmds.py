@@ -11,6 +11,7 @@ import typer
 
 from chatbot.cli.app import app, fail, settings_of
 from retrieval.errors import CollectionError, CollectionLockedError
+from retrieval.plan import MassDeleteError
 
 collections_app = typer.Typer(help="List, inspect and delete document collections.", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
@@ -90,6 +91,14 @@ def index(
     watch: Annotated[
         bool, typer.Option("--watch", help="Keep syncing as files change (Ctrl-C stops).")
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Allow this sync to delete most or all of the collection's files, or to switch it to another "
+            "folder (refused otherwise; --watch syncs after the first one are never allowed to).",
+        ),
+    ] = False,
 ) -> None:
     """Sync a collection with a folder: new files are added, changed ones re-indexed, deleted ones removed."""
     if not path.is_dir():
@@ -97,8 +106,8 @@ def index(
     col = _open(ctx, collection, must_exist=False)
     bar = _Bar()
     try:
-        report = col.sync(path, progress=bar)
-    except CollectionLockedError as exc:
+        report = col.sync(path, progress=bar, allow_mass_delete=replace)
+    except (CollectionLockedError, MassDeleteError) as exc:
         fail(str(exc))
     finally:
         bar.close()

@@ -1,0 +1,238 @@
+"""A sync never caches a failure that the file did not cause, never records a hash of bytes it did not index,
+and never empties a collection because it was pointed at the wrong (or an unmounted, empty) folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from retrieval_helpers import chunk_table
+from typer.testing import CliRunner
+
+import chatbot.cli.retrieval_cmds  # noqa: F401  (registers the commands)
+from chatbot.cli.app import app
+from retrieval import snapshot
+from retrieval.collection import Collection
+from retrieval.errors import CollectionError
+from retrieval.isolation import ParserProcess
+
+PARAGRAPH = "<p>Some words about otters and rivers <b>bold</b> text.</p>\n"
+
+
+def _write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def _notes(count: int) -> dict[str, str]:
+    return {f"n{i:02d}.md": f"# Note {i}\n\nNote number {i} about tapirs.\n" for i in range(count)}
+
+
+def _sources(col) -> set[str]:
+    return {source for source, _ in chunk_table(col)}
+
+
+# -- 1. failures caused by the environment are retried; content failures are retried when a limit changes --
+
+
+def test_a_parse_timeout_is_not_cached(settings, tmp_path):
+    """The reviewer's repro: a too-short load_timeout used to leave the file failed for good."""
+    docs = _write(tmp_path / "docs", {"slow.html": f"<html><body>{PARAGRAPH * 8000}</body></html>"})
+    col = Collection.open(settings, "timeout")
+    settings.retrieval.load_timeout = 0.01  # 480 kB of HTML takes ~0.4 s to parse here: 40 times more
+    first = col.sync(docs)
+    assert "retrieval.load_timeout" in first.failed["slow.html"]
+    assert "tried again at the next sync" in first.failed["slow.html"]
+    settings.retrieval.load_timeout = 60.0
+    second = col.sync(docs)
+    assert second.added == ["slow.html"] and second.failed == {}
+    assert _sources(col) == {"slow.html"}
+
+
+def _kill_parser_after(monkeypatch, after: str):
+    """A progress callback that kills the parser child once ``after`` is indexed: the next file finds it dead."""
+    started: list = []
+    original = ParserProcess._start
+
+    def spy(self):
+        proc = original(self)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(ParserProcess, "_start", spy)
+
+    def progress(done: int, total: int, rel: str) -> None:
+        if rel == after:
+            os.kill(started[-1].pid, signal.SIGKILL)
+
+    return progress
+
+
+def test_a_killed_parser_keeps_the_previous_version_and_is_retried(settings, tmp_path, monkeypatch):
+    docs = _write(tmp_path / "docs", {"a.md": "# A\n\nAbout ants.\n", "b.md": "# B\n\nAbout bees.\n",
+                                      "c.md": "# C\n\nAbout cats.\n"})  # fmt: skip
+    col = Collection.open(settings, "killed")
+    assert sorted(col.sync(docs).added) == ["a.md", "b.md", "c.md"]
+    _write(
+        docs,
+        {"a.md": "# A\n\nAbout aardvarks.\n", "b.md": "# B\n\nAbout bison.\n", "d.md": "# D\n\nDingo.\n"},
+    )
+
+    killed = col.sync(docs, progress=_kill_parser_after(monkeypatch, "a.md"))
+    assert "the parser process died (signal SIGKILL)" in killed.failed["b.md"]
+    assert "the version indexed before is kept" in killed.failed["b.md"]
+    assert killed.updated == ["a.md"] and killed.added == ["d.md"]  # the next file got a fresh process
+    assert col.search("bees", k=1, mode="bm25")[0].source == "b.md"  # the old passages are still searchable
+
+    monkeypatch.undo()
+    again = col.sync(docs)
+    assert again.updated == ["b.md"] and again.failed == {}
+    assert col.search("bison", k=1, mode="bm25")[0].source == "b.md" and not col.search("bees", mode="bm25")
+
+
+def test_a_new_file_whose_parser_died_is_retried(settings, tmp_path, monkeypatch):
+    docs = _write(tmp_path / "docs", {"a.md": "# A\n\nAbout ants.\n", "b.md": "# B\n\nAbout bees.\n"})
+    col = Collection.open(settings, "died")
+    first = col.sync(docs, progress=_kill_parser_after(monkeypatch, "a.md"))
+    assert first.added == ["a.md"] and "the parser process died" in first.failed["b.md"]
+    monkeypatch.undo()
+    again = col.sync(docs)
+    assert again.added == ["b.md"] and again.unchanged == ["a.md"] and again.failed == {}
+
+
+def test_a_content_failure_is_cached_until_a_loader_limit_changes(settings, tmp_path):
+    deep = "<html><body>" + "<div>" * 100 + "Deep words about lynxes." + "</div>" * 100 + "</body></html>"
+    docs = _write(tmp_path / "docs", {"deep.html": deep, "ok.md": "# Ok\n\nFine.\n"})
+    col = Collection.open(settings, "depth")
+    settings.retrieval.max_html_depth = 50
+    assert "retrieval.max_html_depth" in col.sync(docs).failed["deep.html"]
+    cached = col.sync(docs)
+    assert "retrieval.max_html_depth" in cached.failed["deep.html"]  # reported, not read again ...
+    assert col.stats()["version"] == "v000001"  # ... so the sync had nothing to write
+    settings.retrieval.max_html_depth = 500  # the operator raises the limit
+    raised = col.sync(docs)
+    assert raised.added == ["deep.html"] and raised.unchanged == ["ok.md"] and raised.failed == {}
+    assert raised.chunks_embedded == 1  # only the retried file: nothing else was re-indexed
+
+
+# -- 3. the stored hash is the hash of the bytes indexed ------------------------------------------------------
+
+
+def _rewrite_during_sync(docs: Path, after: str, name: str, text: str):
+    def progress(done: int, total: int, rel: str) -> None:
+        if rel == after:
+            (docs / name).write_text(text, encoding="utf-8")
+
+    return progress
+
+
+def test_a_file_rewritten_during_indexing_is_not_left_stale(settings, tmp_path):
+    original = "# B\n\nAbout bees.\n"
+    docs = _write(tmp_path / "docs", {"a.md": "# A\n\nAbout ants.\n", "b.md": original})
+    col = Collection.open(settings, "rewritten")
+    col.sync(docs, progress=_rewrite_during_sync(docs, "a.md", "b.md", "# B\n\nAbout beetles.\n"))
+    (docs / "b.md").write_text(original, encoding="utf-8")  # back to what the plan had hashed
+    again = col.sync(docs)
+    assert again.updated == ["b.md"]
+    assert col.search("bees", k=1, mode="bm25")[0].source == "b.md" and not col.search("beetles", mode="bm25")
+
+
+def test_a_file_caught_half_written_is_not_stuck_as_failed(settings, tmp_path):
+    whole = '[{"q": "When does the library open?", "a": "At nine."}]'
+    docs = _write(tmp_path / "docs", {"a.md": "# A\n\nAbout ants.\n", "b.json": whole})
+    col = Collection.open(settings, "half")
+    first = col.sync(docs, progress=_rewrite_during_sync(docs, "a.md", "b.json", whole[:20]))
+    assert "b.json" in first.failed
+    (docs / "b.json").write_text(whole, encoding="utf-8")  # the writer finishes: the content planned
+    again = col.sync(docs)
+    assert again.added == ["b.json"] and again.failed == {}
+
+
+# -- 2. a wrong or empty folder never empties a collection by accident ----------------------------------------
+
+
+def test_an_emptied_folder_is_refused_unless_allowed(settings, tmp_path):
+    docs = _write(tmp_path / "docs", _notes(3))
+    col = Collection.open(settings, "mount")
+    col.sync(docs)
+    for path in docs.iterdir():  # an unmounted mount point: the folder is there, empty
+        path.unlink()
+    with pytest.raises(CollectionError) as err:
+        col.sync(docs)
+    message = str(err.value)
+    assert "'mount'" in message and str(docs) in message and "delete all 3 files" in message
+    assert "allow_mass_delete=True" in message and "--replace" in message
+    assert len(_sources(col)) == 3 and col.stats()["version"] == "v000001"  # nothing written
+    report = col.sync(docs, allow_mass_delete=True)
+    assert len(report.deleted) == 3 and _sources(col) == set()
+
+
+def test_another_folder_is_refused_unless_allowed(settings, tmp_path):
+    docs = _write(tmp_path / "docs", _notes(3))
+    other = _write(tmp_path / "other", {"n00.md": _notes(1)["n00.md"], "x.md": "# X\n\nAbout yaks.\n"})
+    col = Collection.open(settings, "moved")
+    col.sync(docs)
+    with pytest.raises(CollectionError) as err:
+        col.sync(other)
+    message = str(err.value)
+    assert str(docs) in message and str(other) in message and "delete 2 of its 3 files" in message
+    report = col.sync(other, allow_mass_delete=True)
+    assert report.deleted == ["n01.md", "n02.md"] and report.added == ["x.md"]
+    assert col.stats()["folder"] == str(other)
+
+
+def test_a_moved_folder_with_the_same_files_is_synced(settings, tmp_path):
+    docs = _write(tmp_path / "docs", _notes(3))
+    col = Collection.open(settings, "renamed")
+    col.sync(docs)
+    moved = docs.rename(tmp_path / "moved")
+    assert sorted(col.sync(moved).unchanged) == sorted(_notes(3))  # nothing deleted: nothing to refuse
+
+
+def test_losing_more_than_half_of_a_large_collection_is_refused(settings, tmp_path):
+    docs = _write(tmp_path / "docs", _notes(12))
+    col = Collection.open(settings, "half")
+    col.sync(docs)
+    for i in range(6):
+        (docs / f"n{i:02d}.md").unlink()
+    assert len(col.sync(docs).deleted) == 6  # half of 12: allowed
+    for i in range(6, 10):
+        (docs / f"n{i:02d}.md").unlink()  # 4 of the 6 left (a collection of under 10: not all, allowed)
+    assert len(col.sync(docs).deleted) == 4
+    docs2 = _write(tmp_path / "big", _notes(10))
+    big = Collection.open(settings, "big")
+    big.sync(docs2)
+    for i in range(6):
+        (docs2 / f"n{i:02d}.md").unlink()
+    with pytest.raises(CollectionError, match="delete 6 of its 10 files"):
+        big.sync(docs2)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_small_upload_folder_can_lose_a_file(settings, tmp_path, count):
+    """The browser's uploads: a user removing one of their one or two files is normal."""
+    docs = _write(tmp_path / "uploads", _notes(count))
+    col = Collection.open(settings, "uploads")
+    col.sync(docs)
+    (docs / "n00.md").unlink()
+    assert col.sync(docs).deleted == ["n00.md"]
+
+
+def test_index_cli_refuses_an_empty_folder_without_replace(config_file, settings, tmp_path):
+    docs = _write(tmp_path / "docs", _notes(3))
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    runner = CliRunner()
+    assert runner.invoke(app, ["--config", str(config_file), "index", "killcol", str(docs)]).exit_code == 0
+    refused = runner.invoke(app, ["--config", str(config_file), "index", "killcol", str(empty)])
+    assert refused.exit_code == 1 and "delete all 3 files" in refused.output and "--replace" in refused.output
+    col = Collection.open(settings, "killcol")
+    assert len(_sources(col)) == 3
+    replaced = runner.invoke(app, ["--config", str(config_file), "index", "killcol", str(empty), "--replace"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "3 deleted" in replaced.output
+    assert _sources(col) == set() and snapshot.current(col.root).name == "v000002"
