@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.api_guard import BodyLimit, EventPump, Slots, caller_of, check_exposure
 from chatbot.api_keys import ApiKeys
@@ -40,6 +41,8 @@ from chatbot.prompt import PromptTooLong
 from chatbot.service import AnswerStopped, AnswerTimeout, ChatService, CollectionNotFound
 from chatbot.settings import SettingsError, generation_with
 from finetune.llamacpp import EngineBusy
+from retrieval.collection import EmbeddingMismatch, validate_name
+from retrieval.errors import CollectionError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ def create_app(service: ChatService) -> FastAPI:
     app = FastAPI(title="Domain Assistant API", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
     caller = Depends(caller_of(ApiKeys.of(service.settings.data_dir)))
-    slots = Slots(limits.max_concurrent)
+    slots = Slots(limits.max_concurrent, limits.max_concurrent_per_key)
     started = int(time.time())
 
     @app.exception_handler(RequestValidationError)
@@ -98,10 +101,13 @@ def create_app(service: ChatService) -> FastAPI:
         )
         return _error(422, f"malformed request: {problems}")
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class, which FastAPI's subclasses: the router's 404 and 405, and FastAPI's "There was an
+    # error parsing the body", are raised as Starlette's own.
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kinds = {404: "not_found", 401: "authentication_error", 413: "request_too_large"}
-        return _error(exc.status_code, str(exc.detail), kinds.get(exc.status_code, "error"), exc.headers)
+        message = _unreadable_body(exc) or str(exc.detail)
+        return _error(exc.status_code, message, kinds.get(exc.status_code, "error"), exc.headers)
 
     @app.get("/health")
     async def health() -> dict[str, str]:  # async: answered on the event loop, never queued behind work
@@ -149,19 +155,24 @@ def create_app(service: ChatService) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def completions(req: ChatCompletionRequest, request: Request, owner: str = caller) -> Any:
         question, history = _split(req)
+        # OpenAI's newer name wins over the older one; an error names the one the client sent
+        limit = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         try:
+            if req.collection is not None:
+                validate_name(req.collection)  # "../etc" breaks the naming rule: nothing to create
             generation = generation_with(
                 service.settings.generation,
                 {
                     "temperature": req.temperature,
                     "top_p": req.top_p,
-                    "max_new_tokens": req.max_completion_tokens or req.max_tokens,
+                    "max_new_tokens": getattr(req, limit),
                     "top_k": req.top_k,
                     "repetition_penalty": req.repetition_penalty,
                     "num_beams": req.num_beams,
                 },
+                names={"max_new_tokens": limit},
             )
-        except SettingsError as exc:
+        except (CollectionError, SettingsError) as exc:
             return _error(400, str(exc))
         kwargs = {
             "conversation_id": req.conversation_id,
@@ -171,14 +182,11 @@ def create_app(service: ChatService) -> FastAPI:
             "remember": req.conversation_id is not None or req.store,
             "owner": owner,
         }
-        if not slots.take():
-            return _error(
-                429,
-                f"too many requests at once (api.max_concurrent = {limits.max_concurrent}); retry later",
-                "rate_limit_exceeded",
-                {"Retry-After": str(limits.retry_after)},
-            )
-        pump = EventPump(lambda stop: service.stream(question, stop=stop, **kwargs), slots.give_back)
+        if refused := slots.take(owner):
+            return _error(429, refused, "rate_limit_exceeded", {"Retry-After": str(limits.retry_after)})
+        pump = EventPump(
+            lambda stop: service.stream(question, stop=stop, **kwargs), lambda: slots.give_back(owner)
+        )
         try:
             first = (
                 await pump.next()
@@ -204,10 +212,24 @@ def serve(service: ChatService, host: str, port: int) -> None:
     uvicorn.run(create_app(service), host=host, port=port, log_level="info")
 
 
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """What FastAPI's 400 "There was an error parsing the body" was about, when it was the encoding."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        return (
+            f"malformed request: the body is not UTF-8 text (byte 0x{cause.object[cause.start]:02x} at offset "
+            f"{cause.start}); send JSON encoded as UTF-8"
+        )
+    return None
+
+
 def _failure(exc: Exception) -> JSONResponse:
     """The HTTP error for an answer that failed before its first event."""
     if isinstance(exc, CollectionNotFound | ConversationNotFound):
         return _error(404, str(exc), "not_found")
+    if isinstance(exc, EmbeddingMismatch):  # the server's settings, not the request: the operator re-indexes
+        log.error("%s", exc)
+        return _error(500, str(exc), "server_error")
     if isinstance(exc, AnswerTimeout):
         return _error(504, str(exc), "timeout")
     if isinstance(exc, EngineBusy):

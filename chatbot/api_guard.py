@@ -4,7 +4,8 @@ and answers that stop the moment their client goes away.
 - :func:`caller_of`: with API keys configured, every ``/v1`` request needs ``Authorization: Bearer KEY``; with
   none, only this machine's own clients are served (and ``serve-api`` refuses a network address).
 - :class:`BodyLimit`: a request body over ``api.max_request_bytes`` gets 413 before it is read in full.
-- :class:`Slots`: at most ``api.max_concurrent`` chat requests at once; one more gets 429 with Retry-After.
+- :class:`Slots`: at most ``api.max_concurrent`` chat requests at once, ``api.max_concurrent_per_key`` of them
+  for one key; one more gets 429 with Retry-After.
 - :class:`EventPump`: a blocking answer stream run in its own thread for async code; stopping it (the client
   disconnected) stops the model at its next token and frees the request's slot.
 """
@@ -17,6 +18,7 @@ import ipaddress
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -136,16 +138,32 @@ async def _send_json(send: Send, status: int, message: str) -> None:
 
 
 class Slots:
-    """At most ``n`` holders at once; :meth:`take` never waits (a full house is answered with 429)."""
+    """At most ``n`` holders at once, and at most ``per_owner`` of them for one owner (an API key), so that one
+    client cannot hold them all; :meth:`take` never waits (a full house is answered with 429)."""
 
-    def __init__(self, n: int) -> None:
-        self._free = threading.BoundedSemaphore(n)
+    def __init__(self, n: int, per_owner: int | None = None) -> None:
+        self.n, self.per_owner = n, min(per_owner or n, n)
+        self._held: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
-    def take(self) -> bool:
-        return self._free.acquire(blocking=False)
+    def take(self, owner: str = "") -> str | None:
+        """Take a slot for ``owner``: None when taken, else why not."""
+        with self._lock:
+            if sum(self._held.values()) >= self.n:
+                return f"too many requests at once (api.max_concurrent = {self.n}); retry later"
+            if self._held[owner] >= self.per_owner:
+                return (
+                    f"this client already has {self._held[owner]} requests running or waiting "
+                    f"(api.max_concurrent_per_key = {self.per_owner}); retry when one has ended"
+                )
+            self._held[owner] += 1
+            return None
 
-    def give_back(self) -> None:
-        self._free.release()
+    def give_back(self, owner: str = "") -> None:
+        with self._lock:
+            self._held[owner] -= 1
+            if self._held[owner] <= 0:
+                del self._held[owner]
 
 
 class _End:

@@ -9,12 +9,27 @@ explicitly; nothing reads them at import time.
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic_settings
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -26,6 +41,9 @@ from finetune.config import FinetuneSettings, ModelSettings
 from retrieval.config import RetrievalSettings
 from retrieval.errors import SettingsError
 
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "APP_"
 CONFIG_ENV_VAR = "APP_CONFIG_FILE"
 
 
@@ -86,17 +104,25 @@ class GenerationSettings(BaseModel):
     num_beams: int = Field(1, ge=1, le=8, description="Beam search width; 1 = no beam search.")
 
 
-def generation_with(base: GenerationSettings, overrides: dict[str, Any]) -> GenerationSettings:
+def generation_with(
+    base: GenerationSettings, overrides: dict[str, Any], names: Mapping[str, str] | None = None
+) -> GenerationSettings:
     """``base`` with per-request ``overrides`` (None values ignored), validated: bad values raise
-    :class:`SettingsError` naming the parameter."""
+    :class:`SettingsError` naming the parameter, as the caller called it where ``names`` maps a field to
+    another name (the API's ``max_tokens`` sets ``max_new_tokens``)."""
     values = {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return GenerationSettings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+            f"{_parameter(e['loc'], names or {})}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
         )
         raise SettingsError(f"invalid generation parameters: {problems}") from exc
+
+
+def _parameter(loc: tuple[Any, ...], names: Mapping[str, str]) -> str:
+    field = ".".join(str(p) for p in loc)
+    return f"{names[field]} (generation.{field})" if field in names else field
 
 
 class ChatSettings(BaseModel):
@@ -223,6 +249,13 @@ class ApiSettings(BaseModel):
         description="Chat requests being answered or waiting for the model at once; one more gets 429 with a "
         "Retry-After header.",
     )
+    # One client holding every slot would turn everyone else away: one answering and one waiting each.
+    max_concurrent_per_key: int = Field(
+        2,
+        ge=1,
+        description="Of those, the most one API key may hold (without keys: this machine's clients together); "
+        "one more gets 429.",
+    )
     retry_after: int = Field(
         5, ge=1, description="Seconds a client turned away with 429 is asked to wait (Retry-After)."
     )
@@ -253,12 +286,32 @@ class Settings(BaseSettings):
     ui: UiSettings = Field(default_factory=UiSettings, description="The browser app.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API (chatbot serve-api).")
 
+    @field_validator("retrieval")
+    @classmethod
+    def _overlap_below_chunk(cls, value: RetrievalSettings) -> RetrievalSettings:
+        # The chunker would otherwise cap it silently, and the setting would not mean what it says.
+        if value.chunk_overlap >= value.chunk_tokens:
+            raise ValueError(
+                f"retrieval.chunk_overlap ({value.chunk_overlap}) must be less than retrieval.chunk_tokens "
+                f"({value.chunk_tokens}): consecutive chunks share that many of their tokens"
+            )
+        return value
+
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise SettingsError(f"settings file {path} is a folder; give the YAML file inside it")
     if not path.is_file():
         raise SettingsError(f"settings file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"settings file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise SettingsError(f"settings file {path} cannot be read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -296,6 +349,107 @@ def _describe(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _field_at(names: list[str]) -> Any:
+    """The annotation of the setting at ``names`` (lower case), or None when there is no such setting."""
+    annotation: Any = Settings
+    for name in names:
+        model = _section(annotation)
+        if model is None or name not in model.model_fields:
+            return None
+        annotation = model.model_fields[name].annotation
+    return annotation
+
+
+def _json_kind(annotation: Any) -> str | None:
+    """'list' or 'object' when pydantic-settings reads an environment variable for ``annotation`` as JSON."""
+    if _section(annotation) is not None:
+        return "object"
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return "list"
+    if origin is dict:
+        return "object"
+    if origin in (typing.Union, types.UnionType):
+        return next(filter(None, (_json_kind(a) for a in typing.get_args(annotation))), None)
+    return None
+
+
+def _env_vars(environ: Mapping[str, str]) -> dict[str, list[str]]:
+    """Each APP_ variable but APP_CONFIG_FILE, with its path of lower-case names (APP_UI__AUTH: ui, auth)."""
+    return {
+        key: key[len(ENV_PREFIX) :].lower().split("__")
+        for key in sorted(environ)
+        if key.upper().startswith(ENV_PREFIX) and key.upper() != CONFIG_ENV_VAR
+    }
+
+
+def _env_name(names: list[str]) -> str:
+    return ENV_PREFIX + "__".join(names).upper()
+
+
+def _closest(names: list[str]) -> str | None:
+    """The variable that one whose first part matches no setting was probably meant to be."""
+    first, rest = names[0], names[1:]
+    for field, info in Settings.model_fields.items():  # APP_UI_LANGUAGE: one underscore where two belong
+        section = _section(info.annotation)
+        sub = first.removeprefix(field + "_")
+        if section is not None and sub != first and sub in section.model_fields:
+            return _env_name([field, sub, *rest])
+    # 0.75 takes DATADIR for DATA_DIR and RETREIVAL for RETRIEVAL, not another program's API_KEY for API
+    close = difflib.get_close_matches(first, list(Settings.model_fields), n=1, cutoff=0.75)
+    return _env_name([close[0], *rest]) if close else None
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """Refuse an APP_ variable that looks like a misspelt setting (pydantic-settings would ignore it); one
+    that resembles none (another program's APP_ENV) is ignored with a warning. Values are never shown: a
+    misspelt secret is still a secret."""
+    fields = list(Settings.model_fields)
+    for key, names in _env_vars(environ).items():
+        if names[0] in fields:
+            continue  # an unknown field inside a section is refused by the section itself (extra="forbid")
+        known = f"settings are {', '.join(_env_name([f]) for f in fields)}; sections take __FIELD"
+        if guess := _closest(names):
+            raise SettingsError(
+                f"environment variable {key} matches no setting: did you mean {guess}? ({known})"
+            )
+        log.warning("environment variable %s matches no setting and is ignored (%s)", key, known)
+
+
+def _env_parse_error(exc: Exception, origin: str, environ: Mapping[str, str]) -> str:
+    """What pydantic-settings' 'error parsing value for field' means: a variable that must hold JSON."""
+    for key, names in _env_vars(environ).items():
+        annotation = _field_at(names)
+        kind = _json_kind(annotation)
+        if kind is None:
+            continue
+        try:
+            json.loads(environ[key])
+        except ValueError as problem:
+            section = _section(annotation)
+            if section is None:
+                shown = f"got {environ[key]!r}: {problem}"
+                item = (
+                    '"/srv/docs", "/srv/wiki"' if Path in typing.get_args(annotation) else '"first", "second"'
+                )
+                example = f"{key}='[{item}]'" if kind == "list" else f"""{key}='{{"key": 1}}'"""
+            else:  # a section may hold a secret: its value is not shown
+                shown = f"not valid JSON: {problem}"
+                first = next(iter(section.model_fields))
+                example = (
+                    f"""{key}='{{"{first}": ...}}', or one field at a time: {_env_name([*names, first])}"""
+                )
+            return (
+                f"invalid settings ({origin}):\n  - {'.'.join(names)} [env {key}]: must be a JSON {kind} "
+                f"({shown}), e.g. {example}"
+            )
+    return f"invalid settings ({origin}): {exc}"
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from ``config_file`` (or ``$APP_CONFIG_FILE``), the environment and ``overrides``.
 
@@ -318,10 +472,13 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
 
     origin = f"file {path} + environment" if path else "environment"
+    _check_env_names(os.environ)
     try:
         return _Layered(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, origin)) from exc
+    except pydantic_settings.SettingsError as exc:  # an APP_ variable that must hold JSON does not
+        raise SettingsError(_env_parse_error(exc, origin, os.environ)) from exc
 
 
 def default_settings() -> Settings:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrieval import snapshot, store
-from retrieval.errors import CollectionError
+from retrieval import snapshot, store, vectors
+from retrieval.errors import CollectionError, RetrievalError, SettingsError
 from retrieval.search import MODES, Mode, View, hits, rank
 from retrieval.sync import Progress, run_sync
 from retrieval.types import Hit, SyncReport
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole names only: fullmatch (a "$" lets a final newline in)
+
+
+class EmbeddingMismatch(RetrievalError, SettingsError):
+    """The collection was indexed with another embedding model than ``models.embedding`` names now: its
+    vectors and the query's are not comparable (a FAISS assertion when their widths differ, silently wrong
+    results when they do not)."""
 
 
 def validate_name(name: str) -> str:
@@ -52,6 +59,7 @@ class Collection:
         self.root = collections_dir(settings) / name
         self._embedder = embedder
         self._view: View | None = None
+        self._indexed: dict[str, str | None] = {}  # the current view's embedding model and folder
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -130,9 +138,15 @@ class Collection:
         view = self._current_view()
         if view is None:
             return []
-        vector = self.embedder.embed_query(query) if mode != "bm25" else None
+        vector = None
+        if mode != "bm25":  # keyword search reads no vectors: it works whatever the model
+            self._check_model()
+            vector = self.embedder.embed_query(query)
         want = max(k, self.settings.retrieval.rerank_candidates) if self.settings.retrieval.reranker else k
-        found = hits(view, rank(view, query, vector, want, mode, self.settings.retrieval))
+        try:
+            found = hits(view, rank(view, query, vector, want, mode, self.settings.retrieval))
+        except vectors.DimensionMismatch as exc:  # a snapshot that recorded no model (older versions)
+            raise self._mismatch(None, str(exc)) from exc
         if self.settings.retrieval.reranker:
             from retrieval.rerank import rerank
 
@@ -148,7 +162,32 @@ class Collection:
             if self._view is None or self._view.version != folder.name:
                 self._close_view()
                 self._view = View.open(folder, self.settings.retrieval)
+                with self._view.lock:
+                    recorded = json.loads(store.get_meta(self._view.conn, "fingerprint") or "{}")
+                    self._indexed = {
+                        "model": recorded.get("embedding"),
+                        "folder": store.get_meta(self._view.conn, "folder"),
+                    }
             return self._view
+
+    def _check_model(self) -> None:
+        """Raise EmbeddingMismatch when the current snapshot was embedded by another model than the
+        configured one (a sync with the new model rebuilds it: retrieval/sync.py re-embeds every chunk)."""
+        indexed = self._indexed.get("model")
+        if indexed is not None and indexed != self.settings.models.embedding:
+            raise self._mismatch(indexed)
+
+    def _mismatch(self, indexed: str | None, detail: str = "") -> EmbeddingMismatch:
+        folder = self._indexed.get("folder")
+        command = f"chatbot index {self.name} {shlex.quote(folder) if folder else 'FOLDER'}"
+        if indexed is None:  # a snapshot that recorded no model: only the widths tell
+            was, back = f"was indexed with another embedding model ({detail})", ""
+        else:
+            was, back = f"was indexed with {indexed!r}", f" or set models.embedding back to {indexed!r}"
+        return EmbeddingMismatch(
+            f"collection {self.name!r} {was}; settings now say {self.settings.models.embedding!r} "
+            f"(models.embedding): re-run `{command}` (it rebuilds the index with the new model){back}"
+        )
 
     def _close_view(self) -> None:
         if self._view is not None:

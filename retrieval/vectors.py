@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval.errors import RetrievalError
+
 if TYPE_CHECKING:
     import faiss
 
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 INDEX_NAME = "vectors.faiss"
 IVF_MIN_PER_CELL = 39  # FAISS warns below ~39 training points per cell
+
+
+class DimensionMismatch(RetrievalError):
+    """A query vector is not as wide as the index's vectors: they come from different embedding models."""
 
 
 def empty_index(settings: RetrievalSettings, dim: int, expected: int = 0) -> faiss.Index:
@@ -87,6 +93,11 @@ def save(index: faiss.Index, path: Path) -> None:
 
 
 def search(index: faiss.Index, query: np.ndarray, n: int) -> list[tuple[int, float]]:
+    if query.size != index.d:  # FAISS would only assert (or read past the vector)
+        raise DimensionMismatch(
+            f"the query vector has {query.size} dimensions, the index's vectors {index.d}: the index was built "
+            "with another embedding model"
+        )
     if index.ntotal == 0:
         return []
     scores, ids = index.search(query.reshape(1, -1).astype(np.float32), min(n, index.ntotal))

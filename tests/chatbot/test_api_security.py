@@ -225,6 +225,31 @@ def test_a_flood_gets_429_while_health_stays_fast(service):
     assert max(health) < 2.5  # 46 s before the limit; here client, server and model share 2 cores
 
 
+def test_one_key_cannot_hold_every_slot(service):
+    """With one request per key allowed, a key whose answer is generating is turned away (429, saying why),
+    while another key is still served."""
+    service.settings.api.max_concurrent_per_key = 1
+    keys = ApiKeys.of(service.settings.data_dir)
+    _, greedy = keys.create("greedy")
+    _, other = keys.create("other")
+    with serving(service) as port:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        results: list[httpx.Response] = []
+        long = threading.Thread(
+            target=lambda: results.append(
+                httpx.post(url, json=ask(QUESTION, max_tokens=3000), headers=bearer(greedy), timeout=120)
+            )
+        )
+        long.start()
+        _wait_busy(service.llm)
+        again = httpx.post(url, json=ask(QUESTION, max_tokens=4), headers=bearer(greedy), timeout=120)
+        served = httpx.post(url, json=ask(QUESTION, max_tokens=4), headers=bearer(other), timeout=120)
+        long.join(timeout=120)
+    assert again.status_code == 429 and "api.max_concurrent_per_key = 1" in again.json()["error"]["message"]
+    assert again.headers["retry-after"] == str(service.settings.api.retry_after)
+    assert served.status_code == 200 and results[0].status_code == 200
+
+
 def _wait_busy(llm) -> None:
     deadline = time.perf_counter() + 30
     while not llm.busy() and time.perf_counter() < deadline:

@@ -1,0 +1,90 @@
+"""Settings problems end in one SettingsError that names the file or variable and what it must look like."""
+
+import logging
+
+import pytest
+
+from chatbot.settings import SettingsError, load_settings
+
+
+def test_a_list_variable_that_is_not_json_says_a_json_list_is_expected(monkeypatch):
+    monkeypatch.setenv("APP_UI__SYNC_ROOTS", "/tmp")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "APP_UI__SYNC_ROOTS" in message and "ui.sync_roots" in message
+    assert "JSON list" in message and '["' in message  # what it must look like, with an example
+
+
+def test_a_section_variable_that_is_not_json_says_a_json_object_is_expected(monkeypatch):
+    monkeypatch.setenv("APP_RETRIEVAL", "{bad")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "APP_RETRIEVAL" in message and "JSON object" in message
+    assert "APP_RETRIEVAL__CHUNK_TOKENS" in message  # the one-field-at-a-time alternative
+
+
+def test_a_bad_section_variable_never_echoes_its_value(monkeypatch):
+    monkeypatch.setenv("APP_MODELS", '{"endpoint_api_key": "sk-very-secret"')
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "APP_MODELS" in str(err.value) and "sk-very-secret" not in str(err.value)
+
+
+def test_a_settings_file_that_is_not_utf8_is_named(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_bytes("chat:\n  collection: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert str(cfg) in str(err.value) and "UTF-8" in str(err.value)
+
+
+def test_a_settings_file_that_is_a_folder_is_named(tmp_path):
+    with pytest.raises(SettingsError, match="is a folder"):
+        load_settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("APP_RETREIVAL__CHUNK_TOKENS", "APP_RETRIEVAL__CHUNK_TOKENS"),
+        ("APP_DATADIR", "APP_DATA_DIR"),
+        ("APP_UI_LANGUAGE", "APP_UI__LANGUAGE"),  # one underscore where two belong
+        ("APP_GENERATIONS__TOP_K", "APP_GENERATION__TOP_K"),
+    ],
+)
+def test_a_misspelt_variable_is_refused_naming_the_closest_setting(monkeypatch, name, suggestion):
+    monkeypatch.setenv(name, "100")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert name in str(err.value) and suggestion in str(err.value)
+    assert "100" not in str(err.value)  # a misspelt secret is named, never shown
+
+
+def test_an_unrelated_app_variable_is_ignored_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("APP_ENV", "production")  # another program's variable: the assistant still starts
+    with caplog.at_level(logging.WARNING, logger="chatbot.settings"):
+        settings = load_settings()
+    assert settings.chat.collection == "sample"
+    assert "APP_ENV" in caplog.text and "ignored" in caplog.text
+
+
+def test_the_config_file_variable_and_every_real_setting_are_accepted(monkeypatch, tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("chat:\n  collection: handbook\n", encoding="utf-8")
+    monkeypatch.setenv("APP_CONFIG_FILE", str(cfg))
+    monkeypatch.setenv("APP_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("APP_UI__SYNC_ROOTS", f'["{tmp_path}"]')
+    settings = load_settings()
+    assert settings.chat.collection == "handbook" and settings.ui.sync_roots == [tmp_path]
+
+
+def test_an_overlap_as_long_as_the_chunk_is_refused_naming_both_values(monkeypatch):
+    monkeypatch.setenv("APP_RETRIEVAL__CHUNK_OVERLAP", "5000")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "chunk_overlap" in message and "5000" in message
+    assert "chunk_tokens" in message and "256" in message
+    assert load_settings(retrieval={"chunk_tokens": 64, "chunk_overlap": 63}).retrieval.chunk_overlap == 63
