@@ -21,6 +21,12 @@ _BOMS = (
     (b"\xfe\xff", "utf-16-be"),
 )
 PREFERRED_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
+# Bytes that are not UTF-8, as ``surrogateescape`` decodes them; and non-ASCII characters, decoded or not.
+_STRAY_BYTES = re.compile("[\udc80-\udcff]+")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+# Text is taken as UTF-8 with stray bytes when 80% of its non-ASCII characters decode: 40 accented letters
+# and 1 stray byte pass; a Latin-1 file (no multi-byte sequences) or GBK (~10% decode by chance) do not.
+UTF8_SHARE = 0.8
 # A decoded "text" with more than 5% control characters is a binary file that happened to decode.
 MAX_CONTROL_SHARE = 0.05
 
@@ -32,7 +38,8 @@ def clean(text: str) -> str:
 
 
 def decode(data: bytes) -> str:
-    """Decode ``data`` with its BOM, as UTF-8, or with the encoding charset-normalizer detects.
+    """Decode ``data`` with its BOM, as UTF-8 (with a few stray bytes read as cp1252), or with the encoding
+    charset-normalizer detects.
 
     Raises :class:`LoadError` for binary content; nothing is decoded with ``errors="ignore"``.
     """
@@ -48,6 +55,9 @@ def decode(data: bytes) -> str:
         return _checked(data.decode("utf-8", errors="strict"), "utf-8")
     except UnicodeDecodeError:
         pass
+    text = data.decode("utf-8", errors="surrogateescape")
+    if _mostly_utf8(text):
+        return _checked(_STRAY_BYTES.sub(_as_cp1252, text), "utf-8")
     from charset_normalizer import from_bytes
 
     matches = list(from_bytes(data))
@@ -61,6 +71,22 @@ def decode(data: bytes) -> str:
         if any(m.encoding == preferred for m in ties):
             return _strict(data, preferred)
     return _checked(str(best), best.encoding)
+
+
+def _mostly_utf8(text: str) -> bool:
+    """Whether ``text`` (decoded with ``surrogateescape``) is UTF-8 with a few stray bytes: at least
+    ``UTF8_SHARE`` of its non-ASCII characters decoded. Guessing an encoding for the whole file instead
+    read Spanish UTF-8 with one Latin-1 "é" as a Thai code page ("cafeterรญa"). A file wholly in Latin-1,
+    Cyrillic cp1251 or GBK decodes few or no multi-byte UTF-8 sequences, so it is still detected."""
+    stray = sum(len(run) for run in _STRAY_BYTES.findall(text))
+    decoded = len(_NON_ASCII.findall(text)) - stray
+    return decoded >= UTF8_SHARE * (decoded + stray)
+
+
+def _as_cp1252(match: re.Match[str]) -> str:
+    """Stray bytes in UTF-8 text read as Windows-1252 (usually a Latin-1 word pasted in: "Jos\xe9" is
+    "José"); U+FFFD for the five bytes cp1252 leaves undefined."""
+    return match.group().encode("utf-8", "surrogateescape").decode("cp1252", errors="replace")
 
 
 def _utf16_without_bom(data: bytes) -> str | None:

@@ -6,7 +6,7 @@
 - FIFOs, sockets and devices are skipped and reported (opening a FIFO would wait forever).
 - A folder that cannot be listed is reported, not taken as empty: its files indexed before are kept.
 - A file name that is not valid UTF-8 is indexed under an escaped name (``caf\\xe9.md``); it used to stop
-  the whole sync.
+  the whole sync. A backslash in a name is doubled (``a\\\\b.md``), so no two names escape alike.
 - Files are opened without following links (a file swapped for a link after the scan fails to open) and
   non-blocking, and checked to be regular files on the open descriptor, whose size is the one used.
 """
@@ -96,9 +96,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _rel(path: Path, folder: Path) -> str:
     """``path`` relative to ``folder``, as stored and shown: bytes of a name that are not UTF-8 (an old
-    Latin-1 file name) are written as ``\\xe9`` escapes, which SQLite and JSON can hold."""
+    Latin-1 file name) are written as ``\\xe9`` escapes, which SQLite and JSON can hold, and a backslash
+    as two. Without doubling, ``caf<0xE9>.md`` and a file literally named ``caf\\xe9.md`` got one stored
+    name, and one of them was silently never indexed; now no two names escape alike."""
     rel = path.relative_to(folder).as_posix() if path != folder else "."
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return rel.replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def open_regular(path: Path) -> int:

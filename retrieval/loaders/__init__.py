@@ -43,7 +43,7 @@ LOADERS: dict[str, str] = {
     ".mbox": "mail",
 }
 # Bumped whenever a loader or the chunker changes what it produces: every file is then re-read on next sync.
-PIPELINE_VERSION = 3
+PIPELINE_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from email import errors
 from email.message import EmailMessage
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from retrieval.errors import LoadError
 from retrieval.loaders import Document, Loaded, is_supported, load_bytes
+from retrieval.text import decode
 
 if TYPE_CHECKING:
     from retrieval.config import RetrievalSettings
@@ -64,7 +66,7 @@ def load_message(data: bytes, source: str, settings: RetrievalSettings) -> Loade
 def _body(message: EmailMessage, max_html_depth: int) -> str:
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
-        return ""
+        return _unsplit_multipart(message)
     try:
         content = part.get_content()
     except (LookupError, UnicodeError) as exc:  # unknown or lying charset
@@ -74,3 +76,15 @@ def _body(message: EmailMessage, max_html_depth: int) -> str:
 
         content = html_to_markdown(content, max_html_depth)[0]
     return content
+
+
+def _unsplit_multipart(message: EmailMessage) -> str:
+    """The raw text of a multipart message whose parts cannot be told apart (its Content-Type names no
+    boundary), part headers and all; "" for any other message without a body (only attachments).
+    get_body() finds no part in it, and its text was dropped while the file counted as indexed."""
+    if not any(isinstance(d, errors.NoBoundaryInMultipartDefect) for d in message.defects):
+        return ""
+    payload = message.get_payload()
+    if not isinstance(payload, str):
+        return ""
+    return decode(payload.encode("utf-8", "surrogateescape"))

@@ -48,10 +48,7 @@ def csv_document(text: str, source: str, rows_per_group: int, delimiter: str | N
             delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
         except csv.Error:
             delimiter = ","
-    try:
-        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
-    except csv.Error as exc:
-        raise LoadError(f"invalid CSV: {exc}") from exc
+    rows = _csv_rows(text, delimiter)
     if not rows:
         raise LoadError("no rows in CSV")
     header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
@@ -63,6 +60,50 @@ def csv_document(text: str, source: str, rows_per_group: int, delimiter: str | N
         # Row numbers as in a spreadsheet: the header is row 1.
         doc.add("\n".join(lines), title=f"{doc.title} rows {first + 2}-{first + 1 + len(group)}")
     return doc
+
+
+def _csv_rows(text: str, delimiter: str) -> list[list[str]]:
+    """The non-blank rows, parsed strictly: an unclosed quote used to swallow every later row into one cell
+    (`3,"widget 3,3.00` took rows 4-50), which was indexed as one garbled row. Such a file is refused, with
+    the line where the runaway row starts."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    rows: list[list[str]] = []
+    line = 1  # the line the next row starts on
+    try:
+        for row in reader:
+            _check_row(row, line, reader.line_num, rows[0] if rows else row, delimiter)
+            line = reader.line_num + 1
+            if any(c.strip() for c in row):
+                rows.append(row)
+    except csv.Error as exc:
+        hint = " (a quoted field that is never closed?)" if line < reader.line_num else ""
+        raise LoadError(f"invalid CSV: the row starting on line {line}: {exc}{hint}") from exc
+    return rows
+
+
+def _check_row(row: list[str], first: int, last: int, header: list[str], delimiter: str) -> None:
+    """A row over several lines is a quoted cell with line breaks (an address, a note). It is the rows
+    after an unclosed quote run together when its column count differs from the header's, or when the
+    lines inside one cell are themselves rows (a later stray quote closed the cell)."""
+    if last == first:
+        return
+    if len(row) != len(header):
+        why = f"has {len(row)} columns, not {len(header)}"
+    elif any(_rows_inside(cell, delimiter, len(header)) for cell in row):
+        why = "has a cell whose lines are rows of their own"
+    else:
+        return
+    raise LoadError(
+        f"invalid CSV: the row starting on line {first} runs over {last - first + 1} lines and {why} "
+        "(a quoted field that is never closed?)"
+    )
+
+
+def _rows_inside(cell: str, delimiter: str, columns: int) -> bool:
+    """Most of the whole lines inside ``cell`` (at least 2) split into ``columns`` fields."""
+    inner = cell.split("\n")[1:-1]  # the first and last lines are fragments cut by the quotes
+    rows = sum(line.count(delimiter) == columns - 1 for line in inner)
+    return columns > 1 and len(inner) >= 2 and rows > len(inner) / 2
 
 
 def _row(header: list[str], row: list[str]) -> str:
