@@ -12,6 +12,7 @@ import logging
 import re
 import shlex
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # whole names only: fullmatch (a "$" lets a final newline in)
+
+
+class DamagedCollection(RetrievalError):
+    """The current snapshot's files cannot be read (a disk error, a truncated file); a sync rebuilds it."""
 
 
 class EmbeddingMismatch(RetrievalError, SettingsError):
@@ -161,13 +166,23 @@ class Collection:
                 return None
             if self._view is None or self._view.version != folder.name:
                 self._close_view()
-                self._view = View.open(folder, self.settings.retrieval)
-                with self._view.lock:
-                    recorded = json.loads(store.get_meta(self._view.conn, "fingerprint") or "{}")
-                    self._indexed = {
-                        "model": recorded.get("embedding"),
-                        "folder": store.get_meta(self._view.conn, "folder"),
-                    }
+                view = None
+                try:
+                    view = View.open(folder, self.settings.retrieval)
+                    with view.lock:  # SQLite reads the file at the first query, not at connect
+                        recorded = json.loads(store.get_meta(view.conn, "fingerprint") or "{}")
+                        indexed = {
+                            "model": recorded.get("embedding"),
+                            "folder": store.get_meta(view.conn, "folder"),
+                        }
+                except (vectors.VectorFileError, sqlite3.DatabaseError) as exc:
+                    if view is not None:
+                        view.close()
+                    raise DamagedCollection(
+                        f"collection {self.name!r}: its current version {folder} is damaged ({exc}); "
+                        f"`chatbot index {self.name} FOLDER` sets it aside and rebuilds the collection"
+                    ) from exc
+                self._view, self._indexed = view, indexed
             return self._view
 
     def _check_model(self) -> None:

@@ -95,6 +95,18 @@ def publish(root: Path, staging: Path, name: str, keep: int) -> Path:
     return final
 
 
+def set_aside(root: Path, version: Path) -> Path:
+    """Take the damaged current ``version`` out of use: renamed ``damaged-<name>`` (kept for inspection, never
+    read again) and CURRENT removed, so that the next sync builds a fresh version from the folder."""
+    aside = root / f"damaged-{version.name}"
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(version, aside)
+    (root / POINTER).unlink(missing_ok=True)
+    fsync_dir(root)
+    return aside
+
+
 def record_last_sync(root: Path, summary: dict) -> None:
     write_atomic(root / LAST_SYNC, json.dumps(summary, indent=1))
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ def run_sync(
     ``allow_mass_delete``."""
     started = time.perf_counter()
     snapshot.clean_incomplete(root)
+    damaged = _set_aside_if_damaged(root, name, settings)
     p = plan(root, folder, settings)
     check_deletions(p, name, allow_mass_delete)
     report = SyncReport(unsupported=p.unsupported, deleted=p.deleted)
@@ -84,6 +86,8 @@ def run_sync(
         kept = sum(1 for folder in p.unseen.values() if folder == where)
         report.failed[f"{where}/"] = f"{reason}; the {kept} files indexed from it before are kept"
     report.failed.update(p.kept)
+    if damaged:
+        report.failed[f"{damaged[0]}/"] = damaged[1]
     todo = [rel for rel in p.entries if not p.unchanged(rel)]
     for rel in p.entries:
         if p.unchanged(rel):
@@ -193,6 +197,38 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
         for c in chunks
     ]  # fmt: skip
     writer.add(store.FileRecord(rel, _sha256(data), len(data), "ok", None, parts), new)
+
+
+def damage(version: Path, settings: Host) -> str | None:
+    """What is wrong with a snapshot's files, or None when its record database passes SQLite's quick check
+    and FAISS reads its vector index."""
+    try:
+        with _closing(store.connect(version / store.DB_NAME, readonly=True)) as conn:
+            result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            return f"{store.DB_NAME}: {result}"
+        vectors.load(version / vectors.INDEX_NAME, settings.retrieval)
+    except sqlite3.DatabaseError as exc:
+        return f"{store.DB_NAME}: {exc}"
+    except vectors.VectorFileError as exc:
+        return str(exc)
+    return None
+
+
+def _set_aside_if_damaged(root: Path, name: str, settings: Host) -> tuple[str, str] | None:
+    """A damaged current version (a disk error, a file truncated by hand) cannot be updated: it is set aside
+    and the sync rebuilds the collection from the folder. Returns (version, what happened) for the report."""
+    current = snapshot.current(root)
+    problem = damage(current, settings) if current is not None else None
+    if problem is None:
+        return None
+    aside = snapshot.set_aside(root, current)
+    log.warning("collection %s: version %s is damaged (%s); set aside as %s, rebuilding", name, current.name,
+                problem, aside.name)  # fmt: skip
+    return (
+        current.name,
+        f"damaged ({problem}): set aside as {aside.name}; the collection is rebuilt from the folder",
+    )
 
 
 def _read(rel: str, p: Plan, settings) -> bytes:

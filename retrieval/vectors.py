@@ -31,6 +31,16 @@ class DimensionMismatch(RetrievalError):
     """A query vector is not as wide as the index's vectors: they come from different embedding models."""
 
 
+class VectorFileError(RetrievalError):
+    """A vector index file that FAISS cannot read or write; the message names the file."""
+
+
+def _faiss_message(exc: RuntimeError) -> str:
+    """The reason in a FAISS error, without the C++ function and source line before it."""
+    text = " ".join(str(exc).split())
+    return text.rsplit("Error: ", 1)[-1][:300]
+
+
 def empty_index(settings: RetrievalSettings, dim: int, expected: int = 0) -> faiss.Index:
     import faiss
 
@@ -75,7 +85,12 @@ def update(index: faiss.Index, remove: list[int], add_ids: list[int], add_vector
 def load(path: Path, settings: RetrievalSettings) -> faiss.Index:
     import faiss
 
-    index = faiss.read_index(str(path))
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:  # FAISS reports a truncated or damaged file as a C++ exception
+        raise VectorFileError(
+            f"cannot read the vector index {path} (damaged?): {_faiss_message(exc)}"
+        ) from exc
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if isinstance(inner, faiss.IndexHNSWFlat):
         inner.hnsw.efSearch = settings.hnsw_ef_search
@@ -87,7 +102,10 @@ def load(path: Path, settings: RetrievalSettings) -> faiss.Index:
 def save(index: faiss.Index, path: Path) -> None:
     import faiss
 
-    faiss.write_index(index, str(path))
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as exc:  # a full disk, among others
+        raise VectorFileError(f"cannot write the vector index {path}: {_faiss_message(exc)}") from exc
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sqlite3
+import sys
 
 from chatbot.cli import (  # noqa: F401  (each module registers its commands)
     api_cmds,
@@ -13,6 +16,9 @@ from chatbot.cli import (  # noqa: F401  (each module registers its commands)
     train_cmds,
 )
 from chatbot.cli.app import app
+from retrieval.errors import RetrievalError
+
+log = logging.getLogger("chatbot.cli")
 
 
 def main() -> None:
@@ -20,4 +26,12 @@ def main() -> None:
     # how the training page's Stop button ends a job. A process started by a shell in the background inherits
     # SIGINT *ignored* (e.g. `make run &` and every job the app then starts): take it back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    app()
+    try:
+        app()
+    except (RetrievalError, OSError, sqlite3.DatabaseError) as exc:
+        # what the commands do not handle themselves (a full disk, a damaged index or database, an unreadable
+        # data directory): one line naming it, not a traceback; --verbose adds the traceback
+        log.debug("traceback", exc_info=exc)
+        kind = "damaged database" if isinstance(exc, sqlite3.DatabaseError) else type(exc).__name__
+        print(f"error: {kind}: {exc} (run with --verbose for the details)", file=sys.stderr)
+        sys.exit(1)

@@ -67,3 +67,25 @@ def test_interactive_chat_commands(app_env):
     assert "user> How do I delete a collection?" in result.output  # /history printed the stored turn
     assert "(new conversation)" in result.output
     assert "2 messages" in result.output  # /list
+
+
+def test_a_damaged_index_or_database_is_one_clear_line_not_a_traceback(app_env, tmp_path):
+    """What no command handles itself (a damaged vector file, a damaged record database) ends the real
+    `chatbot` process with one line naming it, exit code 1."""
+    import os
+    import subprocess
+    import sys
+
+    assert runner.invoke(app, ["index", "sample", str(SAMPLE)], env=app_env).exit_code == 0
+    version = max((Path(app_env["APP_DATA_DIR"]) / "collections" / "sample").glob("v*"))
+    env = {**os.environ, **app_env}
+    command = [sys.executable, "-c", "from chatbot.cli import main; main()", "search", "sample", "delete"]
+    (version / "vectors.faiss").write_bytes((version / "vectors.faiss").read_bytes()[:100])
+    damaged = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr
+    assert "cannot read the vector index" in damaged.stderr and "vectors.faiss" in damaged.stderr
+    records = next(version.glob("*.sqlite"))
+    records.write_bytes(b"SQLite format 3\x00" + b"\x00" * 80 + b"junk" * 100)
+    damaged = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr
+    assert damaged.stderr.startswith("error:"), damaged.stderr
