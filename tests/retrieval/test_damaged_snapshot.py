@@ -24,7 +24,9 @@ def test_a_damaged_version_is_named_then_set_aside_and_rebuilt(settings, tmp_pat
     col.sync(docs)
     version = snapshot.current(col.root)
     path = version / damaged
-    path.write_bytes(path.read_bytes()[:100] if damaged == "vectors.faiss" else b"SQLite format 3\0" + b"x" * 500)
+    path.write_bytes(
+        path.read_bytes()[:100] if damaged == "vectors.faiss" else b"SQLite format 3\0" + b"x" * 500
+    )
 
     fresh = Collection.open(settings, "animals")  # as a new process would open it
     with pytest.raises(DamagedCollection, match=rf"animals.*{version.name}.*damaged.*chatbot index animals"):
