@@ -63,10 +63,10 @@ def csv_document(text: str, source: str, rows_per_group: int, delimiter: str | N
 
 
 def _csv_rows(text: str, delimiter: str) -> list[list[str]]:
-    """The non-blank rows, parsed strictly: an unclosed quote used to swallow every later row into one cell
-    (`3,"widget 3,3.00` took rows 4-50), which was indexed as one garbled row. Such a file is refused, with
-    the line where the runaway row starts."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    """The non-blank rows. An unclosed quote used to swallow every later row into one cell (`3,"widget
+    3,3.00` took rows 4-50), indexed as one garbled row: such a file is refused, with the line where the
+    runaway row starts. Parsing stays lenient otherwise: a stray quote inside a field (`3" screw`) is text."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     rows: list[list[str]] = []
     line = 1  # the line the next row starts on
     try:
@@ -76,15 +76,15 @@ def _csv_rows(text: str, delimiter: str) -> list[list[str]]:
             if any(c.strip() for c in row):
                 rows.append(row)
     except csv.Error as exc:
-        hint = " (a quoted field that is never closed?)" if line < reader.line_num else ""
-        raise LoadError(f"invalid CSV: the row starting on line {line}: {exc}{hint}") from exc
+        raise LoadError(f"invalid CSV: the row starting on line {line}: {exc}") from exc
     return rows
 
 
 def _check_row(row: list[str], first: int, last: int, header: list[str], delimiter: str) -> None:
-    """A row over several lines is a quoted cell with line breaks (an address, a note). It is the rows
-    after an unclosed quote run together when its column count differs from the header's, or when the
-    lines inside one cell are themselves rows (a later stray quote closed the cell)."""
+    """A row over several lines is a quoted cell with line breaks (an address, an answer). It is the rows
+    after an unclosed quote run together when its column count differs from the header's, or, in a table of
+    3 or more columns, when the lines inside one cell are nearly all rows of that table themselves (a later
+    stray quote closed the cell)."""
     if last == first:
         return
     if len(row) != len(header):
@@ -100,10 +100,11 @@ def _check_row(row: list[str], first: int, last: int, header: list[str], delimit
 
 
 def _rows_inside(cell: str, delimiter: str, columns: int) -> bool:
-    """Most of the whole lines inside ``cell`` (at least 2) split into ``columns`` fields."""
+    """At least 3 whole lines inside ``cell``, 80% of which split into ``columns`` (3 or more) fields. Two
+    columns are too easy to match by chance: an answer's lines with one comma each are not rows."""
     inner = cell.split("\n")[1:-1]  # the first and last lines are fragments cut by the quotes
     rows = sum(line.count(delimiter) == columns - 1 for line in inner)
-    return columns > 1 and len(inner) >= 2 and rows > len(inner) / 2
+    return columns >= 3 and len(inner) >= 3 and rows >= 0.8 * len(inner)
 
 
 def _row(header: list[str], row: list[str]) -> str:

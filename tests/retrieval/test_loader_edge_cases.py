@@ -145,6 +145,24 @@ def test_csv_with_a_multiline_cell_still_loads(settings, tmp_path):
     assert "address: Calle Mayor 1\nPiso 2; city: Madrid" in text and "Luis" in text
 
 
+def test_lenient_csv_still_loads(settings, tmp_path):
+    """What a careless export writes, and a question-and-answer table whose answers run over lines with a
+    comma each, are not runaway quotes."""
+    faq = tmp_path / "faq.csv"
+    faq.write_text(
+        'question,answer\nWhere is it?,"In Madrid, near the station.\nOpen daily, 9 to 5.\n'
+        'Closed in August, mostly.\nAsk at the desk, please."\nWho runs it?,The team\n'
+    )
+    parts = tmp_path / "parts.csv"
+    parts.write_text('id,part,qty\n1,"3" screw",4\n2,washer,5\n')
+
+    faq_text = load_file(faq, "faq.csv", settings.retrieval).documents[0].text
+    parts_text = load_file(parts, "parts.csv", settings.retrieval).documents[0].text
+
+    assert "Closed in August, mostly." in faq_text and "Who runs it?" in faq_text
+    assert 'screw"' in parts_text and "washer" in parts_text
+
+
 def _load_error(path: Path, source: str, settings) -> str:
     from retrieval.errors import LoadError
 
