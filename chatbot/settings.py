@@ -391,33 +391,38 @@ def _env_name(names: list[str]) -> str:
     return ENV_PREFIX + "__".join(names).upper()
 
 
-def _closest(names: list[str]) -> str | None:
-    """The variable that one whose first part matches no setting was probably meant to be."""
+def _closest(names: list[str]) -> tuple[str | None, bool]:
+    """The variable that one whose first part matches no setting was probably meant to be, and whether it is
+    surely ours: a section's field with one underscore where two belong (APP_UI_LANGUAGE), or a name with our
+    nested delimiter ``__`` (APP_RETREIVAL__CHUNK_TOKENS), which other programs' APP_ variables rarely have."""
     first, rest = names[0], names[1:]
-    for field, info in Settings.model_fields.items():  # APP_UI_LANGUAGE: one underscore where two belong
+    for field, info in Settings.model_fields.items():
         section = _section(info.annotation)
         sub = first.removeprefix(field + "_")
         if section is not None and sub != first and sub in section.model_fields:
-            return _env_name([field, sub, *rest])
+            return _env_name([field, sub, *rest]), True
     # 0.75 takes DATADIR for DATA_DIR and RETREIVAL for RETRIEVAL, not another program's API_KEY for API
     close = difflib.get_close_matches(first, list(Settings.model_fields), n=1, cutoff=0.75)
-    return _env_name([close[0], *rest]) if close else None
+    return (_env_name([close[0], *rest]) if close else None), bool(rest)
 
 
 def _check_env_names(environ: Mapping[str, str]) -> None:
-    """Refuse an APP_ variable that looks like a misspelt setting (pydantic-settings would ignore it); one
-    that resembles none (another program's APP_ENV) is ignored with a warning. Values are never shown: a
-    misspelt secret is still a secret."""
+    """Refuse an APP_ variable that is surely a misspelt setting (pydantic-settings would ignore it); warn
+    about any other that matches no setting, with the closest one if there is one (APP_DATADIR), since
+    another program may own it (a container's APP_MODE or APP_UID must not stop the assistant). Values are
+    never shown: a misspelt secret is still a secret."""
     fields = list(Settings.model_fields)
     for key, names in _env_vars(environ).items():
         if names[0] in fields:
             continue  # an unknown field inside a section is refused by the section itself (extra="forbid")
         known = f"settings are {', '.join(_env_name([f]) for f in fields)}; sections take __FIELD"
-        if guess := _closest(names):
+        guess, surely = _closest(names)
+        if guess and surely:
             raise SettingsError(
                 f"environment variable {key} matches no setting: did you mean {guess}? ({known})"
             )
-        log.warning("environment variable %s matches no setting and is ignored (%s)", key, known)
+        hint = f"did you mean {guess}? " if guess else ""
+        log.warning("environment variable %s matches no setting and is ignored (%s%s)", key, hint, known)
 
 
 def _env_parse_error(exc: Exception, origin: str, environ: Mapping[str, str]) -> str:

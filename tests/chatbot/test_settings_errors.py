@@ -49,7 +49,6 @@ def test_a_settings_file_that_is_a_folder_is_named(tmp_path):
     ("name", "suggestion"),
     [
         ("APP_RETREIVAL__CHUNK_TOKENS", "APP_RETRIEVAL__CHUNK_TOKENS"),
-        ("APP_DATADIR", "APP_DATA_DIR"),
         ("APP_UI_LANGUAGE", "APP_UI__LANGUAGE"),  # one underscore where two belong
         ("APP_GENERATIONS__TOP_K", "APP_GENERATION__TOP_K"),
     ],
@@ -63,11 +62,14 @@ def test_a_misspelt_variable_is_refused_naming_the_closest_setting(monkeypatch, 
 
 
 def test_an_unrelated_app_variable_is_ignored_with_a_warning(monkeypatch, caplog):
-    monkeypatch.setenv("APP_ENV", "production")  # another program's variable: the assistant still starts
+    # other programs' variables (a container's): the assistant still starts, and names the likely typo
+    for name in ("APP_ENV", "APP_MODE", "APP_UID", "APP_MODELS_DIR", "APP_DATADIR"):
+        monkeypatch.setenv(name, "production")
     with caplog.at_level(logging.WARNING, logger="chatbot.settings"):
         settings = load_settings()
     assert settings.chat.collection == "sample"
-    assert "APP_ENV" in caplog.text and "ignored" in caplog.text
+    assert all(f"{name} matches no setting and is ignored" in caplog.text for name in ("APP_ENV", "APP_MODE"))
+    assert "APP_DATADIR matches no setting and is ignored (did you mean APP_DATA_DIR?" in caplog.text
 
 
 def test_the_config_file_variable_and_every_real_setting_are_accepted(monkeypatch, tmp_path):
