@@ -13,6 +13,7 @@ error. The child's standard output is the protocol channel only: whatever a pars
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -113,7 +114,8 @@ class ParserProcess:
             code = proc.wait()
         for stream in (proc.stdin, proc.stdout):
             if stream is not None and not stream.closed:
-                stream.close()
+                with contextlib.suppress(OSError):  # a dead child's pipe: the unflushed input is dropped
+                    stream.close()
         return code
 
 

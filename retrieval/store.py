@@ -8,6 +8,7 @@ what lets a changed file reuse the embedding of every chunk whose text did not c
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ SCHEMA_VERSION = 1
 DB_NAME = "records.sqlite"
 # Prefixed to a record's hash so that it matches no content: the next sync reads the file again.
 STALE = "kept:"
+_STALE = re.compile(r"kept(\d*):")  # kept: once, kept2: twice...
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -146,13 +148,25 @@ def put_file(conn: sqlite3.Connection, record: FileRecord, now: str) -> None:
     )
 
 
-def mark_stale(conn: sqlite3.Connection, path: str) -> None:
+def stale_tries(file_hash: str) -> int:
+    """How many times in a row the file of a record with this hash failed to be read for a passing reason
+    (:func:`mark_stale`); 0 for a record that is not marked."""
+    match = _STALE.match(file_hash)
+    return 0 if match is None else int(match.group(1) or 1)
+
+
+def stale_hash(file_hash: str, tries: int = 1) -> str:
+    """``file_hash`` marked as read ``tries`` times without success: it matches no content, so the next sync
+    reads the file again."""
+    return f"kept{tries if tries > 1 else ''}:{_STALE.sub('', file_hash, count=1)}"
+
+
+def mark_stale(conn: sqlite3.Connection, path: str, tries: int = 1) -> None:
     """Keep a file's record and chunks (searchable as they are) but have the next sync read the file again,
     as after a failure that says nothing about its content (a parser stopped for time)."""
-    conn.execute(
-        "UPDATE files SET hash = ? || hash WHERE path = ? AND substr(hash, 1, ?) != ?",
-        (STALE, path, len(STALE), STALE),
-    )
+    row = conn.execute("SELECT hash FROM files WHERE path = ?", (path,)).fetchone()
+    if row is not None:
+        conn.execute("UPDATE files SET hash = ? WHERE path = ?", (stale_hash(row[0], tries), path))
 
 
 def add_chunks(conn: sqlite3.Connection, chunks: list[NewChunk], vectors: np.ndarray) -> list[int]:

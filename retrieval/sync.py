@@ -177,7 +177,21 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
             )
         ]
     except ParserFailure as exc:
-        _not_cached(rel, f"{exc}; tried again at the next sync", p, writer, report)
+        tries = (store.stale_tries(old.hash) if old is not None else 0) + 1
+        if tries < PARSER_TRIES:
+            _not_cached(
+                rel,
+                f"{exc}; tried again at the next sync ({tries} of {PARSER_TRIES})",
+                p,
+                writer,
+                report,
+                tries,
+            )
+            return
+        # every try failed: kept as this content's failure, read again when the file or the limits change
+        reason = f"{exc} ({tries} tries; read again when the file or the retrieval limits change)"
+        report.failed[rel] = reason
+        writer.add(store.FileRecord(rel, _sha256(data), len(data), "failed", reason, None), [])
         return
     except LoadError as exc:
         digest, size = (_sha256(data), len(data)) if data is not None else (p.hashes[rel], p.sizes[rel])
@@ -197,6 +211,11 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
         for c in chunks
     ]  # fmt: skip
     writer.add(store.FileRecord(rel, _sha256(data), len(data), "ok", None, parts), new)
+
+
+# A parser stopped, killed or not started this many syncs in a row for one file: the failure is then kept like
+# any other (each try costs up to retrieval.load_timeout, and a new version of the collection).
+PARSER_TRIES = 3
 
 
 def damage(version: Path, settings: Host) -> str | None:
@@ -242,19 +261,21 @@ def _read(rel: str, p: Plan, settings) -> bytes:
     return read_file(p.files[rel], limit)
 
 
-def _not_cached(rel: str, reason: str, p: Plan, writer: _Writer, report) -> None:
+def _not_cached(rel: str, reason: str, p: Plan, writer: _Writer, report, tries: int = 1) -> None:
     """Report a failure that says nothing lasting about the content: a file indexed before keeps its
-    passages; any other gets a record whose hash matches no content. Either way the next sync reads it again."""
+    passages; any other gets a record whose hash matches no content. Either way the next sync reads it again
+    (``tries``: the how-manieth failure in a row, kept in the record's hash)."""
     old = p.previous.get(rel)
     if old is not None and old.status == "ok":
         report.failed[rel] = f"{reason}; the version indexed before is kept"
-        if not p.rebuild:
-            store.mark_stale(writer.conn, rel)  # its record was copied with the snapshot
-        elif writer.reuse is not None:  # a fresh database: bring the record along
+        if p.rebuild and writer.reuse is not None:  # a fresh database: bring the record along
             keep_rows(writer.reuse, writer.conn, rel)
+        store.mark_stale(writer.conn, rel, tries)
         return
     report.failed[rel] = reason
-    writer.add(store.FileRecord(rel, store.STALE + "unread", p.sizes[rel], "failed", reason, None), [])
+    writer.add(
+        store.FileRecord(rel, store.stale_hash("unread", tries), p.sizes[rel], "failed", reason, None), []
+    )
 
 
 class _Writer:

@@ -53,6 +53,22 @@ def test_a_parse_timeout_is_not_cached(settings, tmp_path):
     assert _sources(col) == {"slow.html"}
 
 
+def test_a_file_that_always_times_out_is_tried_three_times_then_kept_as_failed(settings, tmp_path):
+    """Each try costs up to load_timeout and a new version: after PARSER_TRIES in a row, the failure is kept
+    like any other, and a sync with nothing changed writes nothing."""
+    docs = _write(tmp_path / "docs", {"slow.html": f"<html><body>{PARAGRAPH * 8000}</body></html>"})
+    col = Collection.open(settings, "stubborn")
+    settings.retrieval.load_timeout = 0.01
+    reasons = [col.sync(docs).failed["slow.html"] for _ in range(3)]
+    assert "(1 of 3)" in reasons[0] and "(2 of 3)" in reasons[1]
+    assert "3 tries; read again when the file or the retrieval limits change" in reasons[2]
+    version = snapshot.current(col.root)
+    fourth = col.sync(docs)
+    assert "3 tries" in fourth.failed["slow.html"] and snapshot.current(col.root) == version  # not read
+    settings.retrieval.load_timeout = 60.0  # a changed limit: read again, and it loads
+    assert col.sync(docs).added == ["slow.html"]
+
+
 def _kill_parser_after(monkeypatch, after: str):
     """A progress callback that kills the parser child once ``after`` is indexed: the next file finds it dead."""
     started: list = []
