@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrieval import snapshot, vectors
-from retrieval.collection import Collection
+from retrieval.collection import Collection, DamagedCollection
 
 
 class _Payload:
@@ -39,10 +39,13 @@ def test_planted_pickles_never_execute(settings, tmp_path):
     reopened.sync(docs)
     assert not marker.exists()
 
-    # Even the index file itself replaced by a pickle only fails to load; it never runs.
+    # Even the index file itself replaced by a pickle only fails to load (a damaged version); it never runs,
+    # and the next sync sets that version aside and rebuilds.
     (snapshot.current(col.root) / vectors.INDEX_NAME).write_bytes(payload)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(DamagedCollection, match="vectors.faiss"):
         Collection.open(settings, "safe").search("ocelots", k=1)
+    reopened.sync(docs)
+    assert Collection.open(settings, "safe").search("ocelots", k=1)[0].source == "a.txt"
     assert not marker.exists()
 
 
