@@ -7,6 +7,7 @@ hits = col.search("¿A qué hora abre?", k=5)  # hybrid BM25 + dense, best first
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -178,6 +179,8 @@ class Collection:
                 except (vectors.VectorFileError, sqlite3.DatabaseError) as exc:
                     if view is not None:
                         view.close()
+                    with contextlib.suppress(OSError):  # the next sync checks it and rebuilds
+                        (self.root / snapshot.DAMAGED).write_text(f"{folder.name}: {exc}\n", encoding="utf-8")
                     raise DamagedCollection(
                         f"collection {self.name!r}: its current version {folder} is damaged ({exc}); "
                         f"`chatbot index {self.name} FOLDER` sets it aside and rebuilds the collection"

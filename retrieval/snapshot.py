@@ -33,6 +33,7 @@ from retrieval.files import fsync_dir, fsync_tree, try_exclusive, write_atomic
 log = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
+DAMAGED = "DAMAGED"  # left by a search that could not read the current version: the next sync checks it
 LOCK = "sync.lock"
 HOLDER = "sync.holder"
 LAST_SYNC = "last_sync.json"

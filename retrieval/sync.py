@@ -75,10 +75,26 @@ def run_sync(
 ) -> SyncReport:
     """Sync ``folder`` into the collection at ``root``; the caller holds the sync lock. A sync that would
     delete most files or switch folders raises MassDeleteError, before anything is written, unless
-    ``allow_mass_delete``."""
+    ``allow_mass_delete``. A current version found damaged (by a search, or on the way) is set aside and the
+    sync done from the folder alone (:func:`_set_aside_if_damaged`)."""
+    damaged = None
+    if (root / snapshot.DAMAGED).exists():  # a search found the current version damaged
+        damaged = _set_aside_if_damaged(root, name, settings)
+        (root / snapshot.DAMAGED).unlink(missing_ok=True)
+    try:
+        return _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged)
+    except (sqlite3.DatabaseError, vectors.VectorFileError) as exc:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O: not the file's content
+            raise
+        damaged = _set_aside_if_damaged(root, name, settings)
+        if damaged is None:
+            raise
+        return _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged)
+
+
+def _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged) -> SyncReport:
     started = time.perf_counter()
     snapshot.clean_incomplete(root)
-    damaged = _set_aside_if_damaged(root, name, settings)
     p = plan(root, folder, settings)
     check_deletions(p, name, allow_mass_delete)
     report = SyncReport(unsupported=p.unsupported, deleted=p.deleted)
@@ -236,7 +252,8 @@ def damage(version: Path, settings: Host) -> str | None:
 
 def _set_aside_if_damaged(root: Path, name: str, settings: Host) -> tuple[str, str] | None:
     """A damaged current version (a disk error, a file truncated by hand) cannot be updated: it is set aside
-    and the sync rebuilds the collection from the folder. Returns (version, what happened) for the report."""
+    and the sync rebuilds the collection from the folder. Checked only once reading it has failed, in a
+    search or in this sync (the check reads the whole index). Returns (version, what happened) for the report, or None if it is sound."""
     current = snapshot.current(root)
     problem = damage(current, settings) if current is not None else None
     if problem is None:

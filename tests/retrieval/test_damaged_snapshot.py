@@ -37,3 +37,23 @@ def test_a_damaged_version_is_named_then_set_aside_and_rebuilt(settings, tmp_pat
     assert "damaged" in report.failed[f"{version.name}/"] and damaged in report.failed[f"{version.name}/"]
     assert (col.root / f"damaged-{version.name}" / damaged).exists()  # kept aside, for inspection
     assert Collection.open(settings, "animals").search("otters", k=1)[0].source == "otters.md"
+
+
+@pytest.mark.parametrize("damaged", ["vectors.faiss", "records.sqlite"])
+def test_a_sync_that_finds_its_version_damaged_rebuilds_without_a_search_first(settings, tmp_path, damaged):
+    docs = _docs(tmp_path)
+    col = Collection.open(settings, "animals")
+    col.sync(docs)
+    version = snapshot.current(col.root)
+    path = version / damaged
+    path.write_bytes(
+        path.read_bytes()[:100] if damaged == "vectors.faiss" else b"SQLite format 3\0" + b"x" * 500
+    )
+    (docs / "bees.md").write_text(
+        "# Bees\n\nBees dance, and they hum.\n"
+    )  # a change: the sync reads the old one
+
+    report = Collection.open(settings, "animals").sync(docs)
+
+    assert sorted(report.added) == ["bees.md", "otters.md"] and "damaged" in report.failed[f"{version.name}/"]
+    assert Collection.open(settings, "animals").search("hum", k=1)[0].source == "bees.md"
