@@ -10,6 +10,7 @@ as not found, exactly like one that does not exist; None (the operator's CLI) re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -81,7 +82,10 @@ class Conversations:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # what people asked is for them: the store (and SQLite's -wal/-shm beside it, which take its mode) is
         # readable by the service's user only
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        with contextlib.suppress(
+            FileExistsError
+        ):  # a store already there keeps its mode (and may be read-only)
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         with self._db() as db:
             db.executescript(SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}

@@ -56,9 +56,10 @@ def owner(settings: Settings) -> str:
         key = secrets.token_hex(16)
     if st.session_state.get("owner_key") != key:
         st.session_state["owner_key"] = key
-    if _cookie() != key and not st.session_state.get("cookie_sent"):
+    if not st.session_state.get("cookie_sent"):
         # our own script with our own hex key in it (nothing from a user or a model): the cookie this browser
-        # sends from its next visit on; Strict: no other site's link or form carries it
+        # sends from its next visit on, written again at every visit so that its year runs from the last one;
+        # Strict: no other site's link or form carries it
         st.html(
             f"<script>document.cookie = '{SESSION_COOKIE}={key}; path=/; max-age=31536000; SameSite=Strict'"
             " + (location.protocol === 'https:' ? '; Secure' : '');</script>",
