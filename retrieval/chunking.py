@@ -2,7 +2,7 @@
 paragraphs, then lines, sentences and words are packed up to ``chunk_tokens`` with ``chunk_overlap``.
 A word still over the limit (a 9 MB line of base64 has no separator at all) is cut at token starts, next to
 punctuation where it can, so no chunk passes ``chunk_tokens`` tokens or ``chunk_tokens * MAX_CHARS_PER_TOKEN``
-characters.
+characters other than whitespace.
 
 Chunks are spans of the document text, so their character offsets point into what the loader produced.
 """
@@ -15,6 +15,8 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from retrieval.loaders import Document
 
@@ -39,6 +41,7 @@ _LEVELS = [
     re.compile(r"\s+"),
 ]
 _NON_WORD = re.compile(r"[^\w]")
+_WHITESPACE = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def word_starts(text: str) -> list[int]:
 
 def chunk_document(doc: Document, token_starts: TokenStarts, size: int, overlap: int) -> list[Chunk]:
     starts = windowed_token_starts(doc.text, token_starts)
-    limits = _Limits(starts, size, size * MAX_CHARS_PER_TOKEN)
+    limits = _Limits(starts, size, size * MAX_CHARS_PER_TOKEN, _ink(doc.text))
     chunks: list[Chunk] = []
     for section in doc.sections:
         units = _units(doc.text, [(section.start, section.end)], limits, 0)
@@ -102,6 +105,7 @@ class _Limits:
     starts: array
     tokens: int
     chars: int
+    ink: np.ndarray  # ink[i]: characters before offset i that are not whitespace
 
     def count(self, start: int, end: int) -> int:
         """Tokens starting in ``[start, end)``: two binary searches, however often a span is re-split."""
@@ -113,7 +117,19 @@ class _Limits:
         return int(i > 0 and (i == len(self.starts) or self.starts[i] != pos))
 
     def fits(self, start: int, end: int, tokens: int) -> bool:
-        return tokens <= self.tokens and end - start <= self.chars
+        """Within both limits; characters counted without whitespace, which the tokenizer skips (a report
+        padded with spaces, indented code), so that such text packs as fully as before the character cap."""
+        return tokens <= self.tokens and (
+            end - start <= self.chars or self.ink[end] - self.ink[start] <= self.chars
+        )
+
+
+def _ink(text: str) -> np.ndarray:
+    """Prefix counts of the non-whitespace characters of ``text`` (4 bytes a character, built in numpy)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    counts = np.zeros(len(codes) + 1, dtype=np.int32)
+    np.cumsum(~np.isin(codes, _WHITESPACE), out=counts[1:])
+    return counts
 
 
 def _units(text: str, spans: list[tuple[int, int]], limits: _Limits, level: int):

@@ -64,7 +64,7 @@ def test_the_tokenizer_only_ever_sees_a_bounded_window(tmp_path):
     chunks = chunk_document(doc, recording, size=64, overlap=8)
 
     assert max(seen) <= chunking.TOKEN_WINDOW_CHARS
-    assert max(len(c.text) for c in chunks) <= 64 * chunking.MAX_CHARS_PER_TOKEN
+    assert max(len("".join(c.text.split())) for c in chunks) <= 64 * chunking.MAX_CHARS_PER_TOKEN  # no spaces
     assert max(len(word_starts(c.text)) for c in chunks) <= 64
     covered = 0  # the line's pieces follow each other with no gap: cut, nothing dropped
     for chunk in sorted(chunks, key=lambda c: c.start):
@@ -85,6 +85,20 @@ def test_windowed_token_counts_match_whole_text_counts():
 
 
 # 2. Mostly-UTF-8 text with a stray byte ------------------------------------------------------------------
+
+
+def test_text_padded_with_spaces_packs_as_fully_as_plain_text():
+    """The character cap counts no whitespace: a fixed-width report (words padded to columns) fills its
+    chunks to the token limit, as plain text of the same words does."""
+    words = [f"item{i} {i * 7} units shelf{i % 9} ok" for i in range(300)]
+    padded, plain = Document("report.txt"), Document("plain.txt")
+    padded.add("\n".join(f"{w.split()[0]:<30}{w.split()[1]:>20}{' '.join(w.split()[2:]):>40}" for w in words))
+    plain.add("\n".join(words))
+
+    chunks = [chunk_document(d, word_starts, 256, 0) for d in (padded, plain)]
+
+    assert len(chunks[0]) == len(chunks[1])
+    assert max(len(c.text) for c in chunks[0]) > 256 * chunking.MAX_CHARS_PER_TOKEN  # padding is not counted
 
 
 def test_utf8_text_with_one_stray_latin1_byte_keeps_its_words(settings, tmp_path):
