@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrieval.errors import CollectionLockedError
+from retrieval.plan import MassDeleteError
 
 if TYPE_CHECKING:
     from retrieval.collection import Collection
@@ -47,6 +48,7 @@ def watch(
     """
     folder = Path(folder).resolve()
     changes = _Changes()
+    refused = ""  # the last mass deletion refused, logged once
     observer = _start_observer(folder, changes, collection.root)
     try:
         while not stop.is_set():
@@ -63,6 +65,11 @@ def watch(
                 break
             try:
                 on_report(collection.sync(folder))
+                refused = ""
+            except MassDeleteError as exc:  # an unmounted folder, say: wait for it to change, say it once
+                if str(exc) != refused:
+                    log.error("%s; waiting for the folder to change", exc)
+                refused = str(exc)
             except CollectionLockedError as exc:
                 log.warning("%s; retrying in %.0f s", exc, max(debounce, 1.0))
                 stop.wait(max(debounce, 1.0))

@@ -74,6 +74,7 @@ def folder_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> 
     with st.form(f"folder-{name}"):
         st.caption(t("server_folder"))
         folder = st.text_input(t("folder_path"), value=stats.get("folder") or "")
+        replace = st.checkbox(t("allow_replace"), key=f"replace-{name}")
         submitted = st.form_submit_button(t("sync"), disabled=running)
     if submitted and folder:
         path = Path(folder).expanduser()
@@ -82,7 +83,7 @@ def folder_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> 
             if not allowed_folder(ctx.settings, name, path).is_dir():
                 st.error(f"{path}: not a folder on the server")
             else:
-                sync_jobs().start(ctx.settings, name, path)
+                sync_jobs().start(ctx.settings, name, path, allow_mass_delete=replace)
         except (FolderNotAllowed, OSError, ValueError) as exc:  # ValueError: a NUL in the path
             st.error(str(exc))
 

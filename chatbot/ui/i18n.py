@@ -26,6 +26,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "dirección de la página. Ahora las conversaciones las guarda este navegador; muévalas aquí para "
         "conservarlas (el enlace dejará de mostrarlas).",
     },
+    "allow_replace": {
+        "en": "Allow this sync to delete most of the collection's files, or to switch it to another folder",
+        "es": "Permitir que esta sincronización borre la mayoría de los archivos de la colección, o la cambie "
+        "a otra carpeta",
+    },
     "legacy_move": {"en": "Move them to this browser", "es": "Moverlas a este navegador"},
     "rename": {"en": "Rename", "es": "Renombrar"},
     "delete": {"en": "Delete", "es": "Borrar"},

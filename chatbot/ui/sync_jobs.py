@@ -51,26 +51,33 @@ class SyncJobs:
     def get(self, collection: str) -> SyncJob | None:
         return self._jobs.get(collection)
 
-    def start(self, settings: Settings, collection: str, folder: Path) -> SyncJob:
+    def start(
+        self, settings: Settings, collection: str, folder: Path, allow_mass_delete: bool = False
+    ) -> SyncJob:
         """Start syncing ``collection`` from ``folder``; if one is already running, return that one. A folder
-        the app may not sync (see chatbot.uploads.allowed_folder) raises FolderNotAllowed."""
+        the app may not sync (see chatbot.uploads.allowed_folder) raises FolderNotAllowed. A sync that would
+        delete most files or switch folders is refused (the job's error says so) unless ``allow_mass_delete``."""
         folder = allowed_folder(settings, collection, folder)
         with self._lock:
             job = self._jobs.get(collection)
             if job is not None and job.running:
                 return job
             job = SyncJob(collection, folder)
-            job.thread = threading.Thread(target=self._run, args=(settings, job), daemon=True, name="sync")
+            job.thread = threading.Thread(
+                target=self._run, args=(settings, job, allow_mass_delete), daemon=True, name="sync"
+            )
             self._jobs[collection] = job
             job.thread.start()
             return job
 
     @staticmethod
-    def _run(settings: Settings, job: SyncJob) -> None:
+    def _run(settings: Settings, job: SyncJob, allow_mass_delete: bool) -> None:
         from retrieval.collection import Collection
 
         try:
-            job.report = Collection.open(settings, job.collection).sync(job.folder, progress=job.progress)
+            job.report = Collection.open(settings, job.collection).sync(
+                job.folder, progress=job.progress, allow_mass_delete=allow_mass_delete
+            )
         except Exception as exc:  # reported on the page; a sync never takes the app down
             log.exception("sync of %s failed", job.collection)
             job.error = str(exc)

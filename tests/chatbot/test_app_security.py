@@ -138,6 +138,30 @@ def test_the_training_page_refuses_server_paths_and_shows_its_command_as_code(en
     ]
 
 
+def test_switching_a_collection_to_another_folder_needs_the_box_ticked(env, tmp_path):
+    """The documents page refuses a sync that would switch folders (and so delete every file indexed), and
+    says so; ticking the box allows it."""
+    root = tmp_path / "shared"
+    for sub, text in (("old", "About otters."), ("new", "About bison.")):
+        (root / sub).mkdir(parents=True)
+        (root / sub / f"{sub}.md").write_text(f"# {sub}\n\n{text}\n")
+    (root / "old" / "more.md").write_text("# More\n\nAbout more otters.\n")
+    env.setenv("APP_UI__SYNC_ROOTS", json.dumps([str(root)]))
+    st.cache_resource.clear()
+    Collection.open(load_settings(), "team").sync(root / "old")
+    at = page("documents")
+    at.run()
+    [w for w in at.text_input if w.label == "Folder path"][0].set_value(str(root / "new"))
+    _button(at, "Sync").click().run()
+    _wait_sync("team")
+    assert "refusing to sync collection 'team'" in sync_jobs().get("team").error
+    [w for w in at.text_input if w.label == "Folder path"][0].set_value(str(root / "new"))
+    at.checkbox(key="replace-team").check()
+    _button(at, "Sync").click().run()
+    _wait_sync("team")
+    assert sorted(sync_jobs().get("team").report.deleted) == ["more.md", "old.md"]
+
+
 def test_a_link_never_hands_its_conversations_key_to_whoever_opens_it(env):
     """A link with a conversations key in it (``?s=KEY``, as earlier versions kept it) does not make the
     conversations of whoever opens it land under that key: the key this browser holds stays its own. The

@@ -252,3 +252,39 @@ def test_index_cli_refuses_an_empty_folder_without_replace(config_file, settings
     assert replaced.exit_code == 0, replaced.output
     assert "3 deleted" in replaced.output
     assert _sources(col) == set() and snapshot.current(col.root).name == "v000002"
+
+
+def test_watch_says_once_that_it_refuses_an_emptied_folder_and_syncs_when_it_comes_back(
+    settings, tmp_path, caplog
+):
+    """An unmounted share looks empty: the watcher refuses to empty the collection, says so once (not at every
+    retry), and syncs again once the files are back."""
+    import logging
+    import threading
+    import time
+
+    from retrieval.watch import watch
+
+    docs = _write(tmp_path / "docs", _notes(3))
+    col = Collection.open(settings, "share")
+    col.sync(docs)
+    reports, stop = [], threading.Event()
+    kwargs = {"debounce": 0.2, "poll_seconds": 0.3, "retry_seconds": 0.2}
+    watcher = threading.Thread(target=watch, args=(col, docs, reports.append, stop), kwargs=kwargs)
+    with caplog.at_level(logging.ERROR, logger="retrieval.watch"):
+        watcher.start()
+        try:
+            time.sleep(0.5)
+            for path in sorted(docs.iterdir()):
+                path.unlink()
+            time.sleep(3)  # several changes and polls while it is empty
+            refusals = caplog.text.count("waiting for the folder to change")
+            _write(docs, {"n00.md": _notes(3)["n00.md"], "n01.md": _notes(3)["n01.md"]})
+            deadline = time.monotonic() + 30
+            while not any(r.deleted == ["n02.md"] for r in reports) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            watcher.join(10)
+    assert refusals == 1
+    assert any(r.deleted == ["n02.md"] for r in reports) and len(_sources(col)) == 2
