@@ -7,29 +7,29 @@ import pytest
 from chatbot.settings import SettingsError, load_settings
 
 
-def test_a_list_variable_that_is_not_json_says_a_json_list_is_expected(monkeypatch):
-    monkeypatch.setenv("APP_UI__SYNC_ROOTS", "/tmp")
+def _refused(monkeypatch, name: str, value: str) -> str:
+    """The settings error that ``name=value`` in the environment gives."""
+    monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as err:
         load_settings()
-    message = str(err.value)
+    return str(err.value)
+
+
+def test_a_list_variable_that_is_not_json_says_a_json_list_is_expected(monkeypatch):
+    message = _refused(monkeypatch, "APP_UI__SYNC_ROOTS", "/tmp")
     assert "APP_UI__SYNC_ROOTS" in message and "ui.sync_roots" in message
     assert "JSON list" in message and '["' in message  # what it must look like, with an example
 
 
 def test_a_section_variable_that_is_not_json_says_a_json_object_is_expected(monkeypatch):
-    monkeypatch.setenv("APP_RETRIEVAL", "{bad")
-    with pytest.raises(SettingsError) as err:
-        load_settings()
-    message = str(err.value)
+    message = _refused(monkeypatch, "APP_RETRIEVAL", "{bad")
     assert "APP_RETRIEVAL" in message and "JSON object" in message
     assert "APP_RETRIEVAL__CHUNK_TOKENS" in message  # the one-field-at-a-time alternative
 
 
 def test_a_bad_section_variable_never_echoes_its_value(monkeypatch):
-    monkeypatch.setenv("APP_MODELS", '{"endpoint_api_key": "sk-very-secret"')
-    with pytest.raises(SettingsError) as err:
-        load_settings()
-    assert "APP_MODELS" in str(err.value) and "sk-very-secret" not in str(err.value)
+    message = _refused(monkeypatch, "APP_MODELS", '{"endpoint_api_key": "sk-very-secret"')
+    assert "APP_MODELS" in message and "sk-very-secret" not in message
 
 
 def test_a_settings_file_that_is_not_utf8_is_named(tmp_path):
@@ -54,11 +54,9 @@ def test_a_settings_file_that_is_a_folder_is_named(tmp_path):
     ],
 )
 def test_a_misspelt_variable_is_refused_naming_the_closest_setting(monkeypatch, name, suggestion):
-    monkeypatch.setenv(name, "100")
-    with pytest.raises(SettingsError) as err:
-        load_settings()
-    assert name in str(err.value) and suggestion in str(err.value)
-    assert "100" not in str(err.value)  # a misspelt secret is named, never shown
+    message = _refused(monkeypatch, name, "100")
+    assert name in message and suggestion in message
+    assert "100" not in message  # a misspelt secret is named, never shown
 
 
 def test_an_unrelated_app_variable_is_ignored_with_a_warning(monkeypatch, caplog):
@@ -83,10 +81,7 @@ def test_the_config_file_variable_and_every_real_setting_are_accepted(monkeypatc
 
 
 def test_an_overlap_as_long_as_the_chunk_is_refused_naming_both_values(monkeypatch):
-    monkeypatch.setenv("APP_RETRIEVAL__CHUNK_OVERLAP", "5000")
-    with pytest.raises(SettingsError) as err:
-        load_settings()
-    message = str(err.value)
+    message = _refused(monkeypatch, "APP_RETRIEVAL__CHUNK_OVERLAP", "5000")
     assert "chunk_overlap" in message and "5000" in message
     assert "chunk_tokens" in message and "256" in message
     assert load_settings(retrieval={"chunk_tokens": 64, "chunk_overlap": 63}).retrieval.chunk_overlap == 63

@@ -23,3 +23,15 @@ def faiss_count(collection) -> int:
 
     folder = snapshot.current(collection.root)
     return vectors.load(folder / vectors.INDEX_NAME, collection.settings.retrieval).ntotal
+
+
+def wait_until(condition, timeout: float = 30) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held (for a watcher's work)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -17,8 +17,8 @@ def _docs(tmp_path):
     return docs
 
 
-@pytest.mark.parametrize("damaged", ["vectors.faiss", "records.sqlite"])
-def test_a_damaged_version_is_named_then_set_aside_and_rebuilt(settings, tmp_path, damaged):
+def _damaged(settings, tmp_path, damaged: str):
+    """A collection of two files whose current version then has ``damaged`` truncated or scribbled over."""
     docs = _docs(tmp_path)
     col = Collection.open(settings, "animals")
     col.sync(docs)
@@ -27,6 +27,12 @@ def test_a_damaged_version_is_named_then_set_aside_and_rebuilt(settings, tmp_pat
     path.write_bytes(
         path.read_bytes()[:100] if damaged == "vectors.faiss" else b"SQLite format 3\0" + b"x" * 500
     )
+    return docs, col, version
+
+
+@pytest.mark.parametrize("damaged", ["vectors.faiss", "records.sqlite"])
+def test_a_damaged_version_is_named_then_set_aside_and_rebuilt(settings, tmp_path, damaged):
+    docs, col, version = _damaged(settings, tmp_path, damaged)
 
     fresh = Collection.open(settings, "animals")  # as a new process would open it
     with pytest.raises(DamagedCollection, match=rf"animals.*{version.name}.*damaged.*chatbot index animals"):
@@ -41,14 +47,7 @@ def test_a_damaged_version_is_named_then_set_aside_and_rebuilt(settings, tmp_pat
 
 @pytest.mark.parametrize("damaged", ["vectors.faiss", "records.sqlite"])
 def test_a_sync_that_finds_its_version_damaged_rebuilds_without_a_search_first(settings, tmp_path, damaged):
-    docs = _docs(tmp_path)
-    col = Collection.open(settings, "animals")
-    col.sync(docs)
-    version = snapshot.current(col.root)
-    path = version / damaged
-    path.write_bytes(
-        path.read_bytes()[:100] if damaged == "vectors.faiss" else b"SQLite format 3\0" + b"x" * 500
-    )
+    docs, col, version = _damaged(settings, tmp_path, damaged)
     (docs / "bees.md").write_text(
         "# Bees\n\nBees dance, and they hum.\n"
     )  # a change: the sync reads the old one

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from retrieval_helpers import chunk_table, faiss_count
+from retrieval_helpers import chunk_table, faiss_count, wait_until
 
 from retrieval.collection import Collection
 from retrieval.search import fuse, match_expression
@@ -134,9 +134,7 @@ def test_watch_syncs_after_changes(settings, docs):
     try:
         time.sleep(0.5)
         (docs / "new.txt").write_text("Fresh text about axolotls.", encoding="utf-8")
-        deadline = time.monotonic() + 30
-        while not any(r.added == ["new.txt"] for r in reports) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: any(r.added == ["new.txt"] for r in reports))
     finally:
         stop.set()
         watcher.join(10)

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import chunk_table
+from retrieval_helpers import chunk_table, wait_until
 from typer.testing import CliRunner
 
 import chatbot.cli.retrieval_cmds  # noqa: F401  (registers the commands)
@@ -280,9 +280,7 @@ def test_watch_says_once_that_it_refuses_an_emptied_folder_and_syncs_when_it_com
             time.sleep(3)  # several changes and polls while it is empty
             refusals = caplog.text.count("waiting for the folder to change")
             _write(docs, {"n00.md": _notes(3)["n00.md"], "n01.md": _notes(3)["n01.md"]})
-            deadline = time.monotonic() + 30
-            while not any(r.deleted == ["n02.md"] for r in reports) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(lambda: any(r.deleted == ["n02.md"] for r in reports))
         finally:
             stop.set()
             watcher.join(10)
