@@ -74,7 +74,7 @@ def folder_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> 
     with st.form(f"folder-{name}"):
         st.caption(t("server_folder"))
         folder = st.text_input(t("folder_path"), value=stats.get("folder") or "")
-        replace = st.checkbox(t("allow_replace"), key=f"replace-{name}")
+        replace = st.checkbox(t("allow_replace"), key=f"mass-delete-{name}")
         submitted = st.form_submit_button(t("sync"), disabled=running)
     if submitted and folder:
         path = Path(folder).expanduser()

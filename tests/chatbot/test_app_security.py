@@ -37,7 +37,9 @@ def _wait_sync(name: str) -> None:
 
 
 def _button(at, label: str):
-    return [b for b in at.button if b.label == label][0]
+    found = [b for b in at.button if b.label == label]
+    assert found, (at.exception, [b.label for b in at.button], [e.value for e in at.error])
+    return found[0]
 
 
 def test_uploads_never_land_in_a_server_folder(env, tmp_path):
@@ -156,7 +158,7 @@ def test_switching_a_collection_to_another_folder_needs_the_box_ticked(env, tmp_
     _wait_sync("team")
     assert "refusing to sync collection 'team'" in sync_jobs().get("team").error
     [w for w in at.text_input if w.label == "Folder path"][0].set_value(str(root / "new"))
-    at.checkbox(key="replace-team").check()
+    at.checkbox(key="mass-delete-team").check()
     _button(at, "Sync").click().run()
     _wait_sync("team")
     assert sorted(sync_jobs().get("team").report.deleted) == ["more.md", "old.md"]
