@@ -59,9 +59,9 @@ def owner(settings: Settings) -> str:
     if not st.session_state.get("cookie_sent"):
         # our own script with our own hex key in it (nothing from a user or a model): the cookie this browser
         # sends from its next visit on, written again at every visit so that its year runs from the last one;
-        # Strict: no other site's link or form carries it
+        # Lax: sent when a link from elsewhere opens the app (Strict would lose the list), never on other sites' forms
         st.html(
-            f"<script>document.cookie = '{SESSION_COOKIE}={key}; path=/; max-age=31536000; SameSite=Strict'"
+            f"<script>document.cookie = '{SESSION_COOKIE}={key}; path=/; max-age=31536000; SameSite=Lax'"
             " + (location.protocol === 'https:' ? '; Secure' : '');</script>",
             unsafe_allow_javascript=True,
         )
