@@ -149,7 +149,7 @@ class Slots:
     def take(self, owner: str = "") -> str | None:
         """Take a slot for ``owner``: None when taken, else why not."""
         with self._lock:
-            if sum(self._held.values()) >= self.n:
+            if self._held.total() >= self.n:
                 return f"too many requests at once (api.max_concurrent = {self.n}); retry later"
             if self._held[owner] >= self.per_owner:
                 return (

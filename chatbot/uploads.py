@@ -113,8 +113,8 @@ def allowed_folder(settings: Settings, collection: str, folder: str | Path) -> P
     resolved = Path(folder).expanduser().resolve()
     if resolved == uploads_dir(settings, collection).resolve():
         return resolved
-    roots = [Path(root).expanduser().resolve() for root in settings.ui.sync_roots]
-    if any(resolved == root or root in resolved.parents for root in roots):
+    roots = _sync_roots(settings)
+    if _under(resolved, roots):
         return resolved
     shown = ", ".join(str(r) for r in roots) or "none are set"
     raise FolderNotAllowed(
@@ -129,14 +129,24 @@ def allowed_training_path(settings: Settings, path: str | Path) -> Path:
     of ``ui.sync_roots``, or under the project's own ``data/``. Else FolderNotAllowed: the page must not turn
     the server's other files into training text, nor its log into a listing of them."""
     resolved = Path(path).expanduser().resolve()
-    roots = [Path(root).expanduser().resolve() for root in settings.ui.sync_roots] + [PROJECT_DATA]
+    roots = [*_sync_roots(settings), PROJECT_DATA]
     for name in Collection.list(settings):
         roots.append(uploads_dir(settings, name).resolve())
         if folder := Collection(settings, name).stats().get("folder"):
             roots.append(Path(folder).resolve())
-    if any(resolved == root or root in resolved.parents for root in roots):
+    if _under(resolved, roots):
         return resolved
     raise FolderNotAllowed(
         f"{path}: the training page reads only the collections' folders, the folders under ui.sync_roots and "
         "the project's data/ folder; index the folder as a collection first, or run `chatbot train` on the server"
     )
+
+
+def _sync_roots(settings: Settings) -> list[Path]:
+    """``ui.sync_roots``, resolved."""
+    return [Path(root).expanduser().resolve() for root in settings.ui.sync_roots]
+
+
+def _under(resolved: Path, roots: list[Path]) -> bool:
+    """Whether the resolved path ``resolved`` is one of ``roots`` or lies inside one."""
+    return any(resolved.is_relative_to(root) for root in roots)

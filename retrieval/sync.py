@@ -365,7 +365,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _sha256(text.encode("utf-8"))
 
 
 def _now() -> str:
