@@ -222,9 +222,8 @@ class LocalChatModel(ChatBackend):
             if flag(None, None):  # stopped while waiting for the model
                 return
             try:
-                if drafting(
-                    gen, sources, stop
-                ):  # the drafts are compared at the end: nothing to stream before
+                # drafts are compared at the end: nothing to stream before
+                if drafting(gen, sources, stop):
                     drafts = draft_answers(model, tok, inputs, gen, args, sources, signals)
                     if drafts[0].finished:
                         best = best_draft(

@@ -81,10 +81,8 @@ class Conversations:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # what people asked is for them: the store (and SQLite's -wal/-shm beside it, which take its mode) is
-        # readable by the service's user only
-        with contextlib.suppress(
-            FileExistsError
-        ):  # a store already there keeps its mode (and may be read-only)
+        # readable by the service's user only; a store already there keeps its mode (and may be read-only)
+        with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         with self._db() as db:
             db.executescript(SCHEMA)
