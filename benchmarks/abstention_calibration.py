@@ -94,7 +94,7 @@ def main() -> None:
             for item in tqdm(items, desc=f"{split} {name}", unit="q"):
                 got["present"].append(gate_signals(item.question, cols[name].search(item.question, k)))
                 got["absent"].append(
-                    gate_signals(item.question, excluding(cols[name].search, item.doc)(item.question, k))
+                    gate_signals(item.question, excluding(cols[name], item.doc)(item.question, k))
                 )
                 got["off-domain"].append(gate_signals(item.question, other.search(item.question, k)))
             if name != "squad":

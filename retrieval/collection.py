@@ -15,6 +15,7 @@ import shlex
 import shutil
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,8 +135,12 @@ class Collection:
 
     # -- search ----------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5, mode: Mode | None = None) -> list[Hit]:
-        """The ``k`` best chunks for ``query``, best first; ``mode``: 'hybrid' (default), 'bm25', 'dense'."""
+    def search(
+        self, query: str, k: int = 5, mode: Mode | None = None, without: Iterable[str] = ()
+    ) -> list[Hit]:
+        """The ``k`` best chunks for ``query``, best first; ``mode``: 'hybrid' (default), 'bm25', 'dense'.
+        ``without``: sources to search as if the collection did not hold them (their chunks are no candidates,
+        so they do not set the scale of the fused scores either); the evaluation asks questions so."""
         mode = mode or self.settings.retrieval.search_mode
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
@@ -149,8 +154,18 @@ class Collection:
             self._check_model()
             vector = self.embedder.embed_query(query)
         want = max(k, self.settings.retrieval.rerank_candidates) if self.settings.retrieval.reranker else k
+        left_out = frozenset()
+        if without:
+            names = sorted(set(without))
+            with view.lock:
+                left_out = frozenset(
+                    int(row[0])
+                    for row in view.conn.execute(
+                        f"SELECT id FROM chunks WHERE source IN ({','.join('?' * len(names))})", names
+                    )
+                )
         try:
-            found = hits(view, rank(view, query, vector, want, mode, self.settings.retrieval))
+            found = hits(view, rank(view, query, vector, want, mode, self.settings.retrieval, left_out))
         except vectors.DimensionMismatch as exc:  # a snapshot that recorded no model (older versions)
             raise self._mismatch(None, str(exc)) from exc
         if self.settings.retrieval.reranker:

@@ -133,19 +133,33 @@ def pool(
 
 
 def rank(
-    view: View, query: str, vector: np.ndarray | None, k: int, mode: Mode, settings: RetrievalSettings
+    view: View,
+    query: str,
+    vector: np.ndarray | None,
+    k: int,
+    mode: Mode,
+    settings: RetrievalSettings,
+    without: frozenset[int] = frozenset(),
 ) -> list[tuple[int, float, dict[str, float]]]:
-    """(chunk id, score, component scores) best first."""
-    n = max(k, settings.candidates)
+    """(chunk id, score, component scores) best first; the chunks ``without`` are no candidates."""
+    n = max(k, settings.candidates) + len(without)
+
+    def left(scores: dict[int, float]) -> dict[int, float]:
+        return {i: s for i, s in scores.items() if i not in without} if without else scores
+
     if mode == "bm25":
         return [
-            (i, s, {"bm25": s}) for i, s in _top(bm25_scores(view, query, n, settings.max_query_words), k)
+            (i, s, {"bm25": s})
+            for i, s in _top(left(bm25_scores(view, query, n, settings.max_query_words)), k)
         ]
     assert vector is not None
-    dense = dense_scores(view, vector, n)
+    dense = left(dense_scores(view, vector, n))
     if mode == "dense":
         return [(i, s, {"dense": s}) for i, s in _top(dense, k)]
-    bm25, dense = pool(view, query, vector, dense, n, settings.bm25_depth, settings.max_query_words)
+    bm25, dense = pool(
+        view, query, vector, dense, n, settings.bm25_depth + len(without), settings.max_query_words
+    )
+    bm25, dense = left(bm25), left(dense)
     fused = fuse(bm25, dense, settings.dense_weight)
     return [(i, s, {"bm25": bm25.get(i, 0.0), "dense": dense[i]}) for i, s in _top(fused, k)]
 

@@ -155,13 +155,19 @@ def test_eval_modes_and_split(tmp_path, app_env):
     assert bad.exit_code == 2 and "sometimes" in bad.output
 
 
-def test_absent_mode_hides_the_questions_own_paragraph(settings):
+def test_absent_mode_hides_the_questions_own_paragraph(settings, tmp_path):
     from chatbot.evaluation import excluding
-    from retrieval.types import Hit
+    from retrieval.collection import Collection
 
-    hits = [Hit(i, f"text {i}", f"d{i % 3}.txt", 1.0 - i / 10) for i in range(6)]
-    search = excluding(lambda q, k: hits[:k], "d0.txt")
-    assert [h.source for h in search("q", 3)] == ["d1.txt", "d2.txt", "d1.txt"]
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"d{i}.txt").write_text(f"Paragraph {i} about the museum's collection.", encoding="utf-8")
+    col = Collection.open(settings, "museo")
+    col.sync(folder)
+    assert "d0.txt" in {h.source for h in col.search("Paragraph 0 museum", 4)}
+    hits = excluding(col, "d0.txt")("Paragraph 0 museum", 3)
+    assert len(hits) == 3 and "d0.txt" not in {h.source for h in hits}
 
 
 def test_squad_v2_unanswerable_questions_are_read(tmp_path):

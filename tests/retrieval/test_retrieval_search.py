@@ -162,3 +162,31 @@ def test_collections_share_one_embedding_model_and_another_setting_loads_its_own
         update={"models": settings.models.model_copy(update={"embedding": str(copy)})}
     )
     assert load_embedder(other) is not load_embedder(settings)
+
+
+def test_search_without_a_source_is_search_of_the_collection_without_it(settings, docs, tmp_path):
+    every = Collection.open(settings, "every")
+    every.sync(docs)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name, text in DOCS.items():
+        if name != "hours.txt":
+            (fewer / name).write_text(text, encoding="utf-8")
+    three = Collection.open(settings, "three")
+    three.sync(fewer)
+    query = "¿A qué hora abre y cierra la biblioteca, y qué responde el asistente?"
+    for mode in ("hybrid", "dense", "bm25"):
+        left = every.search(query, 3, mode=mode, without=["hours.txt"])
+        alone = three.search(query, 3, mode=mode)
+        assert [h.source for h in left] == [h.source for h in alone], mode
+        assert "hours.txt" not in {h.source for h in left}
+    # the fused scores are set by the remaining candidates, as in the collection without the file (dropping
+    # the file's hits from the results instead leaves the others scaled against it: lower)
+    left, alone = every.search(query, 3, without=["hours.txt"]), three.search(query, 3)
+    # (BM25's word statistics still count the file: scores equal to 1e-4)
+    assert [h.score for h in left] == pytest.approx([h.score for h in alone], abs=1e-4)
+    dropped = [h for h in every.search(query, 4) if h.source != "hours.txt"]
+    assert dropped[0].source == left[0].source and dropped[0].score < left[0].score
+    assert [h.source for h in every.search(query, 4, without=["nothing.txt"])] == [
+        h.source for h in every.search(query, 4)
+    ]
