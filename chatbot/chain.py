@@ -5,8 +5,8 @@
       → hits    : search(query); none when even the best hit is below the relevance threshold, or the
                   hits hold too few of the query's words (see speaks_of)
       → prompt  : system prompt + history + numbered sources + question, fitted to the context window
-      → answer  : the LLM's streamed answer with invalid citation markers removed (and a quoted path's
-                  first letter as its source has it),
+      → answer  : the LLM's streamed answer with invalid citation markers removed (a quoted path's
+                  first letter as its source has it, and a quoted command's citation out of its code),
                   or an abstention in the question's language when nothing relevant was found
 
 ``signals`` (a :class:`chatbot.chat_model.AnswerSignals`) is handed to the model call, which fills it in as
@@ -19,6 +19,7 @@ then ``{"answer": piece}`` for every streamed piece of the answer.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -131,6 +132,89 @@ def _source_case(sources: Sequence[str]) -> RunnableGenerator:
     return RunnableGenerator(transform)
 
 
+# where an answer's quote enters a code block: a line indented by four spaces or a tab, or a ``` fence
+_CODE_START = re.compile(r"(?:^|\n)(?:[ \t]*\n)*(?: {4}|\t|```)")
+_MAY_OPEN_CODE = re.compile(r"(?:(?:^|\n)[ \t]*)*(?:^|\n)[ \t`]{0,3}$")
+_CITATIONS_AT_END = re.compile(r"(?:\s*\[\d+(?:\s*,\s*\d+)*\])+\.?\s*$")
+
+
+def code_layout(text: str) -> str:
+    """``text`` with its citation out of the code it quotes: an answer that quotes a command from a code block
+    ends inside that block (``Run:\\n\\n    chatbot index NAME DIR [3].``), where Markdown shows the
+    citation as part of the command, and a reader who copies it runs ``[3].`` too. One line of code
+    becomes a code span (``Run: `chatbot index NAME DIR` [3].``); longer code a fenced block, with the
+    citation after it."""
+    start = _CODE_START.search(text)
+    if start is None:
+        return text
+    prose = text[: start.start()].rstrip()
+    gap, code = _code_part(text[start.start() :])
+    return prose + gap + code if prose else code
+
+
+def _code_part(rest: str) -> tuple[str, str]:
+    """The code an answer ends with (``rest``, from where the code starts) laid out with its citation after
+    it, and what goes between it and the words before it."""
+    tail = _CITATIONS_AT_END.search(rest)
+    cited = tail.group().strip() if tail else ""
+    body = rest[: tail.start()] if tail else rest
+    lines = [line for line in body.split("\n") if not line.lstrip().startswith("```")]
+    code = textwrap.dedent("\n".join(lines)).strip("\n")
+    if not code.strip():
+        return " ", cited
+    if "\n" not in code:
+        return " ", " ".join(filter(None, [inline_code(code.strip()), cited]))
+    fence = "`" * max(3, _longest_run(code, "`") + 1)
+    return "\n\n", "\n\n".join(filter(None, [f"{fence}\n{code}\n{fence}", cited]))
+
+
+def inline_code(text: str) -> str:
+    """``text`` as a Markdown code span that no backtick in it closes early."""
+    fence = "`" * (_longest_run(text, "`") + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _longest_run(text: str, char: str) -> int:
+    return max((len(run) for run in re.findall(f"{re.escape(char)}+", text)), default=0)
+
+
+def _code_layout() -> RunnableGenerator:
+    """Streaming :func:`code_layout`: the answer streams as written until a code block starts (line breaks
+    at the end are held back until the next line shows whether it is code); from there it is held to the
+    end. Drafted answers come whole anyway, and code comes last in an answer that quotes a command."""
+
+    def transform(pieces: Iterator[str]) -> Iterator[str]:
+        held, coding, said = "", False, False
+        for piece in pieces:
+            held += piece
+            if coding:
+                continue
+            start = _CODE_START.search(held)
+            if start is not None:
+                coding = True
+                if held[: start.start()].strip():
+                    yield held[: start.start()].rstrip()
+                    said = True
+                held = held[start.start() :]
+                continue
+            # the end may still open a code block (a line break, then up to three blanks or backticks so
+            # far): hold it back until the next line shows
+            cut = _MAY_OPEN_CODE.search(held)
+            if cut is None or cut.start():
+                yield held[: cut.start() if cut else len(held)]
+                said = True
+                held = held[cut.start() :] if cut else ""
+        if held:
+            if coding:
+                gap, code = _code_part(held)
+                yield (gap if said else "") + code
+            else:
+                yield held
+
+    return RunnableGenerator(transform)
+
+
 def _filter_markers(n_sources: int) -> RunnableGenerator:
     def transform(pieces: Iterator[str]) -> Iterator[str]:
         markers = MarkerFilter(n_sources)
@@ -186,6 +270,7 @@ def build_chain(
             )
             | StrOutputParser()
             | _filter_markers(len(built.hits))
+            | _code_layout()
             | _source_case(shown)
         )
 

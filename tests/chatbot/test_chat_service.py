@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from chatbot.chain import source_case
+from chatbot.chain import _code_layout, code_layout, source_case
 from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
@@ -109,6 +109,46 @@ def test_source_case(text, expected):
         "Run `chatbot collections delete NAME`. los Denver Broncos. The museums close at six.",
     ]
     assert source_case(text, sources) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a command quoted from an indented block: a code span, the citation after it
+        (
+            "Run:\n\n    chatbot index my-collection /path/to/folder [3].",
+            "Run: `chatbot index my-collection /path/to/folder` [3].",
+        ),
+        ("    make run [2].", "`make run` [2]."),
+        ("Run:\n\n```bash\nchatbot index a b\n``` [2].", "Run: `chatbot index a b` [2]."),
+        ("Run:\n\n```bash\nchatbot index a b [2].", "Run: `chatbot index a b` [2]."),  # fence never closed
+        (
+            "Steps:\n\n    make install\n    make run [1].",
+            "Steps:\n\n```\nmake install\nmake run\n```\n\n[1].",
+        ),
+        ("Run:\n\n    echo `x` [1][2]", "Run: `` echo `x` `` [1][2]"),  # a backtick in the code
+        # no code: as written
+        ("Plain text, Markdown,\nreStructuredText [1].", "Plain text, Markdown,\nreStructuredText [1]."),
+        ("Run `make run` [1].", "Run `make run` [1]."),
+        ("A list:\n\n  - one [1].", "A list:\n\n  - one [1]."),
+    ],
+)
+def test_code_layout_keeps_the_citation_out_of_the_command(text, expected):
+    assert code_layout(text) == expected
+    for size in (1, 2, 3, 5, 64):  # streamed in pieces of any size: the same text
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
+        assert "".join(_code_layout().transform(iter(pieces))) == expected, size
+
+
+def test_a_quoted_command_is_answered_as_a_code_span(indexed):
+    service = ChatService(
+        indexed, llm=scripted("Run:\n\n    chatbot index my-collection /path/to/folder [1].")
+    )
+    events = list(service.stream("How do I reindex a collection?"))
+    answer = events[-1].answer
+    assert answer.text == "Run: `chatbot index my-collection /path/to/folder` [1]."
+    assert "".join(e.text for e in events if e.kind == "token").strip() == answer.text
+    assert service.conversations.messages(answer.conversation_id)[-1].content == answer.text
 
 
 def test_follow_up_uses_the_conversation(indexed):
