@@ -113,6 +113,73 @@ def source_case(text: str, sources: Sequence[str]) -> str:
     return text
 
 
+def code_quote(text: str, sources: Sequence[str]) -> str:
+    """``text`` with its quote as a code span when the quote is code in its source (a code span, or a line of
+    an indented or fenced block), as the source writes it: ``chatbot index mi-coleccion /ruta [1].`` →
+    ``` ``chatbot index mi-coleccion /ruta`` [1].```. A command shown as prose would get a capital (and a reader
+    would copy ``Chatbot``). The cited source is looked in; without a citation, every source."""
+    quote, bracket, rest = text.partition("[")
+    words = quote.split()
+    if not words or "`" in quote or "\n" in quote.strip():
+        return text
+    cited = re.match(r"\d+", rest)
+    number = int(cited.group()) if bracket and cited else 0
+    looked = [sources[number - 1]] if 1 <= number <= len(sources) else list(sources)
+    phrase = r"\s+".join(map(re.escape, words))
+    pattern, spanned = re.compile(phrase, re.IGNORECASE), re.compile(f"`({phrase})`", re.IGNORECASE)
+    for source in looked:
+        found = spanned.search(source) or next(filter(None, map(pattern.search, code_lines(source))), None)
+        if found:
+            lead = text[: len(text) - len(text.lstrip())]
+            code = found.group(found.lastindex or 0)
+            return lead + inline_code(code) + (" " + bracket + rest if bracket else "")
+    return text
+
+
+def code_lines(text: str) -> list[str]:
+    """The lines of ``text`` that Markdown shows as code: inside a ``` fence, or indented by four spaces or a tab
+    after a blank line (or another such line)."""
+    lines, fenced, indented, blank = [], False, False, True
+    for line in text.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif fenced:
+            lines.append(line)
+        elif line.strip() and (line.startswith(("    ", "\t"))) and (blank or indented):
+            lines.append(line)
+            indented = True
+        elif line.strip():
+            indented = False
+        blank = not line.strip()
+    return lines
+
+
+def _code_quote(sources: Sequence[str]) -> RunnableGenerator:
+    """Streaming :func:`code_quote`: the answer is held back only while it could still be a quote of code (it
+    is part of a code span or a code line of a source), until its citation starts."""
+    code = [
+        " ".join(c.lower().split())
+        for source in sources
+        for c in [*re.findall(r"`([^`]+)`", source), *code_lines(source)]
+    ]
+
+    def transform(pieces: Iterator[str]) -> Iterator[str]:
+        held, done = "", False
+        for piece in pieces:
+            if done:
+                yield piece
+                continue
+            held += piece
+            quote = " ".join(held.split("[", 1)[0].lower().split())
+            if "[" in held or (quote and not any(quote in c for c in code)):
+                yield code_quote(held, sources)
+                done = True
+        if held and not done:
+            yield code_quote(held, sources)
+
+    return RunnableGenerator(transform)
+
+
 def _source_case(sources: Sequence[str]) -> RunnableGenerator:
     """Streaming :func:`source_case`: the answer's first word is held back until it is complete."""
 
@@ -271,6 +338,7 @@ def build_chain(
             | StrOutputParser()
             | _filter_markers(len(built.hits))
             | _code_layout()
+            | _code_quote(shown)
             | _source_case(shown)
         )
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from chatbot.chain import _code_layout, code_layout, source_case
+from chatbot.chain import _code_layout, _code_quote, code_layout, code_quote, source_case
 from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
@@ -72,14 +72,14 @@ def test_invalid_citations_removed_and_cited_sources_marked(indexed):
 
 
 def test_a_quoted_path_keeps_the_sources_spelling(indexed):
-    """Answers start with a capital letter; a path or command quoted from a source keeps its own case, in the
-    streamed tokens as in the stored answer. An ordinary first word keeps its capital."""
+    """Answers start with a capital letter; a path or command quoted from a source keeps its own case, and its
+    code span, in the streamed tokens as in the stored answer. An ordinary first word keeps its capital."""
     service = ChatService(
         indexed, llm=scripted("Var/conversations.sqlite [1].", "Conversations are kept [1].")
     )
     events = list(service.stream("Where are conversations stored?"))
-    assert "".join(e.text for e in events if e.kind == "token").strip() == "var/conversations.sqlite [1]."
-    assert events[-1].answer.text == "var/conversations.sqlite [1]."
+    assert "".join(e.text for e in events if e.kind == "token").strip() == "`var/conversations.sqlite` [1]."
+    assert events[-1].answer.text == "`var/conversations.sqlite` [1]."
     assert service.answer("Where are conversations stored?").text == "Conversations are kept [1]."
 
 
@@ -138,6 +138,38 @@ def test_code_layout_keeps_the_citation_out_of_the_command(text, expected):
     for size in (1, 2, 3, 5, 64):  # streamed in pieces of any size: the same text
         pieces = [text[i : i + size] for i in range(0, len(text), size)]
         assert "".join(_code_layout().transform(iter(pieces))) == expected, size
+
+
+GUIDE = (
+    "## Adding documents\n\nTo index a folder, run:\n\n    chatbot index my-collection /path/to/folder\n\n"
+    'Start the app with `make run`. Then run:\n\n```bash\nchatbot ask "Which formats?"\n```\n'
+    "    (an indented line after prose is no code)"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a line of an indented block, of a fence, a code span: code, in the source's case
+        (
+            "Chatbot index my-collection /path/to/folder [1].",
+            "`chatbot index my-collection /path/to/folder` [1].",
+        ),
+        ("chatbot index my-collection [1].", "`chatbot index my-collection` [1]."),
+        ("make run [1].", "`make run` [1]."),
+        ("chatbot ask [1].", "`chatbot ask` [1]."),
+        ("chatbot index my-collection", "`chatbot index my-collection`"),  # no citation
+        # prose, or not code in the cited source: as written
+        ("To index a folder [1].", "To index a folder [1]."),
+        ("an indented line after prose [1].", "an indented line after prose [1]."),
+        ("make run [2].", "make run [2]."),
+        ("`make run` [1].", "`make run` [1]."),
+    ],
+)
+def test_a_quote_of_code_is_shown_as_code(text, expected):
+    assert code_quote(text, [GUIDE, "Run make run."]) == expected
+    pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
+    assert "".join(_code_quote([GUIDE, "Run make run."]).transform(iter(pieces))) == expected
 
 
 def test_a_quoted_command_is_answered_as_a_code_span(indexed):
