@@ -100,7 +100,7 @@ def excluding(collection: Collection, doc: str) -> Callable[[str, int], list[Hit
     """``collection``'s search as if it did not hold document ``doc``: its chunks are no candidates, so they
     neither take a place nor set the scale of the fused scores. (Dropping them from the results instead
     would leave the others' scores as they were beside the missing paragraph, and on squad-es would show the
-    model other passages for about one question in five.)"""
+    model other passages for about one question in four.)"""
 
     def without(query: str, k: int) -> list[Hit]:
         return collection.search(query, k, without=[doc])
