@@ -213,10 +213,22 @@ def code_layout(text: str) -> str:
     citation after it."""
     start = _CODE_START.search(text)
     if start is None:
-        return text
-    prose = text[: start.start()].rstrip()
+        return reflow(text)
+    prose = reflow(text[: start.start()].rstrip())
     gap, code = _code_part(text[start.start() :])
     return prose + gap + code if prose else code
+
+
+# a line break inside a paragraph: after a word, before a word (not a list item, a heading, a quote, a table row,
+# code or a number)
+_SOFT_BREAK = re.compile(r"(?<=\S)\n(?=[^\s\-*+#>|`\d])")
+
+
+def reflow(text: str) -> str:
+    """``text`` with the line breaks inside its paragraphs as spaces: a quote keeps its source's line breaks
+    ("Markdown,\\nreStructuredText"), which Markdown shows as spaces but a terminal or an API client does not.
+    Lists, headings and paragraph breaks stay. Each break becomes one space, so the length is kept."""
+    return _SOFT_BREAK.sub(" ", text)
 
 
 def _code_part(rest: str) -> tuple[str, str]:
@@ -247,12 +259,20 @@ def _longest_run(text: str, char: str) -> int:
 
 
 def _code_layout() -> RunnableGenerator:
-    """Streaming :func:`code_layout`: the answer streams as written until a code block starts (line breaks
-    at the end are held back until the next line shows whether it is code); from there it is held to the
-    end. Drafted answers come whole anyway, and code comes last in an answer that quotes a command."""
+    """Streaming :func:`code_layout` (and :func:`reflow`): the answer streams until a code block starts (line
+    breaks at the end are held back until the next line shows whether it is code, or a paragraph); from there
+    it is held to the end. Drafted answers come whole anyway, and code comes last in an answer that quotes a
+    command."""
 
     def transform(pieces: Iterator[str]) -> Iterator[str]:
-        held, coding, said = "", False, False
+        held, coding, last = "", False, ""
+
+        def prose(text: str) -> str:  # reflowed with the character before it, which decides a break
+            nonlocal last
+            out = reflow(last + text)[len(last) :]
+            last = text[-1:] or last
+            return out
+
         for piece in pieces:
             held += piece
             if coding:
@@ -261,23 +281,21 @@ def _code_layout() -> RunnableGenerator:
             if start is not None:
                 coding = True
                 if held[: start.start()].strip():
-                    yield held[: start.start()].rstrip()
-                    said = True
+                    yield prose(held[: start.start()].rstrip())
                 held = held[start.start() :]
                 continue
             # the end may still open a code block (a line break, then up to three blanks or backticks so
             # far): hold it back until the next line shows
             cut = _MAY_OPEN_CODE.search(held)
             if cut is None or cut.start():
-                yield held[: cut.start() if cut else len(held)]
-                said = True
+                yield prose(held[: cut.start() if cut else len(held)])
                 held = held[cut.start() :] if cut else ""
         if held:
             if coding:
                 gap, code = _code_part(held)
-                yield (gap if said else "") + code
+                yield (gap if last else "") + code
             else:
-                yield held
+                yield prose(held)
 
     return RunnableGenerator(transform)
 

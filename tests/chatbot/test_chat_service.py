@@ -127,8 +127,13 @@ def test_source_case(text, expected):
             "Steps:\n\n```\nmake install\nmake run\n```\n\n[1].",
         ),
         ("Run:\n\n    echo `x` [1][2]", "Run: `` echo `x` `` [1][2]"),  # a backtick in the code
-        # no code: as written
-        ("Plain text, Markdown,\nreStructuredText [1].", "Plain text, Markdown,\nreStructuredText [1]."),
+        # no code: as written, but for the line breaks inside a paragraph
+        ("Plain text, Markdown,\nreStructuredText [1].", "Plain text, Markdown, reStructuredText [1]."),
+        (
+            "Steps:\n- one\n- two\n\nThen three\n# Four\n2. five [1].",
+            "Steps:\n- one\n- two\n\nThen three\n# Four\n2. five [1].",
+        ),
+        ("Run:\nfirst this,\nthen\n\n    make run [1].", "Run: first this, then `make run` [1]."),
         ("Run `make run` [1].", "Run `make run` [1]."),
         ("A list:\n\n  - one [1].", "A list:\n\n  - one [1]."),
     ],
