@@ -156,7 +156,7 @@ class Collection:
         want = max(k, self.settings.retrieval.rerank_candidates) if self.settings.retrieval.reranker else k
         left_out = frozenset()
         if without:
-            names = sorted(set(without))
+            names = sorted({without} if isinstance(without, str) else set(without))
             with view.lock:
                 left_out = frozenset(
                     int(row[0])

@@ -121,15 +121,24 @@ def pool(
     n: int,
     depth: int,
     max_words: int = 64,
+    without: frozenset[int] = frozenset(),
 ) -> tuple[dict[int, float], dict[int, float]]:
-    """BM25 and dense scores for every chunk among the top ``n`` of either retriever."""
-    deep = bm25_scores(view, query, max(n, depth), max_words)
+    """BM25 and dense scores for every chunk among the top ``n`` of either retriever (``dense``: the dense
+    top ``n``), the chunks ``without`` left out as if they were not there."""
+    deep = best(bm25_scores(view, query, max(n, depth) + len(without), max_words), max(n, depth), without)
     bm25 = dict(list(deep.items())[:n])
     # Dense candidates get their BM25 score from the deep list; beyond it they count as 0, which min-max
     # normalisation puts at (or next to) the bottom, where a chunk ranked past ``depth`` belongs anyway.
     bm25 |= {i: deep[i] for i in dense if i in deep}
     dense = dense | cosine_of(view, vector, [i for i in bm25 if i not in dense])
     return bm25, dense
+
+
+def best(scores: dict[int, float], n: int, without: frozenset[int]) -> dict[int, float]:
+    """The first ``n`` of ``scores`` (best first) that are not ``without``."""
+    if not without:
+        return scores
+    return dict(list((i, s) for i, s in scores.items() if i not in without)[:n])
 
 
 def rank(
@@ -141,25 +150,18 @@ def rank(
     settings: RetrievalSettings,
     without: frozenset[int] = frozenset(),
 ) -> list[tuple[int, float, dict[str, float]]]:
-    """(chunk id, score, component scores) best first; the chunks ``without`` are no candidates."""
-    n = max(k, settings.candidates) + len(without)
-
-    def left(scores: dict[int, float]) -> dict[int, float]:
-        return {i: s for i, s in scores.items() if i not in without} if without else scores
-
+    """(chunk id, score, component scores) best first; the chunks ``without`` are no candidates: each
+    retriever's list is read that much deeper and cut back to its usual length without them, so the
+    candidates are those of a collection without them."""
+    n, more = max(k, settings.candidates), len(without)
     if mode == "bm25":
-        return [
-            (i, s, {"bm25": s})
-            for i, s in _top(left(bm25_scores(view, query, n, settings.max_query_words)), k)
-        ]
+        ranked = best(bm25_scores(view, query, n + more, settings.max_query_words), n, without)
+        return [(i, s, {"bm25": s}) for i, s in _top(ranked, k)]
     assert vector is not None
-    dense = left(dense_scores(view, vector, n))
+    dense = best(dense_scores(view, vector, n + more), n, without)
     if mode == "dense":
         return [(i, s, {"dense": s}) for i, s in _top(dense, k)]
-    bm25, dense = pool(
-        view, query, vector, dense, n, settings.bm25_depth + len(without), settings.max_query_words
-    )
-    bm25, dense = left(bm25), left(dense)
+    bm25, dense = pool(view, query, vector, dense, n, settings.bm25_depth, settings.max_query_words, without)
     fused = fuse(bm25, dense, settings.dense_weight)
     return [(i, s, {"bm25": bm25.get(i, 0.0), "dense": dense[i]}) for i, s in _top(fused, k)]
 
