@@ -19,7 +19,6 @@ then ``{"answer": piece}`` for every streamed piece of the answer.
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
+from chatbot.answer_format import code_quote_stream, layout_stream
 from chatbot.citations import MarkerFilter
 from chatbot.language import detect_language
 from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt, defuse
@@ -113,69 +113,11 @@ def source_case(text: str, sources: Sequence[str]) -> str:
     return text
 
 
-def code_quote(text: str, sources: Sequence[str]) -> str:
-    """``text`` with its quote as a code span when the quote is code in its source (a code span, or a line of
-    an indented or fenced block), as the source writes it: ``chatbot index mi-coleccion /ruta [1].`` →
-    ``` ``chatbot index mi-coleccion /ruta`` [1].```. A command shown as prose would get a capital (and a reader
-    would copy ``Chatbot``). The cited source is looked in; without a citation, every source."""
-    quote, bracket, rest = text.partition("[")
-    words = quote.split()
-    if not words or "`" in quote or "\n" in quote.strip():
-        return text
-    cited = re.match(r"\d+", rest)
-    number = int(cited.group()) if bracket and cited else 0
-    looked = [sources[number - 1]] if 1 <= number <= len(sources) else list(sources)
-    phrase = r"\s+".join(map(re.escape, words))
-    pattern, spanned = re.compile(phrase, re.IGNORECASE), re.compile(f"`({phrase})`", re.IGNORECASE)
-    for source in looked:
-        found = spanned.search(source) or next(filter(None, map(pattern.search, code_lines(source))), None)
-        if found:
-            lead = text[: len(text) - len(text.lstrip())]
-            code = found.group(found.lastindex or 0)
-            return lead + inline_code(code) + (" " + bracket + rest if bracket else "")
-    return text
-
-
-def code_lines(text: str) -> list[str]:
-    """The lines of ``text`` that Markdown shows as code: inside a ``` fence, or indented by four spaces or a tab
-    after a blank line (or another such line)."""
-    lines, fenced, indented, blank = [], False, False, True
-    for line in text.split("\n"):
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        elif fenced:
-            lines.append(line)
-        elif line.strip() and (line.startswith(("    ", "\t"))) and (blank or indented):
-            lines.append(line)
-            indented = True
-        elif line.strip():
-            indented = False
-        blank = not line.strip()
-    return lines
-
-
 def _code_quote(sources: Sequence[str]) -> RunnableGenerator:
-    """Streaming :func:`code_quote`: the answer is held back only while it could still be a quote of code (it
-    is part of a code span or a code line of a source), until its citation starts."""
-    code = [
-        " ".join(c.lower().split())
-        for source in sources
-        for c in [*re.findall(r"`([^`]+)`", source), *code_lines(source)]
-    ]
+    """:func:`chatbot.answer_format.code_quote_stream` as a runnable."""
 
     def transform(pieces: Iterator[str]) -> Iterator[str]:
-        held, done = "", False
-        for piece in pieces:
-            if done:
-                yield piece
-                continue
-            held += piece
-            quote = " ".join(held.split("[", 1)[0].lower().split())
-            if "[" in held or (quote and not any(quote in c for c in code)):
-                yield code_quote(held, sources)
-                done = True
-        if held and not done:
-            yield code_quote(held, sources)
+        yield from code_quote_stream(pieces, sources)
 
     return RunnableGenerator(transform)
 
@@ -199,105 +141,9 @@ def _source_case(sources: Sequence[str]) -> RunnableGenerator:
     return RunnableGenerator(transform)
 
 
-# where an answer's quote enters a code block: a line indented by four spaces or a tab, or a ``` fence
-_CODE_START = re.compile(r"(?:^|\n)(?:[ \t]*\n)*(?: {4}|\t|```)")
-_MAY_OPEN_CODE = re.compile(r"(?:(?:^|\n)[ \t]*)*(?:^|\n)[ \t`]{0,3}$")
-_CITATIONS_AT_END = re.compile(r"(?:\s*\[\d+(?:\s*,\s*\d+)*\])+\.?\s*$")
-
-
-def code_layout(text: str) -> str:
-    """``text`` with its citation out of the code it quotes: an answer that quotes a command from a code block
-    ends inside that block (``Run:\\n\\n    chatbot index NAME DIR [3].``), where Markdown shows the
-    citation as part of the command, and a reader who copies it runs ``[3].`` too. One line of code
-    becomes a code span (``Run: `chatbot index NAME DIR` [3].``); longer code a fenced block, with the
-    citation after it."""
-    start = _CODE_START.search(text)
-    if start is None:
-        return reflow(text)
-    prose = reflow(text[: start.start()].rstrip())
-    gap, code = _code_part(text[start.start() :])
-    return prose + gap + code if prose else code
-
-
-# a line break inside a paragraph: after a word, before a word (not a list item, a heading, a quote, a table row,
-# code or a number)
-_SOFT_BREAK = re.compile(r"(?<=\S)\n(?=[^\s\-*+#>|`\d])")
-
-
-def reflow(text: str) -> str:
-    """``text`` with the line breaks inside its paragraphs as spaces: a quote keeps its source's line breaks
-    ("Markdown,\\nreStructuredText"), which Markdown shows as spaces but a terminal or an API client does not.
-    Lists, headings and paragraph breaks stay. Each break becomes one space, so the length is kept."""
-    return _SOFT_BREAK.sub(" ", text)
-
-
-def _code_part(rest: str) -> tuple[str, str]:
-    """The code an answer ends with (``rest``, from where the code starts) laid out with its citation after
-    it, and what goes between it and the words before it."""
-    tail = _CITATIONS_AT_END.search(rest)
-    cited = tail.group().strip() if tail else ""
-    body = rest[: tail.start()] if tail else rest
-    lines = [line for line in body.split("\n") if not line.lstrip().startswith("```")]
-    code = textwrap.dedent("\n".join(lines)).strip("\n")
-    if not code.strip():
-        return " ", cited
-    if "\n" not in code:
-        return " ", " ".join(filter(None, [inline_code(code.strip()), cited]))
-    fence = "`" * max(3, _longest_run(code, "`") + 1)
-    return "\n\n", "\n\n".join(filter(None, [f"{fence}\n{code}\n{fence}", cited]))
-
-
-def inline_code(text: str) -> str:
-    """``text`` as a Markdown code span that no backtick in it closes early."""
-    fence = "`" * (_longest_run(text, "`") + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _longest_run(text: str, char: str) -> int:
-    return max((len(run) for run in re.findall(f"{re.escape(char)}+", text)), default=0)
-
-
 def _code_layout() -> RunnableGenerator:
-    """Streaming :func:`code_layout` (and :func:`reflow`): the answer streams until a code block starts (line
-    breaks at the end are held back until the next line shows whether it is code, or a paragraph); from there
-    it is held to the end. Drafted answers come whole anyway, and code comes last in an answer that quotes a
-    command."""
-
-    def transform(pieces: Iterator[str]) -> Iterator[str]:
-        held, coding, last = "", False, ""
-
-        def prose(text: str) -> str:  # reflowed with the character before it, which decides a break
-            nonlocal last
-            out = reflow(last + text)[len(last) :]
-            last = text[-1:] or last
-            return out
-
-        for piece in pieces:
-            held += piece
-            if coding:
-                continue
-            start = _CODE_START.search(held)
-            if start is not None:
-                coding = True
-                if held[: start.start()].strip():
-                    yield prose(held[: start.start()].rstrip())
-                held = held[start.start() :]
-                continue
-            # the end may still open a code block (a line break, then up to three blanks or backticks so
-            # far): hold it back until the next line shows
-            cut = _MAY_OPEN_CODE.search(held)
-            if cut is None or cut.start():
-                yield prose(held[: cut.start() if cut else len(held)])
-                held = held[cut.start() :] if cut else ""
-        if held:
-            if coding:
-                gap, code = _code_part(held)
-                yield (gap if last else "") + code
-            else:
-                yield prose(held)
-
-    return RunnableGenerator(transform)
+    """:func:`chatbot.answer_format.layout_stream` as a runnable."""
+    return RunnableGenerator(layout_stream)
 
 
 def _filter_markers(n_sources: int) -> RunnableGenerator:
@@ -356,7 +202,9 @@ def build_chain(
             | StrOutputParser()
             | _filter_markers(len(built.hits))
             | _code_layout()
-            | _code_quote(shown)
+            | _code_quote(
+                [defuse(h.text) for h in built.hits]
+            )  # (unstripped: a first line's indent says code)
             | _source_case(shown)
         )
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-from chatbot.chain import _code_layout, _code_quote, code_layout, code_quote, source_case
+from chatbot.answer_format import code_layout, code_quote, code_quote_stream, layout_stream
+from chatbot.chain import source_case
 from chatbot.memory import ConversationNotFound
 from chatbot.service import AnswerTimeout, ChatService, CollectionNotFound, QuestionTooLong
 from retrieval.collection import Collection
@@ -136,13 +137,40 @@ def test_source_case(text, expected):
         ("Run:\nfirst this,\nthen\n\n    make run [1].", "Run: first this, then `make run` [1]."),
         ("Run `make run` [1].", "Run `make run` [1]."),
         ("A list:\n\n  - one [1].", "A list:\n\n  - one [1]."),
+        # words after the code, or a citation inside its line: after the code span
+        (
+            "Run:\n\n    chatbot serve\n\nand open the browser [1].",
+            "Run: `chatbot serve` and open the browser [1].",
+        ),
+        ("Run:\n\n    chatbot serve [3] and open it.", "Run: `chatbot serve` [3] and open it."),
+        # not code: a triple-backtick span inside a line, an indented line without a blank line before it
+        # (or only blanks), a list item's own paragraph, a tab inside a line
+        ("```make run``` [1].", "```make run``` [1]."),
+        ("Run:\n```make run``` [1].", "Run:\n```make run``` [1]."),  # a line that opens with ``` is no prose
+        ("Run:\n`make run` now [1].", "Run: `make run` now [1]."),  # one that opens with a code span is
+        (
+            "The museum opens at nine.\n    \nIt closes at six [1].",
+            "The museum opens at nine.\n    \nIt closes at six [1].",
+        ),
+        (
+            "1. Install:\n    - pip install foo\n2. Run it [1].",
+            "1. Install:\n    - pip install foo\n2. Run it [1].",
+        ),
+        ("1. Open the page.\n\n    Choose the model [1].", "1. Open the page.\n\n    Choose the model [1]."),
+        ("Use\ttabs [1].", "Use\ttabs [1]."),
+        # headings, underlines and bullets keep their lines
+        ("# Setup\nRun the installer [1].", "# Setup\nRun the installer [1]."),
+        ("Install\n=======\nRun it [1].", "Install\n=======\nRun it [1]."),
+        ("Options:\n• fast\n• slow [1].", "Options:\n• fast\n• slow [1]."),
     ],
 )
 def test_code_layout_keeps_the_citation_out_of_the_command(text, expected):
     assert code_layout(text) == expected
     for size in (1, 2, 3, 5, 64):  # streamed in pieces of any size: the same text
         pieces = [text[i : i + size] for i in range(0, len(text), size)]
-        assert "".join(_code_layout().transform(iter(pieces))) == expected, size
+        assert "".join(layout_stream(iter(pieces))) == expected, size
+    pieces = ["Run ", "```", "make run", "```", " [1]."] if text.startswith("```make") else []
+    assert "".join(layout_stream(iter(pieces))) == "".join(pieces)  # a fence never ends a line's text
 
 
 GUIDE = (
@@ -169,12 +197,27 @@ GUIDE = (
         ("an indented line after prose [1].", "an indented line after prose [1]."),
         ("make run [2].", "make run [2]."),
         ("`make run` [1].", "`make run` [1]."),
+        # a single plain word inside a code line is no code ("no" of "--no-save", "install" of "npm install")
+        ("No [3].", "No [3]."),
+        ("Install [3].", "Install [3]."),
+        ("node-gyp [3].", "`node-gyp` [3]."),
+        # prose after a closing fence (a passage that starts inside a fence), a list item's indented text
+        ("The server listens on port 8000 [4].", "The server listens on port 8000 [4]."),
+        ("cat config.yaml [4].", "`cat config.yaml` [4]."),
+        ("Choose the model and save [5].", "Choose the model and save [5]."),
     ],
 )
 def test_a_quote_of_code_is_shown_as_code(text, expected):
-    assert code_quote(text, [GUIDE, "Run make run."]) == expected
+    sources = [
+        GUIDE,
+        "Run make run.",
+        "Install the tool:\n\n    npm install node-gyp --no-save",
+        "cat config.yaml\n```\n\nThe server listens on port 8000",
+        "1. Open the settings.\n\n    Choose the model and save",
+    ]
+    assert code_quote(text, sources) == expected
     pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
-    assert "".join(_code_quote([GUIDE, "Run make run."]).transform(iter(pieces))) == expected
+    assert "".join(code_quote_stream(iter(pieces), sources)) == expected
 
 
 def test_a_quoted_command_is_answered_as_a_code_span(indexed):
