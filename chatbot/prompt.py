@@ -35,6 +35,13 @@ ABSTAIN = {
     "es": "No encuentro la respuesta a eso en los documentos.",
 }
 
+# what an answer marked unsure (``chat.unsure_hesitation``) is shown with, by every shell
+UNSURE = {
+    "en": "Not sure: the model nearly answered that the documents do not say. Check the cited source.",
+    "es": "Respuesta insegura: el modelo casi respondió que los documentos no lo dicen. Compruebe la fuente "
+    "citada.",
+}
+
 TRUNCATED = " […]"
 
 

@@ -17,7 +17,12 @@ def _service(ctx: typer.Context):  # heavy imports stay out of `chatbot --help`
     return ChatService(settings_of(ctx))
 
 
-UNSURE = "(Not sure: the model nearly answered that the documents do not say. Check the cited source.)"
+def _unsure(question: str) -> str:
+    """The mark of an answer given close to declining, in the question's language."""
+    from chatbot.language import detect_language
+    from chatbot.prompt import UNSURE
+
+    return f"({UNSURE[detect_language(question)]})"
 
 
 def _print_sources(sources: list) -> None:
@@ -80,7 +85,7 @@ def ask(
             elif event.kind == "done":
                 typer.echo("")
                 if event.answer.unsure:
-                    typer.echo(UNSURE)
+                    typer.echo(_unsure(question))
                 _print_sources(event.sources)
                 typer.echo(f"\n(conversation {event.answer.conversation_id})", err=True)
     except (CollectionNotFound, ConversationNotFound, ValueError) as exc:
@@ -168,7 +173,7 @@ def chat(
                     conversation = event.answer.conversation_id
                     typer.echo("")
                     if event.answer.unsure:
-                        typer.echo(UNSURE)
+                        typer.echo(_unsure(line))
                     _print_sources(event.sources)
         except (CollectionNotFound, ConversationNotFound, ValueError) as exc:
             typer.echo(f"\nerror: {exc}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from chatbot.prompt import UNSURE
+
 LANGUAGES = ("en", "es")
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -55,11 +57,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "es": "Todavía no hay colecciones: cree una en la página Documentos.",
     },
     "sources": {"en": "Sources", "es": "Fuentes"},
-    "unsure": {
-        "en": "⚠️ Not sure: the model nearly answered that the documents do not say. Check the cited source.",
-        "es": "⚠️ Respuesta insegura: el modelo casi respondió que los documentos no lo dicen. Compruebe la "
-        "fuente citada.",
-    },
+    "unsure": {language: f"⚠️ {text}" for language, text in UNSURE.items()},
     "loading_model": {"en": "Loading the model…", "es": "Cargando el modelo…"},
     "relevance": {"en": "relevance", "es": "relevancia"},
     "page": {"en": "page", "es": "página"},

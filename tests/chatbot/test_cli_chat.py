@@ -37,6 +37,10 @@ def test_ask_says_when_the_answer_is_unsure(app_env):
     result = runner.invoke(app, ["ask", "Where are conversations stored?"], env=env)
     assert result.exit_code == 0, result.output
     assert "(Not sure:" in result.stdout and "Sources:" in result.stdout
+    result = runner.invoke(app, ["ask", "¿Dónde se guardan las conversaciones?"], env=env)
+    assert (
+        "(Respuesta insegura:" in result.stdout and "Not sure" not in result.stdout
+    )  # the question's language
     result = runner.invoke(app, ["ask", "Where are conversations stored?", "--json"], env=env)
     assert json.loads(result.stdout)["unsure"] is True
     env["APP_CHAT__UNSURE_HESITATION"] = "50"  # none is
