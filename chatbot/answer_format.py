@@ -22,32 +22,37 @@ import textwrap
 from collections.abc import Iterator, Sequence
 
 # The start of a code block in an answer, in text that begins with "\n\n" at the answer's start (the start
-# counts as after a blank line): a line indented by four spaces or a tab after a blank line, or a ``` fence
-# on a line of its own (with its language, if any). The match starts at the line break before it.
+# counts as after a blank line): a line indented by four spaces or a tab after a blank line, or a fence (three
+# or more backticks or tildes, then its language) on a line of its own. The match starts at the line break
+# before it.
 _BLOCK_START = re.compile(
-    r"\n[ \t]*\n(?:[ \t]*\n)*(?: {4}|\t)[ \t]*\S|\n(?:[ \t]*\n)*[ \t]{0,3}```[\w+-]*[ \t]*\n"
+    r"\n[ \t]*\n(?:[ \t]*\n)*(?: {4}|\t)[ \t]*\S|\n(?:[ \t]*\n)*[ ]{0,3}(?:`{3,}[^`\n]*|~{3,}[^\n]*)\n"
 )
-# the end of a text that may still open a code block: line breaks, then blanks or a fence so far
-_MAY_OPEN = re.compile(r"\n(?:[ \t]*\n)*(?:[ \t]*|[ \t]{0,3}`{1,3}[\w+-]*[ \t]*)\Z")
-_FENCE_LINE = re.compile(r"[ \t]{0,3}```[\w+-]*[ \t]*")
+# an opening fence line (as in _BLOCK_START): its fence, its language
+_FENCE = re.compile(r" {0,3}(`{3,}(?=[^`\n]*$)|~{3,})(.*)")
+# a line that may still become a fence or an indented line: blanks, or a fence being written
+_OPENING = re.compile(r"[ \t]*| {0,3}(?:`+[^`\n]*|~+[^\n]*)")
 _LIST_ITEM = re.compile(r"\s*(?:[-*+•]|\d+[.)])\s")
-_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+_CITATION = re.compile(r"(?<!\S)\[\d+(?:\s*,\s*\d+)*\]")
 _CITATIONS_AT_END = re.compile(r"(?:\s*\[\d+(?:\s*,\s*\d+)*\])+\.?\s*\Z")
 _UNDERLINE = re.compile(r"\s*(?:[=\-~^*_#]\s*){3,}")
 # what a line that goes on a paragraph cannot start with: a list item, a heading, a quote, a table row, a
 # fence, an underline, a number (an ordered item); a code span (one backtick) can
 _NOT_PROSE_START = set("-*+#>|`=~_•·–") | set("0123456789")
+# a line after which words stand on a line of their own: a heading, a list item, a quote, a fence
+_OWN_LINE = re.compile(r"\s*(?:#|>|```|~~~|[-*+•]\s|\d+[.)]\s)")
 
 
 def code_layout(text: str) -> str:
     """``text`` with the code it ends with laid out as code and its citation outside it (module docstring),
     and the line breaks of its prose reflowed."""
+    text = text.replace("\r", "")
     start = _code_start("\n\n" + text, "")
     if start is None:
         return reflow(text)
     at = max(0, start - 2)
     prose = reflow(text[:at].rstrip())
-    gap, code = _code_part(text[at:])
+    gap, code = _code_part(text[at:], prose)
     return prose + gap + code if prose else code
 
 
@@ -62,7 +67,7 @@ def reflow(text: str, line: str = "") -> str:
         after = text[i + 1 : i + 2]
         if (
             before.strip()
-            and not before.lstrip().startswith("#")
+            and not before.lstrip().startswith(("#", "```", "~~~"))
             and not _UNDERLINE.fullmatch(before)
             and after
             and not after.isspace()
@@ -73,9 +78,10 @@ def reflow(text: str, line: str = "") -> str:
 
 
 def layout_stream(pieces: Iterator[str]) -> Iterator[str]:
-    """Streaming :func:`code_layout`: the answer streams until a code block starts (line breaks at the end are
-    held back until the next line shows whether it is code, prose or a new paragraph); from there it is held
-    to the end. Drafted answers come whole anyway, and code comes last in an answer that quotes a command."""
+    """Streaming :func:`code_layout`: the answer streams until a code block starts (line breaks and blanks at
+    the end are held back until the next line shows whether it is code, prose or a new paragraph); from there
+    it is held to the end. Drafted answers come whole anyway, and code comes last in an answer that quotes a
+    command."""
     held, seen, coding = "", "", False  # seen: the text already sent, as written (before reflowing)
 
     def send(text: str) -> str:
@@ -85,29 +91,40 @@ def layout_stream(pieces: Iterator[str]) -> Iterator[str]:
         return out
 
     for piece in pieces:
-        held += piece
+        held += piece.replace("\r", "")
         if coding:
             continue
         lead = "\n\n" if not seen else ""  # the answer's start counts as after a blank line
-        start = _code_start(lead + held, seen)
-        if start is not None:
-            coding = True
-            at = max(0, start - len(lead))
-            if held[:at].strip():
-                yield send(held[:at].rstrip())
-            held = held[at:]
-            continue
-        may = _MAY_OPEN.search(lead + held)
-        cut = len(held) if may is None else max(0, may.start() - len(lead))
-        if cut:
+        if held.strip():  # (a block starts with a visible character: no search through a run of blanks)
+            start = _code_start(lead + held, seen)
+            if start is not None:
+                coding = True
+                at = max(0, start - len(lead))
+                if held[:at].strip():
+                    yield send(held[:at].rstrip())
+                held = held[at:]
+                continue
+        cut = _undecided(lead + held) - len(lead)
+        if cut > 0:
             yield send(held[:cut])
             held = held[cut:]
     if held:
         if coding:
-            gap, code = _code_part(held)
+            gap, code = _code_part(held, seen)
             yield (gap if seen.strip() else "") + code
         else:
             yield send(held)
+
+
+def _undecided(text: str) -> int:
+    """Where the end of ``text`` that could still open a code block, or end a paragraph, starts: trailing
+    blanks; or, when its last line is blanks or a fence being written, the blanks and line breaks before
+    it."""
+    end = len(text.rstrip(" \t"))
+    last = text.rfind("\n")
+    if last < 0 or not _OPENING.fullmatch(text[last + 1 :]):
+        return end
+    return len(text[:last].rstrip(" \t\n"))  # the end of the last line with something on it
 
 
 def _code_start(text: str, before: str) -> int | None:
@@ -120,36 +137,57 @@ def _code_start(text: str, before: str) -> int | None:
     return None
 
 
-def _code_part(rest: str) -> tuple[str, str]:
-    """The code block ``rest`` starts with (from the line break before it) laid out with the words after it
-    and the citation, and what goes between it and the words before it."""
-    tail = _CITATIONS_AT_END.search(rest)
-    cited = tail.group().strip() if tail else ""
-    lines = (rest[: tail.start()] if tail else rest).split("\n")
+def _code_part(rest: str, before: str) -> tuple[str, str]:
+    """The code block ``rest`` starts with (from the line break before it) laid out, followed by what comes
+    after it (its citation; words, laid out in turn), and what goes between it and the text ``before`` it."""
+    lines = rest.split("\n")
     while lines and not lines[0].strip():
         lines.pop(0)
     code: list[str] = []
-    if lines and _FENCE_LINE.fullmatch(lines[0]):  # fenced: to the closing fence, or the end
+    language = ""
+    opening = _FENCE.fullmatch(lines[0]) if lines else None
+    if opening:  # fenced: to a closing fence as long as the opening one at least, or to the end
+        fence, language = opening.group(1), opening.group(2).strip()
         lines.pop(0)
-        while lines and not _FENCE_LINE.fullmatch(lines[0]):
+        closing = re.compile(rf" {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*")
+        while lines and not closing.fullmatch(lines[0]) and not _closes_with_citation(lines[0], closing):
             code.append(lines.pop(0))
-        lines = lines[1:]
+        if lines:
+            last = lines.pop(0)
+            if not closing.fullmatch(last):  # "``` [2]."
+                lines.insert(0, last.lstrip(" \t`~"))
     else:  # indented: indented or blank lines
         while lines and (lines[0].startswith(("    ", "\t")) or not lines[0].strip()):
             code.append(lines.pop(0))
+        if not code:  # (never: a block starts with one of the two)
+            return " ", reflow("\n".join(lines)).strip()
+    while code and not code[-1].strip():
+        code.pop()
     if code and (
         marker := _CITATION.search(code[-1])
     ):  # a citation inside the last line: the code ends there
         lines.insert(0, code[-1][marker.start() :])
         code[-1] = code[-1][: marker.start()]
     body = textwrap.dedent("\n".join(code)).strip("\n").rstrip()
-    after = " ".join(filter(None, [reflow("\n".join(lines)).strip(), cited]))
+    after = code_layout("\n".join(lines)).strip()
+    previous = before.rstrip("\n").rsplit("\n", 1)[-1]
+    own_line = _OWN_LINE.match(previous) is not None or _UNDERLINE.fullmatch(previous) is not None
     if not body.strip():
         return " ", after
-    if "\n" not in body:
-        return " ", " ".join(filter(None, [inline_code(body.strip()), after]))
+    if "\n" not in body:  # one line: a code span (a language, if any, is no help there)
+        joint = (
+            "\n" if _OWN_LINE.match(after) else " "
+        )  # a list item, a heading... after the code keeps its line
+        span = joint.join(filter(None, [inline_code(body.strip()), after]))
+        return ("\n\n" if own_line else " "), span
     fence = "`" * max(3, _longest_run(body, "`") + 1)
-    return "\n\n", "\n\n".join(filter(None, [f"{fence}\n{body}\n{fence}", after]))
+    return "\n\n", "\n\n".join(filter(None, [f"{fence}{language}\n{body}\n{fence}", after]))
+
+
+def _closes_with_citation(line: str, closing: re.Pattern[str]) -> bool:
+    """Whether ``line`` is a closing fence followed by the answer's citation (``` [2].)."""
+    tail = _CITATIONS_AT_END.search(line)
+    return tail is not None and closing.fullmatch(line[: tail.start()]) is not None
 
 
 def inline_code(text: str) -> str:
@@ -197,16 +235,22 @@ def code_texts(source: str) -> list[str]:
     return [*re.findall(r"`([^`\n]+)`", source), *(line.strip() for line in code_lines(source))]
 
 
+# a line of a code block that is words: a comment, or a sentence (an indented paragraph of a plain-text file)
+_COMMENT = re.compile(r"\s*(?:#|//|--|;|/\*|\*|<!--|rem\s)", re.IGNORECASE)
+_SENTENCE = re.compile(r"\s*[A-ZÁÉÍÓÚÑ¿¡\"'“][^\n]*[.!?:]\s*")
+
+
 def code_lines(text: str) -> list[str]:
-    """The lines of ``text`` that Markdown shows as code: inside a ``` fence, or indented by four spaces or a
-    tab after a blank line (or another such line), unless they belong to a list item. A passage may start
-    inside a fence: when its fences are odd in number and the first has no language, it is taken to close one."""
+    """The lines of ``text`` that Markdown shows as code, and that are code rather than words: inside a fence,
+    or indented by four spaces or a tab after a blank line (or another such line), unless they belong to a
+    list item; not a comment, nor a sentence of four words or more. A passage may start inside a fence: when
+    its fences are odd in number and the first has no language, it is taken to close one."""
     rows = text.split("\n")
-    fences = [line for line in rows if _FENCE_LINE.fullmatch(line)]
-    fenced = len(fences) % 2 == 1 and fences[0].strip() == "```"
+    fences = [line for line in rows if _FENCE.fullmatch(line)]
+    fenced = len(fences) % 2 == 1 and not _FENCE.fullmatch(fences[0]).group(2).strip()  # type: ignore[union-attr]
     lines, indented, blank, listed = [], False, True, False
     for line in rows:
-        if _FENCE_LINE.fullmatch(line):
+        if _FENCE.fullmatch(line):
             fenced = not fenced
         elif fenced:
             lines.append(line)
@@ -218,7 +262,11 @@ def code_lines(text: str) -> list[str]:
             if not line.startswith((" ", "\t")):
                 listed = _LIST_ITEM.match(line) is not None
         blank = not line.strip()
-    return lines
+    return [
+        line
+        for line in lines
+        if not _COMMENT.match(line) and not (_SENTENCE.fullmatch(line) and len(line.split()) >= 4)
+    ]
 
 
 def code_quote_stream(pieces: Iterator[str], sources: Sequence[str]) -> Iterator[str]:

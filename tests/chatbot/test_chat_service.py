@@ -158,6 +158,25 @@ def test_source_case(text, expected):
         ),
         ("1. Open the page.\n\n    Choose the model [1].", "1. Open the page.\n\n    Choose the model [1]."),
         ("Use\ttabs [1].", "Use\ttabs [1]."),
+        # a citation before a blank line and more words; a second block; after a heading; a list after the code
+        (
+            "Run:\n\n    make run [1].\n\nThen open the browser [2].",
+            "Run: `make run` [1]. Then open the browser [2].",
+        ),
+        ("Run:\n\n    make run\n\nThen:\n\n    make test [1].", "Run: `make run` Then: `make test` [1]."),
+        ("## Install\n\n    pip install foo [1].", "## Install\n\n`pip install foo` [1]."),
+        (
+            "1. Install:\n   ```bash\n   pip install foo\n   ```\n2. Run it [1].",
+            "1. Install:\n\n`pip install foo`\n2. Run it [1].",
+        ),
+        # fences of every kind: a space before the language, tildes, a longer closing fence; a language kept
+        ("Run:\n\n``` bash\nmake run\n``` [1].", "Run: `make run` [1]."),
+        ("Run:\n\n~~~bash\nmake run\n~~~ [1].", "Run: `make run` [1]."),
+        ("Run:\n\n```\nx\n````\n[1].", "Run: `x` [1]."),
+        ("Set:\n\n```yaml\na: 1\nb: 2\n``` [1].", "Set:\n\n```yaml\na: 1\nb: 2\n```\n\n[1]."),
+        # brackets in code are no citation; CRLF line ends
+        ("Run:\n\n    arr[1] = 2 [1].", "Run: `arr[1] = 2` [1]."),
+        ("Plain,\r\nText [1].", "Plain, Text [1]."),
         # headings, underlines and bullets keep their lines
         ("# Setup\nRun the installer [1].", "# Setup\nRun the installer [1]."),
         ("Install\n=======\nRun it [1].", "Install\n=======\nRun it [1]."),
@@ -205,6 +224,10 @@ GUIDE = (
         ("The server listens on port 8000 [4].", "The server listens on port 8000 [4]."),
         ("cat config.yaml [4].", "`cat config.yaml` [4]."),
         ("Choose the model and save [5].", "Choose the model and save [5]."),
+        # an indented paragraph of a plain-text file, a comment in a code block: words, not code
+        ("The museum opens at nine [6].", "The museum opens at nine [6]."),
+        ("install the dependencies first [7].", "install the dependencies first [7]."),
+        ("pip install foo [7].", "`pip install foo` [7]."),
     ],
 )
 def test_a_quote_of_code_is_shown_as_code(text, expected):
@@ -214,6 +237,8 @@ def test_a_quote_of_code_is_shown_as_code(text, expected):
         "Install the tool:\n\n    npm install node-gyp --no-save",
         "cat config.yaml\n```\n\nThe server listens on port 8000",
         "1. Open the settings.\n\n    Choose the model and save",
+        "NOTICE\n\n    The museum opens at nine, and closes at six.",
+        "```bash\n# install the dependencies first\npip install foo\n```",
     ]
     assert code_quote(text, sources) == expected
     pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
