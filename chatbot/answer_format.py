@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 # The start of a code block in an answer, in text that begins with "\n\n" at the answer's start (the start
 # counts as after a blank line): a line indented by four spaces or a tab after a blank line, or a fence (three
@@ -274,15 +274,27 @@ def code_quote_stream(pieces: Iterator[str], sources: Sequence[str]) -> Iterator
     is part of a code span or a code line of a source), until its citation starts. (An answer's "[" comes
     whole with its number and "]": the citation filter before this holds an open bracket back.)"""
     code = [" ".join(c.lower().split()) for source in sources for c in code_texts(source)]
+
+    def decided(held: str) -> bool:
+        quote = " ".join(held.split("[", 1)[0].lower().split())
+        return "[" in held or bool(quote and not any(quote in c for c in code))
+
+    return held_until(pieces, decided, lambda held: code_quote(held, sources))
+
+
+def held_until(
+    pieces: Iterator[str], ready: Callable[[str], bool], change: Callable[[str], str]
+) -> Iterator[str]:
+    """``pieces`` with their beginning held back until ``ready`` says it is enough to decide on, then sent as
+    ``change`` gives it; the rest as it comes."""
     held, done = "", False
     for piece in pieces:
         if done:
             yield piece
             continue
         held += piece
-        quote = " ".join(held.split("[", 1)[0].lower().split())
-        if "[" in held or (quote and not any(quote in c for c in code)):
-            yield code_quote(held, sources)
+        if ready(held):
+            yield change(held)
             done = True
     if held and not done:
-        yield code_quote(held, sources)
+        yield change(held)

@@ -27,7 +27,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
-from chatbot.answer_format import code_quote_stream, layout_stream
+from chatbot.answer_format import code_quote_stream, held_until, layout_stream
 from chatbot.citations import MarkerFilter
 from chatbot.language import detect_language
 from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt, defuse
@@ -126,17 +126,9 @@ def _source_case(sources: Sequence[str]) -> RunnableGenerator:
     """Streaming :func:`source_case`: the answer's first word is held back until it is complete."""
 
     def transform(pieces: Iterator[str]) -> Iterator[str]:
-        held, done = "", False
-        for piece in pieces:
-            if done:
-                yield piece
-                continue
-            held += piece
-            if re.search(r"\S\s", held):
-                yield source_case(held, sources)
-                done = True
-        if held and not done:
-            yield source_case(held, sources)
+        yield from held_until(
+            pieces, lambda held: re.search(r"\S\s", held) is not None, lambda held: source_case(held, sources)
+        )
 
     return RunnableGenerator(transform)
 
