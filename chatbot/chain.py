@@ -194,9 +194,8 @@ def build_chain(
             | StrOutputParser()
             | _filter_markers(len(built.hits))
             | _code_layout()
-            | _code_quote(
-                [defuse(h.text) for h in built.hits]
-            )  # (unstripped: a first line's indent says code)
+            # the sources unstripped here: a first line's indent says it is code
+            | _code_quote([defuse(h.text) for h in built.hits])
             | _source_case(shown)
         )
 

@@ -135,7 +135,8 @@ def pool(
 
 
 def best(scores: dict[int, float], n: int, without: frozenset[int]) -> dict[int, float]:
-    """The first ``n`` of ``scores`` (best first) that are not ``without``."""
+    """The first ``n`` of ``scores`` (best first, read ``len(without)`` deeper than ``n``) that are not
+    ``without``; ``scores`` as they are when there is nothing to leave out."""
     if not without:
         return scores
     return dict(list((i, s) for i, s in scores.items() if i not in without)[:n])
