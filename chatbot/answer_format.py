@@ -40,7 +40,7 @@ _UNDERLINE = re.compile(r"\s*(?:[=\-~^*_#]\s*){3,}")
 # fence, an underline, a number (an ordered item); a code span (one backtick) can
 _NOT_PROSE_START = set("-*+#>|`=~_•·–") | set("0123456789")
 # a line after which words stand on a line of their own: a heading, a list item, a quote, a fence
-_OWN_LINE = re.compile(r"\s*(?:#|>|```|~~~|[-*+•]\s|\d+[.)]\s)")
+_OWN_LINE = re.compile(r"\s*(?:#|>|```|~~~|[-*+•](?:\s|$)|\d+[.)](?:\s|$))")
 
 
 def code_layout(text: str) -> str:
@@ -52,7 +52,7 @@ def code_layout(text: str) -> str:
         return reflow(text)
     at = max(0, start - 2)
     prose = reflow(text[:at].rstrip())
-    gap, code = _code_part(text[at:], prose)
+    gap, code = _code_part(text[at:], text[:at])  # (the lines as written decide, as when streamed)
     return prose + gap + code if prose else code
 
 
@@ -170,7 +170,7 @@ def _code_part(rest: str, before: str) -> tuple[str, str]:
         code[-1] = code[-1][: marker.start()]
     body = textwrap.dedent("\n".join(code)).strip("\n").rstrip()
     after = code_layout("\n".join(lines)).strip()
-    previous = before.rstrip("\n").rsplit("\n", 1)[-1]
+    previous = before.rstrip().rsplit("\n", 1)[-1]
     own_line = _OWN_LINE.match(previous) is not None or _UNDERLINE.fullmatch(previous) is not None
     if not body.strip():
         return " ", after

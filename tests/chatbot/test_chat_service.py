@@ -165,6 +165,7 @@ def test_source_case(text, expected):
         ),
         ("Run:\n\n    make run\n\nThen:\n\n    make test [1].", "Run: `make run` Then: `make test` [1]."),
         ("## Install\n\n    pip install foo [1].", "## Install\n\n`pip install foo` [1]."),
+        ("- item\ncontinued\n\n    make run [1].", "- item continued `make run` [1]."),
         (
             "1. Install:\n   ```bash\n   pip install foo\n   ```\n2. Run it [1].",
             "1. Install:\n\n`pip install foo`\n2. Run it [1].",
