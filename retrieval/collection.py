@@ -156,12 +156,10 @@ class Collection:
         want = max(k, self.settings.retrieval.rerank_candidates) if self.settings.retrieval.reranker else k
         left_out = frozenset()
         if without:
-            names = sorted({without} if isinstance(without, str) else set(without))
             with view.lock:
                 left_out = frozenset(
-                    int(row[0])
-                    for row in view.conn.execute(
-                        f"SELECT id FROM chunks WHERE source IN ({','.join('?' * len(names))})", names
+                    store.chunk_ids_from(
+                        view.conn, sorted({without} if isinstance(without, str) else set(without))
                     )
                 )
         try:

@@ -120,6 +120,12 @@ def chunk_ids_of(conn: sqlite3.Connection, path: str) -> list[int]:
     return [r[0] for r in conn.execute("SELECT id FROM chunks WHERE file = ? ORDER BY id", (path,))]
 
 
+def chunk_ids_from(conn: sqlite3.Connection, sources: list[str]) -> list[int]:
+    """The chunks of these sources (a file, or a part of one such as 'box.mbox#3/report.pdf')."""
+    marks = ",".join("?" * len(sources))
+    return [r[0] for r in conn.execute(f"SELECT id FROM chunks WHERE source IN ({marks})", sources)]
+
+
 def vectors_by_hash(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, np.ndarray]:
     """Stored vectors for any of ``hashes`` (chunks whose text is unchanged keep their embedding)."""
     found: dict[str, np.ndarray] = {}

@@ -77,19 +77,23 @@ def run_sync(
     delete most files or switch folders raises MassDeleteError, before anything is written, unless
     ``allow_mass_delete``. A current version found damaged (by a search, or on the way) is set aside and the
     sync done from the folder alone (:func:`_set_aside_if_damaged`)."""
+
+    def attempt(damaged: tuple[str, str] | None) -> SyncReport:
+        return _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged)
+
     damaged = None
     if (root / snapshot.DAMAGED).exists():  # a search found the current version damaged
         damaged = _set_aside_if_damaged(root, name, settings)
         (root / snapshot.DAMAGED).unlink(missing_ok=True)
     try:
-        return _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged)
+        return attempt(damaged)
     except (sqlite3.DatabaseError, vectors.VectorFileError) as exc:
         if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O: not the file's content
             raise
         damaged = _set_aside_if_damaged(root, name, settings)
         if damaged is None:
             raise
-        return _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged)
+        return attempt(damaged)
 
 
 def _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged) -> SyncReport:
