@@ -41,6 +41,7 @@ COLUMNS = [
     ("exact_match", "EM"),
     ("answer_contained", "contained"),
     ("citation_accuracy", "citation acc."),
+    ("quote_located", "quote shown"),
     ("abstain_when_absent", "abstains: absent"),
     ("abstain_when_present", "abstains: present"),
     ("abstain_or_unsure_when_absent", "declines or unsure: absent"),

@@ -2,7 +2,7 @@
 is what OpenAI clients parse.
 
 Our additions ride along as extra keys (openai's models allow them): ``sources`` (the numbered passages, cited
-or not), ``conversation_id``, ``abstained``, ``unsure`` (the model nearly declined: the documents may not hold
+or not, a cited one with where it holds the answer's quote), ``conversation_id``, ``abstained``, ``unsure`` (the model nearly declined: the documents may not hold
 the answer) and ``hesitation`` (the number behind ``unsure``, for a client that draws its own line; null from a
 backend that reports none), on the completion and on the last chunk of a stream.
 Objects are dumped with ``exclude_unset``: the optional fields we never fill (logprobs, service_tier...) stay

@@ -4,6 +4,7 @@ streaming (a marker may arrive split over several tokens)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _MARKER = re.compile(r"\s?\[(\s*\d+\s*(?:,\s*\d+\s*)*)\]")
 # Adjacent markers ("[4][2]") are cleaned as one run, so removing one never glues the next to the word before.
@@ -66,3 +67,78 @@ class MarkerFilter:
     def flush(self) -> str:
         text, self.pending = self.pending, ""
         return clean_markers(text, self.n_sources)
+
+
+# Marks that Markdown adds around a quote, or a source writes around words the answer quotes without them.
+_DROPPED = frozenset("`*")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_MIN_QUOTE = 4  # letters and digits a located quote must hold: shorter ones ("a", "of") are found anywhere
+
+
+def _flat_with_offsets(text: str) -> tuple[str, list[int]]:
+    """``text`` lower-cased, without ``*`` and backticks, every run of whitespace one space; and for each
+    character of that, its offset in ``text``."""
+    flat: list[str] = []
+    where: list[int] = []
+    for i, c in enumerate(text):
+        if c in _DROPPED:
+            continue
+        if c.isspace():
+            if flat and flat[-1] != " ":
+                flat.append(" ")
+                where.append(i)
+            continue
+        low = c.lower()
+        flat.append(low if len(low) == 1 else c)  # one character for one: offsets stay exact
+        where.append(i)
+    return "".join(flat), where
+
+
+def quoted_span(answer: str, number: int, passage: str) -> tuple[int, int] | None:
+    """Where ``passage`` holds what ``answer`` quotes from it: the start and end offsets, in ``passage``, of the
+    words before the first citation of ``number`` (source ``number`` is ``passage``), or None.
+
+    What an answer makes of a quote is undone: case (its first letter is capitalised), code spans and
+    emphasis, line breaks turned into spaces and a fence's language; words before the quote that the passage
+    does not hold ("Run:", "and") are dropped from the front until the rest is found, as long as the rest is at
+    least half of the part (a last word alone would be found anywhere). Only the part of the answer since the
+    previous citation counts, and fewer than four letters or digits are not looked for."""
+    flat_passage, where = _flat_with_offsets(passage)
+    start = 0
+    for run in _RUN.finditer(answer):
+        numbers = {int(n) for m in _MARKER.finditer(run.group(0)) for n in m.group(1).split(",")}
+        if number in numbers:
+            words = _flat_with_offsets(answer[start : run.start()])[0].strip(" .,;:").split(" ")
+            letters = sum(c.isalnum() for c in " ".join(words))
+            while words:
+                quote = " ".join(words)
+                held = sum(c.isalnum() for c in quote)
+                if held < _MIN_QUOTE or 2 * held < letters:
+                    break
+                found = flat_passage.find(quote)
+                if found >= 0:
+                    return where[found], where[found + len(quote) - 1] + 1
+                words = words[1:]
+            return None
+        start = run.end()
+    return None
+
+
+def quote_context(text: str, span: Sequence[int], around: int = 100) -> tuple[str, str, str]:
+    """The quote at ``span`` of ``text`` and up to ``around`` characters of its paragraph on each side of it,
+    cut at a space and marked "…" where the paragraph goes on; every run of whitespace one space."""
+    start, end = max(0, span[0]), min(len(text), span[1])
+
+    def flat(part: str) -> str:
+        return " ".join(part.split())
+
+    first = max((m.end() for m in _PARAGRAPH_BREAK.finditer(text, 0, start)), default=0)
+    last = next((m.start() for m in _PARAGRAPH_BREAK.finditer(text, end)), len(text))
+    before, after = text[max(first, start - around) : start], text[end : min(last, end + around)]
+    if start - around > first:
+        before = "…" + before[before.find(" ") + 1 :] if " " in before else "…"
+    if end + around < last:
+        after = after[: after.rfind(" ")] + "…" if " " in after else "…"
+    lead = " " if before[-1:].isspace() else ""
+    trail = " " if after[:1].isspace() else ""
+    return flat(before) + lead, flat(text[start:end]), trail + flat(after)

@@ -18,7 +18,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 
 from chatbot.cancel import STOP
 from chatbot.chat_model import AnswerSignals, ChatBackend
-from chatbot.citations import cited_numbers
+from chatbot.citations import cited_numbers, quoted_span
 from chatbot.memory import Conversations
 from chatbot.prompt import BuiltPrompt, is_abstention
 from chatbot.settings import GenerationSettings, Settings
@@ -55,10 +55,24 @@ class Source:
     title: str | None = None
     page: int | None = None
     cited: bool = False
+    # where ``text`` holds what the answer quotes from it (start and end offsets), when it is cited and the
+    # quote is found (chatbot.citations.quoted_span): what the chat page shows under the answer
+    quote: list[int] | None = None
 
     @classmethod
-    def from_hit(cls, number: int, hit: Hit, cited: bool) -> Source:
-        return cls(number, hit.source, hit.text, hit.score, hit.label, hit.title, hit.page, cited)
+    def from_hit(cls, number: int, hit: Hit, cited: bool, answer: str = "") -> Source:
+        span = quoted_span(answer, number, hit.text) if cited else None
+        return cls(
+            number,
+            hit.source,
+            hit.text,
+            hit.score,
+            hit.label,
+            hit.title,
+            hit.page,
+            cited,
+            list(span) if span else None,
+        )
 
 
 @dataclass
@@ -290,7 +304,7 @@ class ChatService:
         hesitation = run.signals.hesitation if shown else None
         return ChatAnswer(
             text=text,
-            sources=[Source.from_hit(i, h, i in cited) for i, h in enumerate(shown, 1)],
+            sources=[Source.from_hit(i, h, i in cited, text) for i, h in enumerate(shown, 1)],
             conversation_id=conversation_id,
             query=run.query if run.query is not None else question,
             abstained=abstained,

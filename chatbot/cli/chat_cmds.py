@@ -28,10 +28,15 @@ def _unsure(question: str) -> str:
 def _print_sources(sources: list) -> None:
     if not sources:
         return
+    from chatbot.citations import quote_context
+
     typer.echo("\nSources:")
     for s in sources:
         mark = "*" if s.cited else " "
         typer.echo(f" {mark}[{s.number}] {s.label} (score {s.score:.3f})")
+        if s.quote:  # the words the answer quotes, in their paragraph (bold on a terminal)
+            before, quote, after = quote_context(s.text, s.quote)
+            typer.echo(f"      {before}{typer.style(quote, bold=True)}{after}")
 
 
 @app.command()
@@ -69,6 +74,7 @@ def ask(
                         "cited": s.cited,
                         "title": s.title,
                         "page": s.page,
+                        "quote": s.quote,
                     }
                     for s in result.sources
                 ],

@@ -7,9 +7,10 @@ from typing import Any
 
 import streamlit as st
 
+from chatbot.citations import quote_context
 from chatbot.memory import ConversationNotFound
 from chatbot.settings import GenerationSettings, SettingsError, generation_with
-from chatbot.ui.render import code_span, plain_passage, safe_markdown
+from chatbot.ui.render import code_span, plain_passage, quote_markdown, safe_markdown
 from chatbot.ui.state import LEGACY_PARAM, PageContext, legacy_key, page_context
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,15 @@ def show_sources(ctx: PageContext, sources: list[dict[str, Any]]) -> None:
             st.text(plain_passage(s["text"]))
 
 
+def show_quotes(sources: list[dict[str, Any]]) -> None:
+    """Under an answer, each cited source's words that it quotes, in bold in their paragraph: what the answer
+    rests on, readable without opening the sources. Stored answers from before quotes were located have none."""
+    for s in sources:
+        if s.get("cited") and s.get("quote"):
+            before, quote, after = quote_context(s["text"], s["quote"])
+            st.caption(f"[{s['number']}] {code_span(s['source'])}: {quote_markdown(before, quote, after)}")
+
+
 def feedback(ctx: PageContext, message_id: int) -> None:
     t = ctx.t
     with st.popover(t("feedback_prompt")):
@@ -144,6 +154,7 @@ def history(ctx: PageContext) -> None:
             if m.role == "assistant":
                 if m.unsure:
                     st.caption(ctx.t("unsure"))
+                show_quotes(m.sources)
                 show_sources(ctx, m.sources)
                 feedback(ctx, m.id)
 

@@ -43,3 +43,22 @@ def plain_passage(text: str, limit: int = 1200) -> str:
     """A source passage for display as preformatted text (no Markdown interpretation at all)."""
     text = text.strip()
     return text if len(text) <= limit else text[:limit].rstrip() + " …"
+
+
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown as it is: every ASCII punctuation character backslash-escaped (CommonMark lets any be), so
+    no emphasis, link, image, code, heading, list, HTML or math can start in it; control characters become
+    spaces."""
+    return _PUNCTUATION.sub(r"\\\1", _CONTROL.sub(" ", text))
+
+
+def quote_markdown(before: str, quote: str, after: str) -> str:
+    """A quote in bold between its context (:func:`chatbot.citations.quote_context`), all of it plain text. A
+    space keeps the bold delimiters where CommonMark reads them when the quote starts or ends with punctuation
+    inside a word."""
+    lead = " " if before[-1:].isalnum() and quote[:1] and not quote[0].isalnum() else ""
+    trail = " " if after[:1].isalnum() and quote[-1:] and not quote[-1].isalnum() else ""
+    return f"{escape_markdown(before)}{lead}**{escape_markdown(quote)}**{trail}{escape_markdown(after)}"

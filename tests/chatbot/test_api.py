@@ -40,7 +40,10 @@ def test_completion_has_openai_shape_and_sources(client):
         "content": "Run `chatbot collections delete NAME` [1].",
     }
     assert body["sources"] and body["sources"][0]["cited"] is True
-    assert {"source", "text", "score", "number"} <= set(body["sources"][0])
+    assert {"source", "text", "score", "number", "quote"} <= set(body["sources"][0])
+    first = body["sources"][0]
+    start, end = first["quote"]  # where source 1 holds the quoted words
+    assert first["text"][start:end] == "Run `chatbot collections delete NAME"  # the FAQ's words
     assert body["conversation_id"] is None  # stateless unless a conversation is named
 
 

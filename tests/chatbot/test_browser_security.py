@@ -63,10 +63,17 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
     settings = load_settings()
     Collection.open(settings, "sample").sync(ROOT / "data" / "sample")
     with canary() as (url, hits), running_app(app_env, tmp_path) as app:
+        # the passage the answer quotes: shown under the answer with the quote in bold, all of it as text
+        passage = (
+            f"Intro ![p]({url}/passage.png?secret=8) then the quoted words [r] and <img src='{url}/html.png'> end."
+            f"\n\n[r]: {url}/reference.png?secret=9"
+        )
+        quoted = passage.index("the quoted words")
         source = {
             "number": 1,
             "source": f"notes`![x]({url}/file-name.png?secret=6)`.md",
-            "text": "A passage.",
+            "text": passage,
+            "quote": [quoted, quoted + len("the quoted words")],
             "score": 0.5,
             "label": "notes",
             "title": f"![t]({url}/title.png?secret=7)",
@@ -84,6 +91,11 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
             page.goto(app)
             page.get_by_role("button", name="Where are the docs?").click()
             expect(page.get_by_text("Here is the answer").first).to_be_visible(timeout=60_000)
+            bold = page.get_by_test_id("stCaptionContainer").locator("strong")
+            expect(bold).to_have_text("the quoted words", timeout=30_000)
+            caption = (
+                page.get_by_test_id("stCaptionContainer").filter(has=page.locator("strong")).inner_text()
+            )
             page.get_by_test_id("stExpander").filter(has_text="Sources (").first.click()
             expect(page.get_by_text("relevance 0.50").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(2_000)  # time for any image request to go out
@@ -92,6 +104,8 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
     print(f"\n[images] requests the page made to the attacker's server: {hits}")
     assert conv
     assert hits == [] and images == 0, hits
+    # the passage's own markup is shown as the text it is, around the bold quote
+    assert f"![p]({url}/passage.png?secret=8) then the quoted words [r] and <img src=" in caption, caption
 
 
 def test_closing_a_tab_mid_answer_frees_the_model_for_the_next_user(app_env, long_llm_dir, tmp_path):

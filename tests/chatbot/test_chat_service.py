@@ -72,6 +72,27 @@ def test_invalid_citations_removed_and_cited_sources_marked(indexed):
     assert cited == {1, 2}
 
 
+def test_cited_sources_say_where_they_hold_the_quote_and_keep_it(indexed):
+    """An answer that quotes a source (as generation.extractive makes the local model do) comes back with the
+    quote's offsets in that source, through the API's fields and the stored conversation; a source not cited,
+    or a quote no source holds, has none."""
+    question = "How do I delete a collection?"
+    shown = ChatService(indexed, llm=scripted("x")).answer(question).sources
+    words = shown[0].text.split()[2:9]
+    quoted = " ".join(words)
+    answer = ChatService(
+        indexed, llm=scripted(f"{quoted[0].upper()}{quoted[1:]} [1] and more words [2].")
+    ).answer(question)
+    first, second = answer.sources[0], answer.sources[1]
+    assert first.cited and " ".join(first.text[first.quote[0] : first.quote[1]].split()) == quoted
+    assert second.cited and second.quote is None  # "and more words" is not a quote of source 2
+    assert all(s.quote is None for s in answer.sources if not s.cited)
+    stored = ChatService(indexed).conversations.messages(answer.conversation_id)[1]
+    assert (
+        stored.sources[0]["quote"] == first.quote and answer.to_dict()["sources"][0]["quote"] == first.quote
+    )
+
+
 def test_a_quoted_path_keeps_the_sources_spelling(indexed):
     """Answers start with a capital letter; a path or command quoted from a source keeps its own case, and its
     code span, in the streamed tokens as in the stored answer. An ordinary first word keeps its capital."""

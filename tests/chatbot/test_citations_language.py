@@ -1,6 +1,6 @@
 import pytest
 
-from chatbot.citations import MarkerFilter, cited_numbers, clean_markers
+from chatbot.citations import MarkerFilter, cited_numbers, clean_markers, quote_context, quoted_span
 from chatbot.language import detect_language
 
 
@@ -45,3 +45,66 @@ def test_cited_numbers_in_order():
 )
 def test_detect_language(text, lang):
     assert detect_language(text) == lang
+
+
+GUIDE = (
+    "## Adding documents\n\nDocuments are grouped into collections. To index a folder into a collection, run:\n\n"
+    "    chatbot index my-collection /path/to/folder\n\n"
+    "Run the same command again after the folder changes: only new and changed files are\nprocessed, and files "
+    "that were deleted from the folder are removed from the collection. Supported formats are **plain text**, "
+    "Markdown and PDF.\n\n## Asking\n\nAsk with `chatbot ask`."
+)
+
+
+@pytest.mark.parametrize(
+    "answer,number,quoted",
+    [
+        # the answer's capital, its line break made a space, the source's line break
+        ("Only new and changed files are processed [1].", 1, "only new and changed files are\nprocessed"),
+        # a command: code span in the answer, indented block in the source; "Run:" is in the source too
+        (
+            "Run: `chatbot index my-collection /path/to/folder` [2].",
+            2,
+            "run:\n\n    chatbot index my-collection /path/to/folder",
+        ),
+        # a fence's language is not in the source: dropped from the front
+        (
+            "```bash\nchatbot index my-collection /path/to/folder\n```\n[1]",
+            1,
+            "chatbot index my-collection /path/to/folder",
+        ),
+        # emphasis in the source, none in the answer
+        ("Plain text, Markdown and PDF [1].", 1, "plain text**, Markdown and PDF"),
+        # the part before the second citation is that source's quote
+        ("Ask with `chatbot ask` [2], and only new and changed files [1].", 1, "only new and changed files"),
+        ("Ask with `chatbot ask` [2], and only new and changed files [1].", 2, "Ask with `chatbot ask"),
+        ("Only new and changed [1, 3].", 3, "only new and changed"),
+    ],
+)
+def test_quoted_span_finds_what_the_answer_quotes(answer, number, quoted):
+    span = quoted_span(answer, number, GUIDE)
+    assert span is not None and GUIDE[span[0] : span[1]] == quoted
+
+
+@pytest.mark.parametrize(
+    "answer,number",
+    [
+        ("Collections hold documents [1].", 1),  # not in the source ("documents" alone is too little of it)
+        ("Collections hold documents [1].", 2),  # another source is cited
+        ("Run [1].", 1),  # too short to say where: "run" is in many places
+        ("No citation at all.", 1),
+        ("", 1),
+    ],
+)
+def test_quoted_span_is_none_when_the_quote_is_not_there(answer, number):
+    assert quoted_span(answer, number, GUIDE) is None
+
+
+def test_quote_context_keeps_to_the_quotes_paragraph():
+    span = quoted_span("Markdown and PDF [1].", 1, GUIDE)
+    before, quote, after = quote_context(GUIDE, span, around=60)
+    assert quote == "Markdown and PDF"
+    assert before.startswith("…") and before.endswith("**plain text**, ") and after == "."  # not "## Asking"
+    before, quote, after = quote_context(GUIDE, quoted_span("Only new and changed files [1].", 1, GUIDE), 400)
+    assert before == "Run the same command again after the folder changes: "  # the whole paragraph, no "…"
+    assert after.startswith(" are processed, and") and after.endswith("Markdown and PDF.")

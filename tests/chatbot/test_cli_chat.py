@@ -93,3 +93,32 @@ def test_a_damaged_index_or_database_is_one_clear_line_not_a_traceback(app_env, 
     damaged = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr
     assert damaged.stderr.startswith("error:"), damaged.stderr
+
+
+def test_ask_shows_the_quote_in_its_cited_source(app_env, settings):
+    """Under the cited source, the words the answer quotes from it, in their paragraph (the model here: an
+    OpenAI-compatible endpoint, our own API serving a scripted answer, so that the answer is known)."""
+    from api_helpers import serving
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from chatbot.service import ChatService
+    from retrieval.collection import Collection
+
+    Collection.open(settings, "sample").sync(SAMPLE)
+    scripted = GenericFakeChatModel(messages=iter(["Run `chatbot collections delete NAME` [1]."] * 2))
+    with serving(ChatService(settings, llm=scripted)) as port:
+        env = {
+            **app_env,
+            "APP_MODELS__BACKEND": "openai",
+            "APP_MODELS__ENDPOINT_URL": f"http://127.0.0.1:{port}/v1",
+        }
+        result = runner.invoke(app, ["ask", "How do I delete a collection?"], env=env)
+        as_json = runner.invoke(app, ["ask", "How do I delete a collection?", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    cited = next(i for i, line in enumerate(lines) if line.startswith(" *[1] faq.md"))
+    assert lines[cited + 1] == (
+        "      Run `chatbot collections delete NAME`. The documents on disk are not touched; only the index is removed."
+    )
+    first = json.loads(as_json.stdout)["sources"][0]
+    assert first["text"][first["quote"][0] : first["quote"][1]] == "Run `chatbot collections delete NAME"

@@ -98,6 +98,10 @@ def test_answers_quote_their_sources(service):
         quote = " ".join(answer.text.split("[")[0].lower().split())
         shown = [" ".join(s.text.lower().split()) for s in answer.sources]
         assert quote and any(quote in s for s in shown), answer.text
+        # and the cited source says where it holds the quote (what the chat page shows in bold)
+        (cited,) = [s for s in answer.sources if s.cited]
+        start, end = cited.quote
+        assert " ".join(cited.text[start:end].lower().split()) == quote.strip(" .`"), answer.text
 
 
 def test_answer_from_a_document_never_trained_on(service):

@@ -4,7 +4,7 @@
 import pytest
 from markdown_it import MarkdownIt
 
-from chatbot.ui.render import code_span, safe_markdown
+from chatbot.ui.render import code_span, escape_markdown, quote_markdown, safe_markdown
 
 EVIL = "http://evil.example"
 FORMS = {
@@ -54,3 +54,41 @@ def test_file_names_cannot_break_out_of_their_code_span():
         assert images(shown) == []
         parsed = MarkdownIt("commonmark").parseInline(shown)[0].children
         assert [c.type for c in parsed].count("code_inline") == 1
+
+
+def _inline(markdown: str) -> list:
+    parser = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    blocks = [t for t in parser.parse(markdown) if t.type == "inline"]
+    assert len(blocks) == 1, f"one paragraph expected: {markdown!r}"
+    return blocks[0].children
+
+
+NASTY = [
+    ("plain words ", "the quote", " more words"),
+    (f"![x]({EVIL}/q.png) and <b>html</b> ", "**bold** `code`", f" [link]({EVIL}) $x^2$ :red[y]"),
+    ("# not a heading ", "- not an item", " > not a quote | a | b |"),
+    ("mid", "(word", ")end"),
+    ("a\\", "back\\slash\\", "\\z"),
+    ("1. ", "_under_ ~~strike~~", " ***"),
+]
+
+
+@pytest.mark.parametrize("before,quote,after", NASTY)
+def test_a_quote_in_its_context_is_bold_and_nothing_else_is_markup(before, quote, after):
+    """Document text is shown as text: the only markup is the bold around the quote, whatever the passage holds
+    (images, links, HTML, code, emphasis, list or heading markers), and every character is still there."""
+    children = _inline(quote_markdown(before, quote, after))
+    types = [c.type for c in children]
+    assert types.count("strong_open") == 1 and types.count("strong_close") == 1
+    assert set(types) <= {"text", "strong_open", "strong_close"}
+    inside = types.index("strong_open") + 1, types.index("strong_close")
+    assert "".join(c.content for c in children[inside[0] : inside[1]]) == quote
+    shown = "".join(c.content for c in children)
+    assert shown.replace(" ", "") == (before + quote + after).replace(" ", "")
+    assert images(quote_markdown(before, quote, after)) == []
+
+
+def test_escaped_text_reads_as_it_is_written():
+    text = "Run `make run` then see [docs](x) and <i>this</i>: 50% * 2 = $100 # done"
+    children = _inline(escape_markdown(text))
+    assert [c.type for c in children] == ["text"] and children[0].content == text
