@@ -69,14 +69,19 @@ class MarkerFilter:
         return clean_markers(text, self.n_sources)
 
 
-# Marks that Markdown adds around a quote, or a source writes around words the answer quotes without them.
-_DROPPED = frozenset("`*")
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+# Marks that Markdown adds around a quote, or a source writes around words the answer quotes without them
+# (code spans, emphasis); dropped from both sides alike, so identifiers with "_" still match.
+_DROPPED = frozenset("`*_")
+# what may stand around a quote in an answer without being part of it
+_AROUND = " .,;:!?\"'“”«»‘’()"
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line, "\r\n\r\n" and "\n \n" too
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MIN_QUOTE = 4  # letters and digits a located quote must hold: shorter ones ("a", "of") are found anywhere
+_MIN_INSIDE_WORDS = 12  # letters and digits a quote must hold to be located starting or ending inside a word
 
 
 def _flat_with_offsets(text: str) -> tuple[str, list[int]]:
-    """``text`` lower-cased, without ``*`` and backticks, every run of whitespace one space; and for each
+    """``text`` lower-cased, without ``*``, ``_`` and backticks, every run of whitespace one space; and for each
     character of that, its offset in ``text``."""
     flat: list[str] = []
     where: list[int] = []
@@ -88,57 +93,91 @@ def _flat_with_offsets(text: str) -> tuple[str, list[int]]:
                 flat.append(" ")
                 where.append(i)
             continue
-        low = c.lower()
-        flat.append(low if len(low) == 1 else c)  # one character for one: offsets stay exact
+        flat.append(c.lower()[0])  # one character for one ("İ" is "i̇" lower-cased): offsets stay exact
         where.append(i)
     return "".join(flat), where
 
 
+def _find(quote: str, flat: str) -> int:
+    """Where ``quote`` starts in ``flat``: the first place it is whole words, else, for a quote long enough not
+    to be found by chance, the first place at all ("blanco" of "blancos"); -1 when neither."""
+    first = -1
+    at = flat.find(quote)
+    while at >= 0:
+        end = at + len(quote)
+        starts = at == 0 or not (flat[at - 1].isalnum() and quote[0].isalnum())
+        ends = end == len(flat) or not (flat[end].isalnum() and quote[-1].isalnum())
+        if starts and ends:
+            return at
+        if first < 0:
+            first = at
+        at = flat.find(quote, at + 1)
+    return first if sum(c.isalnum() for c in quote) >= _MIN_INSIDE_WORDS else -1
+
+
+def _locate(part: str, flat_passage: str, where: list[int]) -> tuple[int, int] | None:
+    words = _flat_with_offsets(part)[0].strip(_AROUND).split(" ")
+    letters = sum(c.isalnum() for c in " ".join(words))
+    while words:
+        quote = " ".join(words).strip(_AROUND)
+        held = sum(c.isalnum() for c in quote)
+        if held < _MIN_QUOTE or 2 * held < letters:
+            return None
+        found = _find(quote, flat_passage)
+        if found >= 0:
+            return where[found], where[found + len(quote) - 1] + 1
+        words = words[1:]
+    return None
+
+
 def quoted_span(answer: str, number: int, passage: str) -> tuple[int, int] | None:
-    """Where ``passage`` holds what ``answer`` quotes from it: the start and end offsets, in ``passage``, of the
-    words before the first citation of ``number`` (source ``number`` is ``passage``), or None.
+    """Where ``passage`` holds what ``answer`` quotes from it: the start and end offsets (Python string indices,
+    i.e. code points), in ``passage``, of the words before a citation of ``number`` (source ``number`` is
+    ``passage``), or None.
 
     What an answer makes of a quote is undone: case (its first letter is capitalised), code spans and
-    emphasis, line breaks turned into spaces and a fence's language; words before the quote that the passage
-    does not hold ("Run:", "and") are dropped from the front until the rest is found, as long as the rest is at
-    least half of the part (a last word alone would be found anywhere). Only the part of the answer since the
-    previous citation counts, and fewer than four letters or digits are not looked for."""
+    emphasis, line breaks turned into spaces, a fence's language, quotation marks around it; words before the
+    quote that the passage does not hold ("Run:", "and") are dropped from the front until the rest is found,
+    as long as the rest is at least half of the part (a last word alone would be found anywhere). The part is
+    the answer's text since the previous citation (citations next to each other, "[2] [1]", share one), and
+    the first of the source's citations whose part is found counts. A quote is found as whole words; inside a
+    word only when it holds twelve letters or digits or more, and fewer than four are not looked for."""
     flat_passage, where = _flat_with_offsets(passage)
-    start = 0
+    start, part = 0, ""
     for run in _RUN.finditer(answer):
-        numbers = {int(n) for m in _MARKER.finditer(run.group(0)) for n in m.group(1).split(",")}
-        if number in numbers:
-            words = _flat_with_offsets(answer[start : run.start()])[0].strip(" .,;:").split(" ")
-            letters = sum(c.isalnum() for c in " ".join(words))
-            while words:
-                quote = " ".join(words)
-                held = sum(c.isalnum() for c in quote)
-                if held < _MIN_QUOTE or 2 * held < letters:
-                    break
-                found = flat_passage.find(quote)
-                if found >= 0:
-                    return where[found], where[found + len(quote) - 1] + 1
-                words = words[1:]
-            return None
+        if any(c.isalnum() for c in answer[start : run.start()]):
+            part = answer[start : run.start()]
         start = run.end()
+        numbers = {int(n) for m in _MARKER.finditer(run.group(0)) for n in m.group(1).split(",")}
+        if number in numbers and (span := _locate(part, flat_passage, where)):
+            return span
     return None
 
 
 def quote_context(text: str, span: Sequence[int], around: int = 100) -> tuple[str, str, str]:
     """The quote at ``span`` of ``text`` and up to ``around`` characters of its paragraph on each side of it,
-    cut at a space and marked "…" where the paragraph goes on; every run of whitespace one space."""
-    start, end = max(0, span[0]), min(len(text), span[1])
+    cut between words and marked "…" where the paragraph goes on; every run of whitespace one space, control
+    characters none."""
+    start = max(0, min(span[0], len(text)))
+    end = max(start, min(span[1], len(text)))
 
     def flat(part: str) -> str:
-        return " ".join(part.split())
+        return " ".join(_CONTROL.sub(" ", part).split())
 
     first = max((m.end() for m in _PARAGRAPH_BREAK.finditer(text, 0, start)), default=0)
     last = next((m.start() for m in _PARAGRAPH_BREAK.finditer(text, end)), len(text))
-    before, after = text[max(first, start - around) : start], text[end : min(last, end + around)]
-    if start - around > first:
-        before = "…" + before[before.find(" ") + 1 :] if " " in before else "…"
-    if end + around < last:
-        after = after[: after.rfind(" ")] + "…" if " " in after else "…"
-    lead = " " if before[-1:].isspace() else ""
-    trail = " " if after[:1].isspace() else ""
+    low, high = max(first, start - around), min(last, end + around)
+    before, after = text[low:start], text[end:high]
+    if low > first:  # the paragraph goes on before: drop a word cut in two, then say so
+        if not text[low - 1].isspace():
+            cut = re.search(r"\s", before)
+            before = before[cut.end() :] if cut else ""
+        before = "…" + before
+    if high < last:
+        if not text[high].isspace():
+            cut = re.search(r"\s\S*$", after)
+            after = after[: cut.start()] if cut else ""
+        after += "…"
+    lead = " " if start > first and text[start - 1].isspace() and flat(before) else ""
+    trail = " " if end < last and text[end].isspace() and flat(after) else ""
     return flat(before) + lead, flat(text[start:end]), trail + flat(after)

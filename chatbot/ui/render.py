@@ -14,6 +14,7 @@ the parser can then never open an image, in any form, and nothing visible change
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
 _REF_IMAGE = re.compile(r"!\[([^\]]*)\]\[[^\]]*\]")
@@ -48,17 +49,32 @@ def plain_passage(text: str, limit: int = 1200) -> str:
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
+# GFM's autolink literals (a bare URL, "www.", an e-mail address) become links after the escapes are read: a
+# WORD JOINER after "http", "https", "ftp", "www" and "@" keeps them text (after, not before, the "@": a joiner
+# just inside the bold around a quote would stop "**" from closing it).
+_AUTOLINK = re.compile(r"(?i)(?<![a-z])(https?|ftp|www)(?=\\[:.])|(\\@)")
+
+
 def escape_markdown(text: str) -> str:
     """``text`` shown as it is: every ASCII punctuation character backslash-escaped (CommonMark lets any be), so
-    no emphasis, link, image, code, heading, list, HTML or math can start in it; control characters become
-    spaces."""
-    return _PUNCTUATION.sub(r"\\\1", _CONTROL.sub(" ", text))
+    no emphasis, link, image, code, heading, list, HTML or math can start in it, and no bare URL or e-mail
+    address becomes a link (GFM); control characters become spaces."""
+    escaped = _PUNCTUATION.sub(r"\\\1", _CONTROL.sub(" ", text))
+    return _AUTOLINK.sub(lambda m: m.group(0) + _JOINER, escaped)
+
+
+def _punctuation_or_space(c: str) -> bool:
+    """What CommonMark's flanking rules count as punctuation (Unicode P and S) or whitespace."""
+    return c.isspace() or unicodedata.category(c)[0] in "PS"
 
 
 def quote_markdown(before: str, quote: str, after: str) -> str:
-    """A quote in bold between its context (:func:`chatbot.citations.quote_context`), all of it plain text. A
-    space keeps the bold delimiters where CommonMark reads them when the quote starts or ends with punctuation
-    inside a word."""
-    lead = " " if before[-1:].isalnum() and quote[:1] and not quote[0].isalnum() else ""
-    trail = " " if after[:1].isalnum() and quote[-1:] and not quote[-1].isalnum() else ""
-    return f"{escape_markdown(before)}{lead}**{escape_markdown(quote)}**{trail}{escape_markdown(after)}"
+    """A quote in bold between its context (:func:`chatbot.citations.quote_context`), all of it plain text.
+    "**" only opens before punctuation when whitespace or punctuation comes before it (and closes after
+    punctuation only when whitespace or punctuation follows): a space is put in where the text has neither."""
+    if not quote:
+        return escape_markdown(before + after)
+    before, quote, after = escape_markdown(before), escape_markdown(quote), escape_markdown(after)
+    lead = " " if before and _punctuation_or_space(quote[0]) and not _punctuation_or_space(before[-1]) else ""
+    trail = " " if after and _punctuation_or_space(quote[-1]) and not _punctuation_or_space(after[0]) else ""
+    return f"{before}{lead}**{quote}**{trail}{after}"

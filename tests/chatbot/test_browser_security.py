@@ -65,7 +65,8 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
     with canary() as (url, hits), running_app(app_env, tmp_path) as app:
         # the passage the answer quotes: shown under the answer with the quote in bold, all of it as text
         passage = (
-            f"Intro ![p]({url}/passage.png?secret=8) then the quoted words [r] and <img src='{url}/html.png'> end."
+            f"www.evil.example ![p]({url}/passage.png?secret=8) then the quoted words [r] <img src='{url}/h.png'> "
+            f"{url}/bare bob@evil.example."
             f"\n\n[r]: {url}/reference.png?secret=9"
         )
         quoted = passage.index("the quoted words")
@@ -93,9 +94,8 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
             expect(page.get_by_text("Here is the answer").first).to_be_visible(timeout=60_000)
             bold = page.get_by_test_id("stCaptionContainer").locator("strong")
             expect(bold).to_have_text("the quoted words", timeout=30_000)
-            caption = (
-                page.get_by_test_id("stCaptionContainer").filter(has=page.locator("strong")).inner_text()
-            )
+            shown = page.get_by_test_id("stCaptionContainer").filter(has=page.locator("strong"))
+            caption, links = shown.inner_text().replace("\u2060", ""), shown.locator("a").count()
             page.get_by_test_id("stExpander").filter(has_text="Sources (").first.click()
             expect(page.get_by_text("relevance 0.50").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(2_000)  # time for any image request to go out
@@ -105,7 +105,7 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
     assert conv
     assert hits == [] and images == 0, hits
     # the passage's own markup is shown as the text it is, around the bold quote
-    assert f"![p]({url}/passage.png?secret=8) then the quoted words [r] and <img src=" in caption, caption
+    assert passage.split("\n")[0] in caption and links == 0, caption
 
 
 def test_closing_a_tab_mid_answer_frees_the_model_for_the_next_user(app_env, long_llm_dir, tmp_path):

@@ -79,6 +79,16 @@ GUIDE = (
         ("Ask with `chatbot ask` [2], and only new and changed files [1].", 1, "only new and changed files"),
         ("Ask with `chatbot ask` [2], and only new and changed files [1].", 2, "Ask with `chatbot ask"),
         ("Only new and changed [1, 3].", 3, "only new and changed"),
+        # citations side by side share the words before them
+        ("Only new and changed [2] [1].", 1, "only new and changed"),
+        ("Only new and changed [2], [1].", 1, "only new and changed"),
+        # the first citation of the source that is found counts
+        ("It runs well [1]. Markdown and PDF [1].", 1, "Markdown and PDF"),
+        # quotation marks around the quote, emphasis written with underscores
+        ("Supported formats are “plain text**, Markdown and PDF” [1].", 1, "plain text**, Markdown and PDF"),
+        ("_Only new_ and changed [1].", 1, "only new and changed"),
+        # a long quote may end inside a word: "collection" of the source's "collections"
+        ("Documents are grouped into collection [1].", 1, "Documents are grouped into collection"),
     ],
 )
 def test_quoted_span_finds_what_the_answer_quotes(answer, number, quoted):
@@ -92,6 +102,8 @@ def test_quoted_span_finds_what_the_answer_quotes(answer, number, quoted):
         ("Collections hold documents [1].", 1),  # not in the source ("documents" alone is too little of it)
         ("Collections hold documents [1].", 2),  # another source is cited
         ("Run [1].", 1),  # too short to say where: "run" is in many places
+        ("Yes, it is [1].", 1),  # not inside words ("deleted from the folder are" has "ed fr"...)
+        ("The rem [1].", 1),  # "rem" of "removed": a short quote is looked for as whole words only
         ("No citation at all.", 1),
         ("", 1),
     ],
@@ -108,3 +120,20 @@ def test_quote_context_keeps_to_the_quotes_paragraph():
     before, quote, after = quote_context(GUIDE, quoted_span("Only new and changed files [1].", 1, GUIDE), 400)
     assert before == "Run the same command again after the folder changes: "  # the whole paragraph, no "…"
     assert after.startswith(" are processed, and") and after.endswith("Markdown and PDF.")
+
+
+def test_quote_context_edges():
+    text = "Para one here.\r\n\r\nThe quote is here and then more.\r\n \r\nPara three."
+    span = quoted_span("The quote is here [1].", 1, text)
+    assert quote_context(text, span) == ("", "The quote is here", " and then more.")  # CRLF paragraphs
+    # a window that starts or ends exactly between words keeps the word there
+    assert quote_context("abc def ghi QUOTE jkl mno pqr", (12, 17), around=4) == ("…ghi ", "QUOTE", " jkl…")
+    assert quote_context("alpha\nbeta\ngamma QUOTE", (17, 22), around=12) == ("…beta gamma ", "QUOTE", "")
+    # a control character (a terminal escape) is never shown; a span out of range is cut to the text
+    assert quote_context("x\x1b[31my QUOTE", (8, 13)) == ("x [31my ", "QUOTE", "")
+    assert quote_context("abc", (10, 5)) == ("abc", "", "")
+    assert quote_context("İstanbul is big.", quoted_span("istanbul is big [1].", 1, "İstanbul is big.")) == (
+        "",
+        "İstanbul is big",
+        ".",
+    )

@@ -70,6 +70,13 @@ NASTY = [
     ("mid", "(word", ")end"),
     ("a\\", "back\\slash\\", "\\z"),
     ("1. ", "_under_ ~~strike~~", " ***"),
+    (
+        "Le cafe\u0301",
+        "(see below)",
+        "\u00adx",
+    ),  # a combining mark, a soft hyphen: neither word nor punctuation
+    ("mail@", "=", "@"),
+    ("", "«quoted»", ""),
 ]
 
 
@@ -82,9 +89,12 @@ def test_a_quote_in_its_context_is_bold_and_nothing_else_is_markup(before, quote
     assert types.count("strong_open") == 1 and types.count("strong_close") == 1
     assert set(types) <= {"text", "strong_open", "strong_close"}
     inside = types.index("strong_open") + 1, types.index("strong_close")
-    assert "".join(c.content for c in children[inside[0] : inside[1]]) == quote
+    unjoined = str.maketrans("", "", " \u2060")  # the spaces and WORD JOINERs quote_markdown may add
+    assert "".join(c.content for c in children[inside[0] : inside[1]]).translate(unjoined) == quote.translate(
+        unjoined
+    )
     shown = "".join(c.content for c in children)
-    assert shown.replace(" ", "") == (before + quote + after).replace(" ", "")
+    assert shown.translate(unjoined) == (before + quote + after).translate(unjoined)
     assert images(quote_markdown(before, quote, after)) == []
 
 
@@ -92,3 +102,16 @@ def test_escaped_text_reads_as_it_is_written():
     text = "Run `make run` then see [docs](x) and <i>this</i>: 50% * 2 = $100 # done"
     children = _inline(escape_markdown(text))
     assert [c.type for c in children] == ["text"] and children[0].content == text
+
+
+def test_bare_urls_and_addresses_in_a_passage_stay_text():
+    """GFM makes a bare URL, a "www." name or an e-mail address a link even with its punctuation escaped: each
+    gets a WORD JOINER where GFM needs its parts joined ("http" to "://", "www" to ".", "@" to the domain)."""
+    passage = (
+        "see http://evil.example/a, HTTPS://evil.example, 1http://x.y, www.evil.example, bob@evil.example"
+    )
+    shown = quote_markdown(passage + " ", "the quote", " mailto:a@b.c xmpp:a@b.c/d")
+    plain = shown.replace("\\", "")
+    for joined in ("http://", "HTTPS://", "www.", "@evil", "@b.c"):
+        assert joined not in plain, joined
+    assert plain.replace("\u2060", "").replace("**", "") == passage + " the quote mailto:a@b.c xmpp:a@b.c/d"
