@@ -76,7 +76,7 @@ _DROPPED = frozenset("`*_")
 _AROUND = " .,;:!?\"'“”«»‘’()"
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line, "\r\n\r\n" and "\n \n" too
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_MIN_QUOTE = 4  # letters and digits a located quote must hold: shorter ones ("a", "of") are found anywhere
+_SHORT_QUOTE = 4  # a quote with fewer letters and digits ("No", "30") is located only where it is unambiguous
 _MIN_INSIDE_WORDS = 12  # letters and digits a quote must hold to be located starting or ending inside a word
 
 
@@ -100,19 +100,25 @@ def _flat_with_offsets(text: str) -> tuple[str, list[int]]:
 
 def _find(quote: str, flat: str) -> int:
     """Where ``quote`` starts in ``flat``: the first place it is whole words, else, for a quote long enough not
-    to be found by chance, the first place at all ("blanco" of "blancos"); -1 when neither."""
-    first = -1
+    to be found by chance, the first place at all ("blanco" of "blancos"); a short quote ("No", "30") only
+    where it is the one such word of the passage. -1 when none of these."""
+    whole, first = [], -1
     at = flat.find(quote)
     while at >= 0:
         end = at + len(quote)
         starts = at == 0 or not (flat[at - 1].isalnum() and quote[0].isalnum())
         ends = end == len(flat) or not (flat[end].isalnum() and quote[-1].isalnum())
         if starts and ends:
-            return at
-        if first < 0:
+            whole.append(at)
+        elif first < 0:
             first = at
         at = flat.find(quote, at + 1)
-    return first if sum(c.isalnum() for c in quote) >= _MIN_INSIDE_WORDS else -1
+    held = sum(c.isalnum() for c in quote)
+    if held < _SHORT_QUOTE:
+        return whole[0] if len(whole) == 1 else -1
+    if whole:
+        return whole[0]
+    return first if held >= _MIN_INSIDE_WORDS else -1
 
 
 def _locate(part: str, flat_passage: str, where: list[int]) -> tuple[int, int] | None:
@@ -121,7 +127,7 @@ def _locate(part: str, flat_passage: str, where: list[int]) -> tuple[int, int] |
     while words:
         quote = " ".join(words).strip(_AROUND)
         held = sum(c.isalnum() for c in quote)
-        if held < _MIN_QUOTE or 2 * held < letters:
+        if not held or 2 * held < letters:
             return None
         found = _find(quote, flat_passage)
         if found >= 0:
@@ -141,7 +147,8 @@ def quoted_span(answer: str, number: int, passage: str) -> tuple[int, int] | Non
     as long as the rest is at least half of the part (a last word alone would be found anywhere). The part is
     the answer's text since the previous citation (citations next to each other, "[2] [1]", share one), and
     the first of the source's citations whose part is found counts. A quote is found as whole words; inside a
-    word only when it holds twelve letters or digits or more, and fewer than four are not looked for."""
+    word only when it holds twelve letters or digits or more; one of fewer than four ("No", "30") only when the
+    passage has it once."""
     flat_passage, where = _flat_with_offsets(passage)
     start, part = 0, ""
     for run in _RUN.finditer(answer):

@@ -87,6 +87,8 @@ GUIDE = (
         # quotation marks around the quote, emphasis written with underscores
         ("Supported formats are “plain text**, Markdown and PDF” [1].", 1, "plain text**, Markdown and PDF"),
         ("_Only new_ and changed [1].", 1, "only new and changed"),
+        # a short quote where the passage has it once
+        ("PDF [1].", 1, "PDF"),
         # a long quote may end inside a word: "collection" of the source's "collections"
         ("Documents are grouped into collection [1].", 1, "Documents are grouped into collection"),
     ],
@@ -101,7 +103,8 @@ def test_quoted_span_finds_what_the_answer_quotes(answer, number, quoted):
     [
         ("Collections hold documents [1].", 1),  # not in the source ("documents" alone is too little of it)
         ("Collections hold documents [1].", 2),  # another source is cited
-        ("Run [1].", 1),  # too short to say where: "run" is in many places
+        ("Run [1].", 1),  # too short to say where: "run" is in several places
+        ("No [1].", 1),  # not in the passage as a word (only inside "not", "now"...)
         ("Yes, it is [1].", 1),  # not inside words ("deleted from the folder are" has "ed fr"...)
         ("The rem [1].", 1),  # "rem" of "removed": a short quote is looked for as whole words only
         ("No citation at all.", 1),
