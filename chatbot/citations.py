@@ -72,8 +72,8 @@ class MarkerFilter:
 # Marks that Markdown adds around a quote, or a source writes around words the answer quotes without them
 # (code spans, emphasis); dropped from both sides alike, so identifiers with "_" still match.
 _DROPPED = frozenset("`*_")
-# what may stand around a quote in an answer without being part of it
-_AROUND = " .,;:!?\"'“”«»‘’()"
+# what may stand around a quote in an answer without being part of it (not brackets: "(EML and MBOX)" ends one)
+_AROUND = " .,;:!?\"'“”«»‘’"
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line, "\r\n\r\n" and "\n \n" too
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SHORT_QUOTE = 4  # a quote with fewer letters and digits ("No", "30") is located only where it is unambiguous

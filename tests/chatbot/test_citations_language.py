@@ -140,3 +140,9 @@ def test_quote_context_edges():
         "İstanbul is big",
         ".",
     )
+
+
+def test_a_bracket_that_ends_the_quote_is_part_of_it():
+    passage = "Formats: Word (DOCX) and e-mail (EML and MBOX). More later."
+    start, end = quoted_span("Word (DOCX) and e-mail (EML and MBOX) [1].", 1, passage)
+    assert passage[start:end] == "Word (DOCX) and e-mail (EML and MBOX)"
