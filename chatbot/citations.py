@@ -155,8 +155,7 @@ def quoted_span(answer: str, number: int, passage: str) -> tuple[int, int] | Non
         if any(c.isalnum() for c in answer[start : run.start()]):
             part = answer[start : run.start()]
         start = run.end()
-        numbers = {int(n) for m in _MARKER.finditer(run.group(0)) for n in m.group(1).split(",")}
-        if number in numbers and (span := _locate(part, flat_passage, where)):
+        if number in cited_numbers(run.group(0)) and (span := _locate(part, flat_passage, where)):
             return span
     return None
 

@@ -156,7 +156,8 @@ def evaluate_rag(
                 add("abstain_or_unsure_when_present", float(declined or answer.unsure))
                 if not declined:
                     add("citation_accuracy", citation_correct(answer.text, answer.sources, item.answers))
-                    add("quote_located", float(any(s.cited and s.quote for s in answer.sources)))
+                    # (a source has a quote only when it is cited)
+                    add("quote_located", float(any(s.quote for s in answer.sources)))
                     add("f1_unsure" if answer.unsure else "f1_sure", f1)
             answers.append((mode if item.answerable else "absent", answer.hesitation, declined, f1))
             if answer.seconds_to_first_token is not None:
