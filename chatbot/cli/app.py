@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -54,7 +55,19 @@ def settings_of(ctx: typer.Context) -> Settings:
     return state._settings
 
 
+# C0 controls but tab and newline, DEL, and C1 controls (0x9b is a one-character CSI on some terminals)
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """``text`` safe to write to a terminal: without the control characters that would make it run escape
+    sequences (clear the screen, set the title, write the clipboard, move the cursor back over a line).
+    Documents, answers quoting them, file names and stored messages all pass through this before they are
+    printed for a person; JSON output escapes them instead."""
+    return _TERMINAL_CONTROL.sub("", text)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print a clear error on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {plain(message)}", err=True)
     raise typer.Exit(code)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from chatbot.cli.app import app, fail, settings_of
+from chatbot.cli.app import app, fail, plain, settings_of
 
 
 def _service(ctx: typer.Context):  # heavy imports stay out of `chatbot --help`
@@ -33,10 +33,11 @@ def _print_sources(sources: list) -> None:
     typer.echo("\nSources:")
     for s in sources:
         mark = "*" if s.cited else " "
-        typer.echo(f" {mark}[{s.number}] {s.label} (score {s.score:.3f})")
+        typer.echo(f" {mark}[{s.number}] {plain(s.label)} (score {s.score:.3f})")
         if s.quote:  # the words the answer quotes, in their paragraph (bold on a terminal)
             before, quote, after = quote_context(s.text, s.quote)
-            typer.echo(f"      {before}{typer.style(quote, bold=True)}{after}")
+            quote = typer.style(plain(quote), bold=True)
+            typer.echo(f"      {plain(before)}{quote}{plain(after)}")
 
 
 @app.command()
@@ -86,7 +87,7 @@ def ask(
             return
         for event in service.stream(question, conversation_id=conversation, collection=collection):
             if event.kind == "token":
-                sys.stdout.write(event.text)
+                sys.stdout.write(plain(event.text))
                 sys.stdout.flush()
             elif event.kind == "done":
                 typer.echo("")
@@ -152,7 +153,7 @@ def chat(
             continue
         if line == "/list":
             for c in service.conversations.list():
-                typer.echo(f"{c.id}  {c.messages:3d} messages  {c.title}")
+                typer.echo(f"{c.id}  {c.messages:3d} messages  {plain(c.title)}")
             continue
         if line.startswith("/open "):
             wanted = line.split(maxsplit=1)[1]
@@ -160,20 +161,20 @@ def chat(
                 conversation = wanted
                 typer.echo(f"(continuing {wanted})")
             else:
-                typer.echo(f"no conversation with id {wanted!r}")
+                typer.echo(f"no conversation with id {plain(repr(wanted))}")
             continue
         if line == "/history":
             if conversation is None:
                 typer.echo("(no messages yet)")
             else:
                 for m in service.conversations.messages(conversation):
-                    typer.echo(f"{m.role}> {m.content}")
+                    typer.echo(f"{m.role}> {plain(m.content)}")
             continue
         try:
             typer.echo("assistant> ", nl=False)
             for event in service.stream(line, conversation_id=conversation, collection=collection):
                 if event.kind == "token":
-                    sys.stdout.write(event.text)
+                    sys.stdout.write(plain(event.text))
                     sys.stdout.flush()
                 elif event.kind == "done":
                     conversation = event.answer.conversation_id
@@ -182,4 +183,4 @@ def chat(
                         typer.echo(_unsure(line))
                     _print_sources(event.sources)
         except (CollectionNotFound, ConversationNotFound, ValueError) as exc:
-            typer.echo(f"\nerror: {exc}")
+            typer.echo(f"\nerror: {plain(str(exc))}")

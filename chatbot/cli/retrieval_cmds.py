@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatbot.cli.app import app, fail, settings_of
+from chatbot.cli.app import app, fail, plain, settings_of
 from retrieval.errors import CollectionError, CollectionLockedError
 from retrieval.plan import MassDeleteError
 
@@ -51,7 +51,7 @@ def _summary(name: str, report, version: str | None) -> str:
         lines += [f"  {path}: {reason}" for path, reason in sorted(report.failed.items())]
     if report.unsupported:
         lines.append("unsupported (not indexed): " + ", ".join(report.unsupported[:50]))
-    return "\n".join(lines)
+    return plain("\n".join(lines))  # file names are the folder's: a name may hold any character
 
 
 class _Bar:
@@ -65,7 +65,7 @@ class _Bar:
 
         if self.bar is None:
             self.bar = tqdm(total=total, unit="file", delay=1.0, dynamic_ncols=True, leave=False)
-        self.bar.set_postfix_str(path[-40:], refresh=False)
+        self.bar.set_postfix_str(plain(path)[-40:], refresh=False)
         self.bar.update(done - self.bar.n)  # honours `delay`: nothing is drawn for short syncs
 
     def close(self) -> None:
@@ -144,8 +144,8 @@ def search(
     if not found:
         typer.echo("no results")
     for rank, hit in enumerate(found, start=1):
-        where = hit.label
-        text = " ".join(hit.text.split())
+        where = plain(hit.label)
+        text = plain(" ".join(hit.text.split()))
         typer.echo(f"[{rank}] {hit.score:.3f}  {where}\n    {text[:300]}{'...' if len(text) > 300 else ''}")
 
 
@@ -180,7 +180,7 @@ def stats(
         f"last sync: {info['last_sync'] or 'never'}" + (f" from {info['folder']}" if info["folder"] else "")
     )
     for path, reason in sorted(info["failures"].items()):
-        typer.echo(f"  failed {path}: {reason}")
+        typer.echo(f"  failed {plain(path)}: {plain(reason)}")
 
 
 @collections_app.command("delete")

@@ -122,3 +122,52 @@ def test_ask_shows_the_quote_in_its_cited_source(app_env, settings):
     )
     first = json.loads(as_json.stdout)["sources"][0]
     assert first["text"][first["quote"][0] : first["quote"][1]] == "Run `chatbot collections delete NAME"
+
+
+ESCAPES = ("\x1b", "\x07", "\x9b", "\r")  # escape, bell (ends an OSC), one-character CSI, carriage return
+
+
+def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_path):
+    """A document (and its file name) with terminal escape sequences, and an answer quoting them: `index`,
+    `search`, `ask` and `chat` print the words and none of the control characters (an OSC 52 sequence would
+    write the reader's clipboard, CSI 2J clear the screen, a carriage return hide what came before it)."""
+    from api_helpers import serving
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from chatbot.service import ChatService
+    from retrieval.collection import Collection
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "backup\x1b[2J.md").write_text(
+        "# Backups\n\nThe nightly backup starts at \x1b]52;c;cm0gLXJmIH4=\x07midnight and keeps 30 copies."
+        "\x1b[8m hidden\x1b[0m\rOverwritten line.\n",
+        encoding="utf-8",
+    )
+    indexed = runner.invoke(app, ["index", "sample", str(folder)], env=app_env)
+    assert indexed.exit_code == 0, indexed.output
+    assert "backup[2J.md" in indexed.stdout
+    found = runner.invoke(app, ["search", "sample", "nightly backup"], env=app_env)
+    assert found.exit_code == 0 and "starts at ]52;c;cm0gLXJmIH4=midnight" in found.stdout
+
+    Collection.open(settings, "sample").sync(folder)
+    answer = "It starts at \x1b]52;c;cm0gLXJmIH4=\x07midnight [1].\x9b2J\r"
+    scripted = GenericFakeChatModel(messages=iter([answer] * 2))
+    with serving(ChatService(settings, llm=scripted)) as port:
+        env = {
+            **app_env,
+            "APP_MODELS__BACKEND": "openai",
+            "APP_MODELS__ENDPOINT_URL": f"http://127.0.0.1:{port}/v1",
+        }
+        asked = runner.invoke(app, ["ask", "When does the nightly backup start?"], env=env)
+        chatted = runner.invoke(
+            app, ["chat"], input="When does the nightly backup start?\n/history\n/quit\n", env=env
+        )
+    assert asked.exit_code == 0 and chatted.exit_code == 0, asked.output + chatted.output
+    assert "It starts at ]52;c;cm0gLXJmIH4=midnight [1]." in asked.stdout
+    assert "backup[2J.md" in asked.stdout  # the cited source, named
+    assert "user> When does the nightly backup start?" in chatted.stdout  # /history printed the turn
+    for result in (indexed, found, asked, chatted):
+        assert not any(c in result.stdout for c in ESCAPES), repr(result.stdout)
+        # stderr carries the libraries' own progress bars, which redraw their line with a carriage return
+        assert not any(c in result.stderr for c in ESCAPES[:3]), repr(result.stderr)
