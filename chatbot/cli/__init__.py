@@ -15,7 +15,7 @@ from chatbot.cli import (  # noqa: F401  (each module registers its commands)
     settings_cmds,
     train_cmds,
 )
-from chatbot.cli.app import app
+from chatbot.cli.app import app, plain
 from retrieval.errors import RetrievalError
 
 log = logging.getLogger("chatbot.cli")
@@ -33,5 +33,5 @@ def main() -> None:
         # data directory): one line naming it, not a traceback; --verbose adds the traceback
         log.debug("traceback", exc_info=exc)
         kind = "damaged database" if isinstance(exc, sqlite3.DatabaseError) else type(exc).__name__
-        print(f"error: {kind}: {exc} (run with --verbose for the details)", file=sys.stderr)
+        print(f"error: {kind}: {plain(str(exc))} (run with --verbose for the details)", file=sys.stderr)
         sys.exit(1)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -39,9 +40,7 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
     ctx.obj = CliState(config_file=config)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[log_handler()])
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -55,16 +54,41 @@ def settings_of(ctx: typer.Context) -> Settings:
     return state._settings
 
 
-# C0 controls but tab and newline, DEL, and C1 controls (0x9b is a one-character CSI on some terminals)
-_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but tab and newline, DEL, and C1 controls (0x9b is a one-character CSI on some terminals); the
+# ones that separate words (vertical tab, form feed, the separators, NEL, a lone carriage return) become spaces
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+_TERMINAL_SPACE = re.compile(r"\r\n|[\x0b\x0c\r\x1c-\x1f\x85]")
+_JSON_CONTROL = re.compile(r"[\x7f-\x9f]")
 
 
 def plain(text: str) -> str:
     """``text`` safe to write to a terminal: without the control characters that would make it run escape
     sequences (clear the screen, set the title, write the clipboard, move the cursor back over a line).
     Documents, answers quoting them, file names and stored messages all pass through this before they are
-    printed for a person; JSON output escapes them instead."""
+    printed for a person."""
+    text = _TERMINAL_SPACE.sub(lambda m: "\n" if m.group() == "\r\n" else " ", text)
     return _TERMINAL_CONTROL.sub("", text)
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``value`` as JSON that is safe to write to a terminal: ``json.dumps`` escapes the C0 controls, and DEL
+    and the C1 controls (which it would write as they are, non-ASCII text being kept) are escaped here too."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return _JSON_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class PlainFormatter(logging.Formatter):
+    """Log lines (a skipped document's name, say) pass through :func:`plain` too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record))
+
+
+def log_handler() -> logging.Handler:
+    """The CLI's log output: stderr, ``LEVEL message``, through :func:`plain`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(PlainFormatter("%(levelname)s %(message)s"))
+    return handler
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
 import typer
 
-from chatbot.cli.app import app, fail, plain, settings_of
+from chatbot.cli.app import app, fail, json_text, plain, settings_of
 
 
 def _service(ctx: typer.Context):  # heavy imports stay out of `chatbot --help`
@@ -83,7 +82,7 @@ def ask(
                 "abstained": result.abstained,
                 "unsure": result.unsure,
             }
-            typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+            typer.echo(json_text(payload, indent=2))
             return
         for event in service.stream(question, conversation_id=conversation, collection=collection):
             if event.kind == "token":

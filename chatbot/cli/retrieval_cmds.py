@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from chatbot.cli.app import app, fail, plain, settings_of
+from chatbot.cli.app import app, fail, json_text, plain, settings_of
 from retrieval.errors import CollectionError, CollectionLockedError
 from retrieval.plan import MassDeleteError
 
@@ -20,7 +19,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    typer.echo(json_text(value, indent=2))
 
 
 def _open(ctx: typer.Context, name: str, must_exist: bool):

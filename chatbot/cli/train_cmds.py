@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatbot.cli.app import app, fail, settings_of
+from chatbot.cli.app import app, fail, log_handler, plain, settings_of
 from chatbot.settings import Settings
 
 models_app = typer.Typer(help="Model versions: list, promote, roll back, export.", no_args_is_help=True)
@@ -31,7 +31,7 @@ def _progress_logging() -> None:
     # The Trainer's tqdm bar shows progress and ETA; INFO from finetune says what is being done.
     logging.getLogger("finetune").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(levelname)s %(message)s")
+        logging.basicConfig(handlers=[log_handler()])
 
 
 @app.command()
@@ -121,9 +121,9 @@ def train(
             made = grounded_items(settings, qa, split, limit, tokenizer, options)
             found.items = dedupe([*made, *found.items])
         for issue in found.issues:
-            typer.echo(f"warning: skipped {issue}", err=True)
+            typer.echo(f"warning: skipped {plain(str(issue))}", err=True)
         for source, reason in found.failed.items():
-            typer.echo(f"warning: skipped {source}: {reason}", err=True)
+            typer.echo(f"warning: skipped {plain(source)}: {plain(reason)}", err=True)
         if export is not None:
             from finetune.data import write_chat_jsonl
 

@@ -141,7 +141,7 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
     folder.mkdir()
     (folder / "backup\x1b[2J.md").write_text(
         "# Backups\n\nThe nightly backup starts at \x1b]52;c;cm0gLXJmIH4=\x07midnight and keeps 30 copies."
-        "\x1b[8m hidden\x1b[0m\rOverwritten line.\n",
+        "\x1b[8m hidden\x1b[0m\rOverwritten line.\x9b2J\n",
         encoding="utf-8",
     )
     indexed = runner.invoke(app, ["index", "sample", str(folder)], env=app_env)
@@ -149,10 +149,14 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
     assert "backup[2J.md" in indexed.stdout
     found = runner.invoke(app, ["search", "sample", "nightly backup"], env=app_env)
     assert found.exit_code == 0 and "starts at ]52;c;cm0gLXJmIH4=midnight" in found.stdout
+    assert "Overwritten line.2J" in found.stdout  # a C1 control (U+009B) that indexing keeps in the text
+    as_json = runner.invoke(app, ["search", "sample", "nightly backup", "--json"], env=app_env)
+    assert "\\u009b2J" in as_json.stdout  # escaped in JSON, and the text itself intact
+    assert "Overwritten line.\x9b2J" in json.loads(as_json.stdout)[0]["text"]
 
     Collection.open(settings, "sample").sync(folder)
     answer = "It starts at \x1b]52;c;cm0gLXJmIH4=\x07midnight [1].\x9b2J\r"
-    scripted = GenericFakeChatModel(messages=iter([answer] * 2))
+    scripted = GenericFakeChatModel(messages=iter([answer] * 3))
     with serving(ChatService(settings, llm=scripted)) as port:
         env = {
             **app_env,
@@ -160,6 +164,7 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
             "APP_MODELS__ENDPOINT_URL": f"http://127.0.0.1:{port}/v1",
         }
         asked = runner.invoke(app, ["ask", "When does the nightly backup start?"], env=env)
+        asked_json = runner.invoke(app, ["ask", "When does the nightly backup start?", "--json"], env=env)
         chatted = runner.invoke(
             app, ["chat"], input="When does the nightly backup start?\n/history\n/quit\n", env=env
         )
@@ -167,7 +172,8 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
     assert "It starts at ]52;c;cm0gLXJmIH4=midnight [1]." in asked.stdout
     assert "backup[2J.md" in asked.stdout  # the cited source, named
     assert "user> When does the nightly backup start?" in chatted.stdout  # /history printed the turn
-    for result in (indexed, found, asked, chatted):
+    assert json.loads(asked_json.stdout)["answer"].startswith("It starts at \x1b]52;")  # JSON: escaped, kept
+    for result in (indexed, found, as_json, asked, asked_json, chatted):
         assert not any(c in result.stdout for c in ESCAPES), repr(result.stdout)
         # stderr carries the libraries' own progress bars, which redraw their line with a carriage return
         assert not any(c in result.stderr for c in ESCAPES[:3]), repr(result.stderr)

@@ -98,3 +98,19 @@ def test_training_runs_data_parallel_under_torchrun(ft_settings, tmp_path):
     assert steps == [1, 2, 3]
     versions = Registry(ft_settings).list()
     assert len(versions) == 1 and versions[0].metrics["world_size"] == 2
+
+
+def test_a_skipped_document_s_name_cannot_drive_the_terminal(ft_settings, tmp_path):
+    """`chatbot train --docs` names each document it skips; a name holding an escape sequence (here OSC 52, which
+    writes the reader's clipboard) is printed without its control characters."""
+    config = str(write_config(ft_settings, tmp_path / "settings.yaml"))
+    docs = tmp_path / "new-docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text("# Guide\n\nThe backup runs every night at two.\n", encoding="utf-8")
+    (docs / "notes\x1b]52;c;cm0gLXJmIH4=\x07.pdf").write_bytes(b"not a PDF at all")
+    result = CliRunner().invoke(
+        app, ["-c", config, "train", "--docs", str(docs), "--export", str(tmp_path / "out.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"warning: skipped {docs}/notes]52;c;cm0gLXJmIH4=.pdf: corrupt PDF" in result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
