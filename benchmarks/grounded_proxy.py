@@ -17,7 +17,8 @@ prompt, and fixes the rest, so candidates can be compared on the machine they we
 
 Without drafts and the quoting rule, F1 is lower than the chain's (the shipped adapter: 0.284 on 300 held-out
 squad-es questions, where the chain scores 0.349 on 200); the comparison between candidates is what it is
-for.
+for. In bfloat16 the answers also move a little with the batch (6 of 8 the same at batch 1 and 48,
+margins within 0.25): compare candidates at one batch size, on one kind of machine.
 
     python benchmarks/grounded_proxy.py prompts --squad ../shared/data/squad-es-dev.json --out prompts.jsonl.gz
     python benchmarks/grounded_proxy.py answer prompts.jsonl.gz --adapter finetune/adapters/grounded-qa/model \\
