@@ -1,6 +1,7 @@
 """The `chatbot` command: help, index + ask (text and JSON), errors with exit codes."""
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -9,6 +10,24 @@ from chatbot.cli import app
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 runner = CliRunner()
+
+
+@contextmanager
+def scripted_endpoint(app_env: dict[str, str], settings, answer: str, times: int):
+    """The CLI's environment with its model an OpenAI-compatible endpoint: our own API serving ``answer``
+    ``times`` times, so that what the CLI prints of a known answer can be checked."""
+    from api_helpers import serving
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from chatbot.service import ChatService
+
+    scripted = GenericFakeChatModel(messages=iter([answer] * times))
+    with serving(ChatService(settings, llm=scripted)) as port:
+        yield {
+            **app_env,
+            "APP_MODELS__BACKEND": "openai",
+            "APP_MODELS__ENDPOINT_URL": f"http://127.0.0.1:{port}/v1",
+        }
 
 
 def test_help_documents_every_command():
@@ -98,20 +117,10 @@ def test_a_damaged_index_or_database_is_one_clear_line_not_a_traceback(app_env, 
 def test_ask_shows_the_quote_in_its_cited_source(app_env, settings):
     """Under the cited source, the words the answer quotes from it, in their paragraph (the model here: an
     OpenAI-compatible endpoint, our own API serving a scripted answer, so that the answer is known)."""
-    from api_helpers import serving
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-
-    from chatbot.service import ChatService
     from retrieval.collection import Collection
 
     Collection.open(settings, "sample").sync(SAMPLE)
-    scripted = GenericFakeChatModel(messages=iter(["Run `chatbot collections delete NAME` [1]."] * 2))
-    with serving(ChatService(settings, llm=scripted)) as port:
-        env = {
-            **app_env,
-            "APP_MODELS__BACKEND": "openai",
-            "APP_MODELS__ENDPOINT_URL": f"http://127.0.0.1:{port}/v1",
-        }
+    with scripted_endpoint(app_env, settings, "Run `chatbot collections delete NAME` [1].", times=2) as env:
         result = runner.invoke(app, ["ask", "How do I delete a collection?"], env=env)
         as_json = runner.invoke(app, ["ask", "How do I delete a collection?", "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -131,10 +140,6 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
     """A document (and its file name) with terminal escape sequences, and an answer quoting them: `index`,
     `search`, `ask` and `chat` print the words and none of the control characters (an OSC 52 sequence would
     write the reader's clipboard, CSI 2J clear the screen, a carriage return hide what came before it)."""
-    from api_helpers import serving
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-
-    from chatbot.service import ChatService
     from retrieval.collection import Collection
 
     folder = tmp_path / "docs"
@@ -156,13 +161,7 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
 
     Collection.open(settings, "sample").sync(folder)
     answer = "It starts at \x1b]52;c;cm0gLXJmIH4=\x07midnight [1].\x9b2J\r"
-    scripted = GenericFakeChatModel(messages=iter([answer] * 3))
-    with serving(ChatService(settings, llm=scripted)) as port:
-        env = {
-            **app_env,
-            "APP_MODELS__BACKEND": "openai",
-            "APP_MODELS__ENDPOINT_URL": f"http://127.0.0.1:{port}/v1",
-        }
+    with scripted_endpoint(app_env, settings, answer, times=3) as env:
         asked = runner.invoke(app, ["ask", "When does the nightly backup start?"], env=env)
         asked_json = runner.invoke(app, ["ask", "When does the nightly backup start?", "--json"], env=env)
         chatted = runner.invoke(
