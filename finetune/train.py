@@ -323,6 +323,9 @@ def train(
     kind = "lora" if hasattr(unwrapped, "peft_config") else "full"
     model_dir = run_dir / "final"
     trainer.save_model(str(model_dir))  # the adapter only, for LoRA
+    # save_model also pickles the TrainingArguments beside the weights: nothing reads it, and a version (which
+    # `models export` hands on) holds no pickle; the run's settings are in its version.json
+    (model_dir / "training_args.bin").unlink(missing_ok=True)
     metrics = {
         "steps": trainer.state.global_step,
         "train_loss": out.training_loss,

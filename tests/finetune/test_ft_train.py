@@ -12,6 +12,11 @@ from finetune.registry import Registry
 from finetune.train import load_for_training, train
 
 
+def pickles(folder):
+    """The files of ``folder`` in PyTorch's pickle formats (a version must hold none)."""
+    return [f.name for f in folder.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl")]
+
+
 def test_lora_trains_adapters_only_and_writes_its_run(ft_settings):
     trainset = trainset_of(ft_settings)
     assert len(trainset.train) >= 8 and trainset.val
@@ -29,6 +34,7 @@ def test_lora_trains_adapters_only_and_writes_its_run(ft_settings):
     for name, weight in base.items():
         assert torch.equal(trained[name], weight), name
     adapter = load_file(run.model_dir / "adapter_model.safetensors")
+    assert not pickles(run.model_dir)
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # lora_B starts at zero: nonzero = trained
     assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)  # loaded trainable
@@ -68,6 +74,7 @@ def test_full_finetuning_changes_base_weights(ft_settings):
     assert not torch.equal(
         before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"]
     )
+    assert not pickles(run.model_dir)
 
 
 def test_search_reports_the_best_trial_by_validation_loss(ft_settings):
