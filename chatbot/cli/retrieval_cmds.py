@@ -176,7 +176,8 @@ def stats(
         f"version {info['version']}"
     )
     typer.echo(
-        f"last sync: {info['last_sync'] or 'never'}" + (f" from {info['folder']}" if info["folder"] else "")
+        f"last sync: {info['last_sync'] or 'never'}"
+        + (f" from {plain(info['folder'])}" if info["folder"] else "")
     )
     for path, reason in sorted(info["failures"].items()):
         typer.echo(f"  failed {plain(path)}: {plain(reason)}")
