@@ -10,7 +10,7 @@ import streamlit as st
 from chatbot.citations import quote_context
 from chatbot.memory import ConversationNotFound
 from chatbot.settings import GenerationSettings, SettingsError, generation_with
-from chatbot.ui.render import code_span, plain_passage, quote_markdown, safe_markdown
+from chatbot.ui.render import code_span, passage_markdown, quote_markdown, safe_markdown
 from chatbot.ui.state import LEGACY_PARAM, PageContext, legacy_key, page_context
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def show_sources(ctx: PageContext, sources: list[dict[str, Any]]) -> None:
                 f"**[{s['number']}]** {code_span(s['source'])}{page}{safe_markdown(heading)} · "
                 f"{t('relevance')} {s['score']:.2f}{cited}"
             )
-            st.text(plain_passage(s["text"]))
+            st.markdown(passage_markdown(s["text"], s.get("quote")))  # the quote in bold, the rest as text
 
 
 def show_quotes(sources: list[dict[str, Any]]) -> None:

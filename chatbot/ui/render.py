@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
 _REF_IMAGE = re.compile(r"!\[([^\]]*)\]\[[^\]]*\]")
@@ -38,12 +39,6 @@ def code_span(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}"
-
-
-def plain_passage(text: str, limit: int = 1200) -> str:
-    """A source passage for display as preformatted text (no Markdown interpretation at all)."""
-    text = text.strip()
-    return text if len(text) <= limit else text[:limit].rstrip() + " …"
 
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -78,3 +73,64 @@ def quote_markdown(before: str, quote: str, after: str) -> str:
     lead = " " if before and _punctuation_or_space(quote[0]) and not _punctuation_or_space(before[-1]) else ""
     trail = " " if after and _punctuation_or_space(quote[-1]) and not _punctuation_or_space(after[0]) else ""
     return f"{before}{lead}**{quote}**{trail}{after}"
+
+
+def passage_markdown(text: str, quote: Sequence[int] | None = None, limit: int = 1200) -> str:
+    """A source passage as Markdown that shows it as the text it is, with the answer's quote (``quote``: its
+    offsets in ``text``) in bold. Every line is escaped (:func:`escape_markdown`) and loses the indentation that
+    would make it code; lines stay lines and blank lines separate paragraphs. A passage over ``limit``
+    characters is cut around the quote (or after ``limit``), marked "…" where it goes on."""
+    start = end = 0
+    if quote:
+        start = max(0, min(quote[0], len(text)))
+        end = max(start, min(quote[1], len(text)))
+    low, high = 0, len(text)
+    if len(text) > limit:
+        if end > start:  # the quote with as much of the passage on each side as the limit leaves
+            low = max(0, min(start - max(0, limit - (end - start)) // 2, len(text) - limit))
+            high = max(end, min(len(text), low + limit))
+        else:
+            high = limit
+    paragraphs: list[list[str]] = [[]]
+    at = low
+    for line in text[low:high].split("\n"):
+        line_start, at = at, at + len(line) + 1
+        raw = line.rstrip("\r")
+        if not raw.strip():
+            if paragraphs[-1]:
+                paragraphs.append([])
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        first, last = max(start, line_start + indent), min(end, line_start + len(raw))
+        piece = raw[first - line_start : last - line_start] if last > first else ""
+        if piece.strip():  # the quote's part on this line, without the spaces at its edges
+            first += len(piece) - len(piece.lstrip())
+            last -= len(piece) - len(piece.rstrip())
+            shown = quote_markdown(
+                raw[indent : first - line_start],
+                raw[first - line_start : last - line_start],
+                raw[last - line_start :],
+            )
+        else:
+            shown = escape_markdown(raw[indent:])
+        paragraphs[-1].append(shown)
+    paragraphs = [p for p in paragraphs if p]
+    if paragraphs and low > 0:
+        paragraphs[0][0] = "…" + paragraphs[0][0]
+    if paragraphs and high < len(text):
+        paragraphs[-1][-1] += "…"
+    return "\n\n".join(_lines(lines) for lines in paragraphs)
+
+
+# an escaped line that starts an item, a heading, a quote or a table row in the document (or a numbered item)
+_ITEM = re.compile(r"\\[-*+#>|]|\d+\\[.)]")
+
+
+def _lines(lines: list[str]) -> str:
+    """A paragraph's escaped lines: wrapped prose flows (a soft break), while a line that starts an item of a
+    list, a heading, a quote or a table row, or follows a line ending in ":", starts a line of its own."""
+    out = lines[0]
+    for previous, line in zip(lines, lines[1:], strict=False):
+        hard = _ITEM.match(line.lstrip("*")) or previous.rstrip("*").endswith("\\:")
+        out += ("  \n" if hard else "\n") + line
+    return out

@@ -96,8 +96,13 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
             expect(bold).to_have_text("the quoted words", timeout=30_000)
             shown = page.get_by_test_id("stCaptionContainer").filter(has=page.locator("strong"))
             caption, links = shown.inner_text().replace("\u2060", ""), shown.locator("a").count()
-            page.get_by_test_id("stExpander").filter(has_text="Sources (").first.click()
+            sources = page.get_by_test_id("stExpander").filter(has_text="Sources (").first
+            sources.click()
             expect(page.get_by_text("relevance 0.50").first).to_be_visible(timeout=30_000)
+            # the passage in the Sources: the same quote in bold, the rest as text
+            expect(sources.locator("strong").filter(has_text="the quoted words")).to_have_count(1)
+            passage_links = sources.locator("a").count()
+            shown_passage = sources.inner_text().replace("\u2060", "")
             page.wait_for_timeout(2_000)  # time for any image request to go out
             images = page.locator(f"img[src^='{url}']").count()
             browser.close()
@@ -106,6 +111,7 @@ def test_answers_and_file_names_never_make_the_browser_fetch_an_image(app_env, m
     assert hits == [] and images == 0, hits
     # the passage's own markup is shown as the text it is, around the bold quote
     assert passage.split("\n")[0] in caption and links == 0, caption
+    assert passage.split("\n")[0] in shown_passage and passage_links == 0, shown_passage
 
 
 def test_closing_a_tab_mid_answer_frees_the_model_for_the_next_user(app_env, long_llm_dir, tmp_path):

@@ -4,7 +4,7 @@
 import pytest
 from markdown_it import MarkdownIt
 
-from chatbot.ui.render import code_span, escape_markdown, quote_markdown, safe_markdown
+from chatbot.ui.render import code_span, escape_markdown, passage_markdown, quote_markdown, safe_markdown
 
 EVIL = "http://evil.example"
 FORMS = {
@@ -115,3 +115,65 @@ def test_bare_urls_and_addresses_in_a_passage_stay_text():
     for joined in ("http://", "HTTPS://", "www.", "@evil", "@b.c"):
         assert joined not in plain, joined
     assert plain.replace("\u2060", "").replace("**", "") == passage + " the quote mailto:a@b.c xmpp:a@b.c/d"
+
+
+PASSAGE = (
+    "Backups run nightly.\n"
+    "    indented, as code would be\n"
+    "# not a heading\n"
+    "- not an item\n"
+    "1. not a numbered item\n"
+    "> not a quote\n"
+    "| not | a table |\n"
+    "|---|---|\n"
+    "---\n"
+    "\n"
+    f"See ![x]({EVIL}/p.png), <b>html</b>, [a link]({EVIL}) and `code`.\r\n"
+    "The copies are kept for 30 days before they are deleted.\n"
+    f"\n[x]: {EVIL}/reference.png\n"
+)
+
+
+def _blocks(markdown: str) -> list:
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough").parse(markdown)
+
+
+def test_a_passage_in_the_sources_is_its_text_with_the_quote_in_bold():
+    """The Sources expander shows each passage with the answer's quote in bold: whatever the passage holds
+    (indentation, headings, lists, quotes, tables, rules, images, HTML, links, a reference definition) it stays
+    text, line for line, and the bold is the only markup."""
+    start = PASSAGE.index("kept for 30 days")
+    shown = passage_markdown(PASSAGE, [start, start + len("kept for 30 days")])
+    tokens = _blocks(shown)
+    assert {t.type for t in tokens} <= {"paragraph_open", "paragraph_close", "inline"}
+    children = [c for t in tokens if t.type == "inline" for c in t.children]
+    types = [c.type for c in children]
+    assert set(types) <= {"text", "softbreak", "hardbreak", "strong_open", "strong_close"}
+    assert (
+        types.count("strong_open") == 1
+        and children[types.index("strong_open") + 1].content == "kept for 30 days"
+    )
+    assert images(shown) == []
+    text = "\n".join(
+        "".join(c.content if c.type == "text" else "\n" if "break" in c.type else "" for c in t.children)
+        for t in tokens
+        if t.type == "inline"
+    )
+    assert text.replace("\u2060", "").split() == PASSAGE.split()  # every word, in order
+    # wrapped prose flows; a line starting an item, heading, quote, table row or rule keeps its line (7 here)
+    assert types.count("hardbreak") == 7 and "softbreak" in types
+
+
+def test_a_quote_over_two_lines_is_bold_on_each_and_a_long_passage_is_cut_around_it():
+    start, end = PASSAGE.index("and `code`"), PASSAGE.index(" for 30 days")
+    children = [
+        c for t in _blocks(passage_markdown(PASSAGE, [start, end])) if t.type == "inline" for c in t.children
+    ]
+    bold = [children[i + 1].content for i, c in enumerate(children) if c.type == "strong_open"]
+    assert bold == ["and `code`.", "The copies are kept"]
+    long = "word " * 600 + "the answer itself " + "more " * 600
+    at = long.index("the answer itself")
+    cut = passage_markdown(long, [at, at + len("the answer itself")], limit=200)
+    assert cut.startswith("…") and cut.endswith("…") and "**the answer itself**" in cut and len(cut) < 260
+    assert passage_markdown(long, None, limit=200).endswith("…")
+    assert "**" not in passage_markdown(PASSAGE, None)
