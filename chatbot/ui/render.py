@@ -80,8 +80,12 @@ def passage_markdown(text: str, quote: Sequence[int] | None = None, limit: int =
     offsets in ``text``) in bold. Every line is escaped (:func:`escape_markdown`) and loses the indentation that
     would make it code; lines stay lines and blank lines separate paragraphs. A passage over ``limit``
     characters is cut around the quote (or after ``limit``), marked "…" where it goes on."""
+    # characters that are no text become spaces, one for one so the quote's offsets hold: a control character
+    # or a separator that Python and CommonMark read differently would otherwise turn into indentation (a code
+    # block), a bare "** **" (a rule) or a bold that does not close
+    text = _NOT_TEXT.sub(" ", text)
     start = end = 0
-    if quote:
+    if quote and len(quote) == 2 and all(isinstance(at, int) for at in quote):
         start = max(0, min(quote[0], len(text)))
         end = max(start, min(quote[1], len(text)))
     low, high = 0, len(text)
@@ -120,6 +124,9 @@ def passage_markdown(text: str, quote: Sequence[int] | None = None, limit: int =
     if paragraphs and high < len(text):
         paragraphs[-1][-1] += "…"
     return "\n\n".join(_lines(lines) for lines in paragraphs)
+
+
+_NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 # an escaped line that starts an item, a heading, a quote or a table row in the document (or a numbered item)

@@ -177,3 +177,27 @@ def test_a_quote_over_two_lines_is_bold_on_each_and_a_long_passage_is_cut_around
     assert cut.startswith("…") and cut.endswith("…") and "**the answer itself**" in cut and len(cut) < 260
     assert passage_markdown(long, None, limit=200).endswith("…")
     assert "**" not in passage_markdown(PASSAGE, None)
+
+
+@pytest.mark.parametrize(
+    "text,quote",
+    [
+        ("\x00\x00\x00\x00rm -rf", None),  # would be indentation: a code block
+        ("a\n\n\x01\x01\x01\x01b", None),
+        ("\x00", (0, 1)),  # would be "** **": a rule
+        ("x \x01y", (2, 4)),  # a bold whose edge is a control character
+        ("x-\x85y", (0, 2)),  # NEL: a space to Python, not to CommonMark
+        ("x\u2028(y)", (2, 5)),
+        ("x \ufeffy", (2, 4)),
+        ("a lone\rcarriage return", (2, 6)),
+        ("a quote", (0,)),  # not two offsets: no quote
+        ("a quote", [0.0, 1.0]),
+    ],
+)
+def test_a_passage_s_control_characters_make_no_markup(text, quote):
+    """Found by fuzzing (review): characters that are no text become spaces before anything is measured."""
+    shown = passage_markdown(text, quote)
+    types = [c.type for t in _blocks(shown) if t.type == "inline" for c in t.children]
+    assert {t.type for t in _blocks(shown)} <= {"paragraph_open", "paragraph_close", "inline"}
+    assert set(types) <= {"text", "softbreak", "hardbreak", "strong_open", "strong_close"}
+    assert "**" not in "".join(c.content for t in _blocks(shown) if t.type == "inline" for c in t.children)
