@@ -20,7 +20,10 @@ from collections.abc import Sequence
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
 _REF_IMAGE = re.compile(r"!\[([^\]]*)\]\[[^\]]*\]")
 _JOINER = "\u2060"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# characters that are no text: control characters but tab and newline (C0, DEL, C1), the line and paragraph
+# separators and the BOM, which Python and CommonMark do not read alike (a space to one, a letter to the other)
+_NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+_CONTROL = re.compile(f"[\t\n]|{_NOT_TEXT.pattern}")  # and, within one line of Markdown, tab and newline too
 
 
 def safe_markdown(text: str) -> str:
@@ -53,7 +56,7 @@ _AUTOLINK = re.compile(r"(?i)(?<![a-z])(https?|ftp|www)(?=\\[:.])|(\\@)")
 def escape_markdown(text: str) -> str:
     """``text`` shown as it is: every ASCII punctuation character backslash-escaped (CommonMark lets any be), so
     no emphasis, link, image, code, heading, list, HTML or math can start in it, and no bare URL or e-mail
-    address becomes a link (GFM); control characters become spaces."""
+    address becomes a link (GFM); control characters (and the other characters that are no text) become spaces."""
     escaped = _PUNCTUATION.sub(r"\\\1", _CONTROL.sub(" ", text))
     return _AUTOLINK.sub(lambda m: m.group(0) + _JOINER, escaped)
 
@@ -67,9 +70,13 @@ def quote_markdown(before: str, quote: str, after: str) -> str:
     """A quote in bold between its context (:func:`chatbot.citations.quote_context`), all of it plain text.
     "**" only opens before punctuation when whitespace or punctuation comes before it (and closes after
     punctuation only when whitespace or punctuation follows): a space is put in where the text has neither."""
-    if not quote:
-        return escape_markdown(before + after)
     before, quote, after = escape_markdown(before), escape_markdown(quote), escape_markdown(after)
+    # spaces at the quote's edges stand outside the bold: "** x**" would not be bold at all
+    core = quote.strip()
+    if not core:
+        return before + quote + after
+    edge = quote.index(core)
+    before, quote, after = before + quote[:edge], core, quote[edge + len(core) :] + after
     lead = " " if before and _punctuation_or_space(quote[0]) and not _punctuation_or_space(before[-1]) else ""
     trail = " " if after and _punctuation_or_space(quote[-1]) and not _punctuation_or_space(after[0]) else ""
     return f"{before}{lead}**{quote}**{trail}{after}"
@@ -80,9 +87,8 @@ def passage_markdown(text: str, quote: Sequence[int] | None = None, limit: int =
     offsets in ``text``) in bold. Every line is escaped (:func:`escape_markdown`) and loses the indentation that
     would make it code; lines stay lines and blank lines separate paragraphs. A passage over ``limit``
     characters is cut around the quote (or after ``limit``), marked "…" where it goes on."""
-    # characters that are no text become spaces, one for one so the quote's offsets hold: a control character
-    # or a separator that Python and CommonMark read differently would otherwise turn into indentation (a code
-    # block), a bare "** **" (a rule) or a bold that does not close
+    # characters that are no text become spaces, one for one so the quote's offsets hold: they would otherwise
+    # turn into indentation (a code block), a bare "** **" (a rule) or a bold that does not close
     text = _NOT_TEXT.sub(" ", text)
     start = end = 0
     if quote and len(quote) == 2 and all(isinstance(at, int) for at in quote):
@@ -105,16 +111,12 @@ def passage_markdown(text: str, quote: Sequence[int] | None = None, limit: int =
                 paragraphs.append([])
             continue
         indent = len(raw) - len(raw.lstrip())
-        first, last = max(start, line_start + indent), min(end, line_start + len(raw))
-        piece = raw[first - line_start : last - line_start] if last > first else ""
-        if piece.strip():  # the quote's part on this line, without the spaces at its edges
-            first += len(piece) - len(piece.lstrip())
-            last -= len(piece) - len(piece.rstrip())
-            shown = quote_markdown(
-                raw[indent : first - line_start],
-                raw[first - line_start : last - line_start],
-                raw[last - line_start :],
-            )
+        first, last = (
+            max(start, line_start + indent) - line_start,
+            min(end, line_start + len(raw)) - line_start,
+        )
+        if last > first:  # the quote's part on this line
+            shown = quote_markdown(raw[indent:first], raw[first:last], raw[last:])
         else:
             shown = escape_markdown(raw[indent:])
         paragraphs[-1].append(shown)
@@ -124,9 +126,6 @@ def passage_markdown(text: str, quote: Sequence[int] | None = None, limit: int =
     if paragraphs and high < len(text):
         paragraphs[-1][-1] += "…"
     return "\n\n".join(_lines(lines) for lines in paragraphs)
-
-
-_NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 # an escaped line that starts an item, a heading, a quote or a table row in the document (or a numbered item)

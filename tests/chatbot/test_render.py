@@ -77,6 +77,7 @@ NASTY = [
     ),  # a combining mark, a soft hyphen: neither word nor punctuation
     ("mail@", "=", "@"),
     ("", "«quoted»", ""),
+    ("spaces ", "  at its edges ", "\u00a0stay outside"),  # "** x**" would not be bold
 ]
 
 
