@@ -66,7 +66,7 @@ class Collection:
         self.root = collections_dir(settings) / name
         self._embedder = embedder
         self._view: View | None = None
-        self._indexed: dict[str, str | None] = {}  # the current view's embedding model and folder
+        self._indexed: dict[str, str | None] = {}  # the current view's embedding model, probe and folder
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -188,6 +188,7 @@ class Collection:
                         indexed = {
                             "model": recorded.get("embedding"),
                             "folder": store.get_meta(view.conn, "folder"),
+                            "probe": store.get_meta(view.conn, "probe"),
                         }
                 except (vectors.VectorFileError, sqlite3.DatabaseError) as exc:
                     if view is not None:
@@ -203,14 +204,26 @@ class Collection:
 
     def _check_model(self) -> None:
         """Raise EmbeddingMismatch when the current snapshot was embedded by another model than the
-        configured one (a sync with the new model rebuilds it: retrieval/sync.py re-embeds every chunk)."""
+        configured one (a sync with the new model rebuilds it: retrieval/sync.py re-embeds every chunk).
+        Told by the snapshot's probe vectors where it recorded them (``plan.embedded_alike``), else by name."""
         indexed = self._indexed.get("model")
-        if indexed is not None and indexed != self.settings.models.embedding:
+        same = self.embedder.same_weights(self._indexed.get("probe"))
+        if same is False:
+            raise self._mismatch(indexed, other_weights=indexed == self.settings.models.embedding)
+        if same is None and indexed is not None and indexed != self.settings.models.embedding:
             raise self._mismatch(indexed)
 
-    def _mismatch(self, indexed: str | None, detail: str = "") -> EmbeddingMismatch:
+    def _mismatch(
+        self, indexed: str | None, detail: str = "", other_weights: bool = False
+    ) -> EmbeddingMismatch:
         folder = self._indexed.get("folder")
         command = f"chatbot index {self.name} {shlex.quote(folder) if folder else 'FOLDER'}"
+        if other_weights:  # the same name, another model behind it (a local folder given new weights)
+            return EmbeddingMismatch(
+                f"collection {self.name!r} was indexed with the model {indexed!r} held then; it holds another "
+                f"model now (models.embedding): re-run `{command}` (it rebuilds the index with the new model) "
+                "or put the former model back"
+            )
         if indexed is None:  # a snapshot that recorded no model: only the widths tell
             was, back = f"was indexed with another embedding model ({detail})", ""
         else:

@@ -21,6 +21,7 @@ from retrieval.walk import file_hash, scan
 
 if TYPE_CHECKING:
     from retrieval.config import Host
+    from retrieval.embedding import Embedder
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Plan:
     sizes: dict[str, int]
     unsupported: list[str]
     previous: dict[str, store.FileRecord]
-    rebuild: bool  # the chunking/embedding settings changed: every file is re-read
+    rebuild: bool  # the chunking/embedding settings or the model's weights changed: every file is re-read
     problems: dict[str, str] = field(default_factory=dict)  # not read (skipped, unreadable) -> reason
     kept: dict[str, str] = field(default_factory=dict)  # indexed before, unreadable now -> reason
     lost_dirs: dict[str, str] = field(default_factory=dict)  # folders that cannot be listed -> reason
@@ -75,6 +76,18 @@ def fingerprint(settings: Host) -> str:
         "index_type": r.index_type,  # rebuilding re-reads files but reuses every vector (same texts)
     }
     return json.dumps(parts, sort_keys=True)
+
+
+def embedded_alike(conn, settings: Host, embedder: Embedder) -> bool:
+    """Whether the vectors of the version open as ``conn`` were made by the model ``embedder`` holds: told by
+    the probe vectors the version recorded (so the same weights under another name still match, and other
+    weights under the same name do not), else, for a version that recorded none, by the model's name."""
+    same = embedder.same_weights(store.get_meta(conn, "probe"))
+    if same is not None:
+        return same
+    return (
+        json.loads(store.get_meta(conn, "fingerprint") or "{}").get("embedding") == settings.models.embedding
+    )
 
 
 def limits_fingerprint(settings: Host) -> str:

@@ -32,7 +32,15 @@ from retrieval import snapshot, store, vectors
 from retrieval.chunking import chunk_document
 from retrieval.errors import LoadError, ParserFailure
 from retrieval.isolation import ParserProcess
-from retrieval.plan import Plan, check_deletions, fingerprint, keep_rows, limits_fingerprint, plan
+from retrieval.plan import (
+    Plan,
+    check_deletions,
+    embedded_alike,
+    fingerprint,
+    keep_rows,
+    limits_fingerprint,
+    plan,
+)
 from retrieval.types import SyncReport
 from retrieval.walk import read_file
 
@@ -101,6 +109,12 @@ def _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, d
     snapshot.clean_incomplete(root)
     p = plan(root, folder, settings)
     check_deletions(p, name, allow_mass_delete)
+    if not p.rebuild and (previous := snapshot.current(root)) is not None:
+        with _closing(store.connect(previous / store.DB_NAME, readonly=True)) as conn:
+            if store.get_meta(conn, "probe") is not None and not embedded_alike(conn, settings, embedder):
+                log.warning("collection %s: %s now holds another model than the one that indexed it; "
+                            "every file is indexed again", name, settings.models.embedding)  # fmt: skip
+                p.rebuild = True
     report = SyncReport(unsupported=p.unsupported, deleted=p.deleted)
     for where, reason in p.lost_dirs.items():
         kept = sum(1 for folder in p.unseen.values() if folder == where)
@@ -141,8 +155,7 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
             shutil.copyfile(previous / store.DB_NAME, staging / store.DB_NAME)
         if previous is not None:
             reuse = store.connect(previous / store.DB_NAME, readonly=True)
-            old_meta = store.get_meta(reuse, "fingerprint") or "{}"
-            if json.loads(old_meta).get("embedding") != settings.models.embedding:
+            if not embedded_alike(reuse, settings, embedder):
                 reuse.close()
                 reuse = None  # another embedding model: no stored vector is valid
         conn = store.create(staging / store.DB_NAME)
@@ -160,6 +173,7 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
                 progress(done, len(p.entries), rel)
         writer.flush()
         store.set_meta(conn, "fingerprint", fingerprint(settings))
+        store.set_meta(conn, "probe", embedder.probe_record())
         store.set_meta(conn, "limits", limits_fingerprint(settings))
         store.set_meta(conn, "folder", str(p.folder))
         store.set_meta(conn, "version", name)

@@ -4,13 +4,15 @@ rebuilds it with the new model, and keyword search keeps working meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
 
-from retrieval import vectors
-from retrieval.collection import Collection
+from retrieval import embedding, snapshot, store, vectors
+from retrieval.collection import Collection, collections_dir
 from retrieval.config import RetrievalSettings
 from retrieval.errors import RetrievalError, SettingsError
 
@@ -62,18 +64,76 @@ def test_another_dimension_is_a_clear_error_not_a_faiss_assertion(settings, docs
     )
 
 
-def test_same_dimension_other_model_is_refused_not_silently_wrong(
-    settings, docs, tiny_embedder_dir, tmp_path
+def _fine_tuned(source, target):
+    """``source``'s model with slightly other weights (as a short fine-tune leaves it), saved at ``target``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(source), device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weights in model.parameters():
+            weights.add_(torch.randn_like(weights) * 0.01)
+    shutil.rmtree(target, ignore_errors=True)
+    model.save(str(target))
+    return target
+
+
+def test_other_weights_under_the_same_name_are_refused_not_silently_wrong(
+    settings, docs, tiny_embedder_dir, tmp_path, monkeypatch
 ):
-    Collection.open(settings, "handbook").sync(docs)
-    other = shutil.copytree(tiny_embedder_dir, tmp_path / "other-embedder")  # same weights, another model
-    col = Collection.open(_with_embedding(settings, other), "handbook")
+    """A local folder given new weights keeps its name: the recorded probe vectors tell the models apart."""
+    folder = shutil.copytree(tiny_embedder_dir, tmp_path / "embedder")
+    ours = _with_embedding(settings, folder)
+    first = Collection.open(ours, "handbook").sync(docs)
+    _fine_tuned(tiny_embedder_dir, folder)  # same path, same width, other weights
+    monkeypatch.setattr(
+        embedding, "_loaded", {}
+    )  # as a new process (the app restarted) loads the folder again
+    col = Collection.open(ours, "handbook")
     for mode in ("hybrid", "dense"):
         with pytest.raises(RetrievalError) as err:
             col.search("When does the library open?", k=2, mode=mode)
-        _assert_names_the_fix(str(err.value), "handbook", settings.models.embedding, str(other), docs)
-    # keyword search reads no vectors: it still answers
-    assert col.search("library", k=1, mode="bm25")[0].source == "library.txt"
+        assert isinstance(err.value, SettingsError)
+        message = str(err.value)
+        assert "holds another model now" in message and str(folder) in message
+        assert f"chatbot index handbook {docs}" in message
+    assert (
+        col.search("library", k=1, mode="bm25")[0].source == "library.txt"
+    )  # keyword search reads no vectors
+    # the files did not change, yet the sync sees the new weights and embeds every chunk again
+    report = col.sync(docs)
+    assert report.chunks_embedded == first.chunks_total
+    assert {h.source for h in col.search("When does the library open?", k=2)} == {"library.txt", "citing.txt"}
+
+
+def test_the_same_weights_under_another_name_are_the_same_model(settings, docs, tiny_embedder_dir, tmp_path):
+    """The hub id and a local copy of it, or a moved folder: the vectors are valid, nothing is embedded again."""
+    before = Collection.open(settings, "handbook")
+    first = before.sync(docs)
+    expected = [(h.source, round(h.score, 5)) for h in before.search("When does the library open?", k=2)]
+    moved = _with_embedding(settings, shutil.copytree(tiny_embedder_dir, tmp_path / "copy-of-embedder"))
+    col = Collection.open(moved, "handbook")
+    for mode in ("hybrid", "dense"):
+        assert col.search("When does the library open?", k=2, mode=mode)
+    assert [(h.source, round(h.score, 5)) for h in col.search("When does the library open?", k=2)] == expected
+    report = col.sync(docs)  # the settings' fingerprint names the model: files are read again, vectors kept
+    assert first.chunks_embedded == first.chunks_total > 0 and report.chunks_embedded == 0
+    assert col.stats()["embedding_model"] == str(tmp_path / "copy-of-embedder")
+
+
+def test_a_version_without_probe_is_told_by_the_model_name(settings, docs, tiny_embedder_dir, tmp_path):
+    """Versions written before probes were recorded: the name decides, as it did then."""
+    Collection.open(settings, "handbook").sync(docs)
+    current = snapshot.current(collections_dir(settings) / "handbook")
+    with contextlib.closing(sqlite3.connect(current / store.DB_NAME)) as conn, conn:
+        conn.execute("DELETE FROM meta WHERE key = 'probe'")
+    assert Collection.open(settings, "handbook").search("When does the library open?", k=1)
+    other = shutil.copytree(tiny_embedder_dir, tmp_path / "other-embedder")  # same weights, another name
+    col = Collection.open(_with_embedding(settings, other), "handbook")
+    with pytest.raises(RetrievalError) as err:
+        col.search("When does the library open?", k=2)
+    _assert_names_the_fix(str(err.value), "handbook", settings.models.embedding, str(other), docs)
 
 
 def test_reindexing_with_the_new_model_rebuilds_and_searches(settings, docs, narrow_embedder_dir):
