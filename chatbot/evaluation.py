@@ -221,10 +221,17 @@ def rag_scorer(
         service = ChatService(
             settings, llm=LocalChatModel(generator=generator, generation=settings.generation)
         )
+        from tqdm import tqdm
+
         f1 = []
         for collection, qa, items in asked:
             ensure_collection(service, collection, qa)
-            f1 += [evaluate_rag(service, collection, items)["f1"]] * len(items)
+            with tqdm(total=len(items), desc=f"grounded-QA gate ({collection})", unit="question") as bar:
+
+                def advance(done: int, total: int, bar: tqdm = bar) -> None:
+                    bar.update(done - bar.n)
+
+                f1 += [evaluate_rag(service, collection, items, progress=advance)["f1"]] * len(items)
         return float(statistics.fmean(f1))
 
     return score

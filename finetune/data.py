@@ -350,14 +350,18 @@ def build_trainset(
 ) -> TrainSet:
     """Split ``items`` with the seeded hash, tokenise both sides; error if nothing is left to train on."""
     train_items, val_items = split(items, settings.seed, settings.val_fraction)
-    train = tokenize(train_items, tokenizer, settings.block_size, chat_max_len=settings.chat_max_tokens)
+    # the last partial block is kept: every passage the manifest records as trained on is trained on (a
+    # retrain takes what a manifest holds as seen); one short sequence per data set costs next to nothing
+    train = tokenize(
+        train_items, tokenizer, settings.block_size, keep_tail=True, chat_max_len=settings.chat_max_tokens
+    )
     val = tokenize(
         val_items, tokenizer, settings.block_size, keep_tail=True, chat_max_len=settings.chat_max_tokens
     )
     if not train:
         raise DataError(
-            f"no training examples: {len(items)} items gave no full {settings.block_size}-token block and no "
-            "chat example; add documents or chat examples, or lower finetune.block_size"
+            f"no training examples: {len(items)} items gave no text and no chat example; add documents or "
+            "chat examples"
         )
     log.info(
         "training set: %d train / %d validation sequences from %d items", len(train), len(val), len(items)

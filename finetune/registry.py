@@ -42,6 +42,10 @@ class RegistryError(ValueError):
     """Unknown version, nothing to roll back to, or a broken registry entry."""
 
 
+class CurrentChanged(RegistryError):
+    """A conditional promotion found another current version than the one it was made against."""
+
+
 @dataclass(frozen=True)
 class Version:
     id: str
@@ -161,10 +165,18 @@ class Registry:
         path = self.root / "promoted.json"
         return json.loads(path.read_text()) if path.is_file() else []
 
-    def promote(self, version_id: str) -> Version:
-        """Make ``version_id`` current (atomically)."""
+    def promote(self, version_id: str, *, if_current: str | None | object = ...) -> Version:
+        """Make ``version_id`` current (atomically). With ``if_current``, only if the current version is still
+        that one (None: the base model), checked under the registry's lock: a retrain must not undo a
+        promotion or rollback made while it trained (RegistryError, nothing changed)."""
         version = self.get(version_id)
         with self._locked():
+            if if_current is not ... and (now := self.current_id()) != if_current:
+                raise CurrentChanged(
+                    f"the current version changed from {if_current or 'the base model'} to "
+                    f"{now or 'the base model'} (a promotion or rollback) while {version_id} was made from "
+                    f"{if_current or 'the base model'}; {version_id} was not promoted"
+                )
             stack = self._stack()
             if not stack or stack[-1] != version_id:
                 stack.append(version_id)

@@ -9,12 +9,15 @@
    items plus ``replay_ratio`` earlier items per new one (fixed seed), against forgetting.
 4. Gate: compare candidate and current on validation perplexity of the new data (must improve by
    ``gate_min_improvement``), of the earlier data (may worsen by at most ``gate_max_retention_loss``), and,
-   when ``gate_rag_eval`` is on and a harness is given, the RAG evaluation score.
-5. Promote if every check passes; otherwise keep the current model and say which check failed.
+   when ``gate_rag_eval`` is on and a harness is given, the RAG evaluation score. A check without data on
+   either side is skipped, and the report says so; a candidate that no check could compare is rejected.
+5. Promote if every check passes and the current version is still the one the candidate was made from (a
+   promotion or rollback made meanwhile wins); otherwise keep the current model and say why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -35,8 +38,8 @@ from finetune.data import (
 )
 from finetune.models import load_tokenizer, load_version
 from finetune.perplexity import evaluate
-from finetune.registry import Registry, Version
-from finetune.train import train
+from finetune.registry import CurrentChanged, Registry, Version
+from finetune.train import TRAJECTORY, discard_unfinished_runs, new_run_name, train
 from retrieval.files import try_exclusive, write_atomic
 
 if TYPE_CHECKING:
@@ -62,6 +65,7 @@ class RetrainReport:
     replayed_items: int = 0
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> {current, candidate}
     reasons: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # gate checks that had no data, and why
 
     @property
     def exit_code(self) -> int:
@@ -98,7 +102,7 @@ def _retrain(
     new = [i for i in items if i.key not in known]
     old = [i for i in items if i.key in known]
     cur_id = current.id if current else None
-    fingerprint = manifest_fingerprint(manifest_of(items))
+    fingerprint = attempt_fingerprint(items, settings)
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if not new:
         return RetrainReport(
@@ -111,6 +115,7 @@ def _retrain(
             current=cur_id,
         )
 
+    discard_unfinished_runs(settings, "retrain")  # a killed retrain is never resumed: free its checkpoints
     # 3. candidate: new training items + a replay sample of earlier training items
     new_train, new_val = split(new, cfg.seed, cfg.val_fraction)
     old_train, old_val = split(old, cfg.seed, cfg.val_fraction)
@@ -131,7 +136,12 @@ def _retrain(
     # The candidate's manifest covers all data present, so the next run sees only what arrives after it.
     trainset.manifest = manifest_of(new_train + old_train, new_val + old_val)
     run = train(
-        settings, trainset, init=current, note=f"retrain: {len(new)} new items over {cur_id or 'base'}"
+        settings,
+        trainset,
+        run_name=new_run_name(settings, "retrain"),
+        init=current,
+        note=f"retrain: {len(new)} new items over {cur_id or 'base'}",
+        origin="retrain",
     )
     candidate = run.version
     assert candidate is not None
@@ -144,6 +154,7 @@ def _retrain(
         "rejected", "", candidate=candidate.id, current=cur_id, new_items=len(new), replayed_items=len(replay)
     )
     for name, version in (("current", current), ("candidate", candidate)):
+        log.info("gate: evaluating the %s model (%s)", name, version.id if version else "base")
         model, tok = load_version(settings, version)
         pad = tok.pad_token_id
         report.scores.setdefault("new_data_perplexity", {})[name] = evaluate(model, trainset.val, pad)[
@@ -155,18 +166,28 @@ def _retrain(
         if cfg.gate_rag_eval and rag_eval is not None:
             report.scores.setdefault("rag_score", {})[name] = float(rag_eval(model, tok))
         del model
+    report.skipped = unchecked(report.scores, settings, new_val=bool(new_val), old_val=bool(old_val))
     report.reasons = gate(report.scores, settings)
+    skipped = f" (not checked: {'; '.join(report.skipped)})" if report.skipped else ""
     if report.reasons:
         report.message = (
             f"kept {cur_id or 'the base model'}; candidate {candidate.id} failed the gate: "
             + "; ".join(report.reasons)
+            + skipped
         )
         state.update(rejected_fingerprint=fingerprint, candidate=candidate.id, current=cur_id)
     else:
-        registry.promote(candidate.id)
-        report.status = "promoted"
-        report.message = f"promoted {candidate.id} (was {cur_id or 'the base model'})"
-        state = {"promoted": candidate.id}
+        try:
+            registry.promote(candidate.id, if_current=cur_id)
+        except (
+            CurrentChanged
+        ) as exc:  # not judged on its merits: the next retrain starts from the new current
+            report.reasons = [str(exc)]
+            report.message = f"kept {registry.current_id() or 'the base model'}: {exc}"
+        else:
+            report.status = "promoted"
+            report.message = f"promoted {candidate.id} (was {cur_id or 'the base model'}){skipped}"
+            state = {"promoted": candidate.id}
     write_atomic(state_path, json.dumps(state))
     _record(candidate, report)
     log.info(report.message)
@@ -181,31 +202,85 @@ def grounded_replay(examples: list[Item], n_new: int, settings: Host) -> list[It
     return replay_sample(examples, wanted, 1.0, cfg.seed)
 
 
+def attempt_fingerprint(items: list[Item], settings: Host) -> str:
+    """What a retrain's outcome depends on: the data, the training settings and the gate's. A candidate
+    rejected on these is not trained again until one of them changes (new data, a lower learning rate, a
+    gate loosened on purpose)."""
+    cfg = settings.finetune.model_dump(mode="json")
+    chosen = {
+        k: cfg[k] for k in (*TRAJECTORY, "replay_ratio", "grounded_replay_ratio", "grounded_replay_min")
+    }
+    chosen.update({k: v for k, v in cfg.items() if k.startswith("gate_")})
+    generation = getattr(
+        settings, "generation", None
+    )  # the gate's answers depend on it (the chat's settings)
+    chosen["generation"] = generation.model_dump(mode="json") if generation is not None else {}
+    data = manifest_fingerprint(manifest_of(items))
+    return hashlib.sha256(json.dumps([data, chosen], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _pair(scores: dict[str, dict[str, float]], name: str) -> tuple[float, float] | None:
+    s = scores.get(name, {})
+    cur, cand = s.get("current", math.nan), s.get("candidate", math.nan)
+    return None if math.isnan(cur) and math.isnan(cand) else (cur, cand)
+
+
+def unchecked(scores: dict[str, dict[str, float]], settings: Host, new_val: bool, old_val: bool) -> list[str]:
+    """The gate's checks that had no data on either side, each with why."""
+    why = {
+        "new_data_perplexity": "new-data perplexity: "
+        + (
+            "it could not be measured"
+            if new_val
+            else "no new item was held out to validate on (too few new items)"
+        ),
+        "earlier_data_perplexity": "earlier-data perplexity: "
+        + (
+            "it could not be measured"
+            if old_val
+            else "the current version was trained on none of the data found"
+        ),
+        "rag_score": "grounded-QA F1: "
+        + (
+            "no question file of finetune.gate_rag_qa was found"
+            if settings.finetune.gate_rag_eval
+            else "finetune.gate_rag_eval is off"
+        ),
+    }
+    return [text for name, text in why.items() if _pair(scores, name) is None]
+
+
 def gate(scores: dict[str, dict[str, float]], settings: Host) -> list[str]:
-    """Why the candidate fails (empty = it passes); a metric with no data on either side is skipped."""
+    """Why the candidate fails (empty = it passes). A metric with no data on either side is skipped; when no
+    metric has data, nothing shows the candidate is no worse, and it fails."""
     cfg = settings.finetune
     reasons = []
 
-    def pair(name: str) -> tuple[float, float] | None:
-        s = scores.get(name, {})
-        cur, cand = s.get("current", math.nan), s.get("candidate", math.nan)
-        return None if math.isnan(cur) and math.isnan(cand) else (cur, cand)
+    if all(
+        _pair(scores, name) is None
+        for name in ("new_data_perplexity", "earlier_data_perplexity", "rag_score")
+    ):
+        return [
+            "no check could compare it with the current model: no new item held out, no earlier data, no "
+            "grounded-QA evaluation (add more new data, or turn on finetune.gate_rag_eval with its question "
+            "files)"
+        ]
 
-    if (p := pair("new_data_perplexity")) is not None:
+    if (p := _pair(scores, "new_data_perplexity")) is not None:
         limit = p[0] * (1 - cfg.gate_min_improvement)
         if not p[1] <= limit:  # also catches NaN
             reasons.append(
                 f"new-data perplexity {p[1]:.3f} is not <= {limit:.3f} (current {p[0]:.3f}, "
                 f"finetune.gate_min_improvement={cfg.gate_min_improvement})"
             )
-    if (p := pair("earlier_data_perplexity")) is not None:
+    if (p := _pair(scores, "earlier_data_perplexity")) is not None:
         limit = p[0] * (1 + cfg.gate_max_retention_loss)
         if not p[1] <= limit:
             reasons.append(
                 f"earlier-data perplexity {p[1]:.3f} exceeds {limit:.3f} (current {p[0]:.3f}, "
                 f"finetune.gate_max_retention_loss={cfg.gate_max_retention_loss}): it forgot"
             )
-    if (p := pair("rag_score")) is not None and not p[1] >= p[0] - cfg.gate_rag_max_drop:
+    if (p := _pair(scores, "rag_score")) is not None and not p[1] >= p[0] - cfg.gate_rag_max_drop:
         reasons.append(
             f"grounded-QA F1 {p[1]:.3f} dropped below {p[0] - cfg.gate_rag_max_drop:.3f} (current {p[0]:.3f}, "
             f"finetune.gate_rag_max_drop={cfg.gate_rag_max_drop})"
@@ -216,7 +291,10 @@ def gate(scores: dict[str, dict[str, float]], settings: Host) -> list[str]:
 def _record(version: Version, report: RetrainReport) -> None:
     """Keep the gate's verdict with the candidate version (the registry record stays the source of truth)."""
     path = version.dir / "gate.json"
-    write_atomic(
-        path,
-        json.dumps({"status": report.status, "scores": report.scores, "reasons": report.reasons}, indent=1),
-    )
+    record = {
+        "status": report.status,
+        "scores": report.scores,
+        "reasons": report.reasons,
+        "skipped": report.skipped,
+    }
+    write_atomic(path, json.dumps(record, indent=1))

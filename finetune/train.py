@@ -114,11 +114,49 @@ def runs_dir(settings: Host) -> Path:
     return Path(settings.data_dir) / "models" / "runs"
 
 
+# The settings a run's course depends on (its data, model, schedule and randomness): resuming with other values
+# would not continue it as if never stopped.
+TRAJECTORY = (
+    "method", "seed", "block_size", "chat_max_tokens", "passage_chars", "val_fraction", "lora_r", "lora_alpha",
+    "lora_dropout", "lora_target_modules", "learning_rate", "weight_decay", "warmup_ratio", "epochs",
+    "max_steps", "batch_size", "grad_accum", "max_grad_norm", "mixed_precision", "group_by_length",
+)  # fmt: skip
+
+
+def _unfinished(settings: Host, origin: str) -> list[tuple[Path, dict[str, Any]]]:
+    found = []
+    for path in runs_dir(settings).glob("*/run.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a run.json cut short by a crash: not a run anyone can resume
+        if record.get("status") != "done" and record.get("origin", "train") == origin:
+            found.append((path.parent, record))
+    return found
+
+
 def find_run_to_resume(settings: Host) -> Path | None:
-    """The most recently started run that did not finish."""
-    runs = [p.parent for p in runs_dir(settings).glob("*/run.json")]
-    unfinished = [r for r in runs if json.loads((r / "run.json").read_text()).get("status") != "done"]
-    return max(unfinished, key=lambda r: json.loads((r / "run.json").read_text())["started_at"], default=None)
+    """The most recently started run of `chatbot train` that did not finish (a retrain's run is never one)."""
+    unfinished = _unfinished(settings, "train")
+    return max(unfinished, key=lambda r: r[1].get("started_at", ""), default=(None,))[0]
+
+
+def discard_unfinished_runs(settings: Host, origin: str) -> None:
+    """Delete the unfinished runs of ``origin`` ('retrain': a killed retrain is started afresh, never
+    resumed, so its checkpoints are only disk space)."""
+    for run_dir, _ in _unfinished(settings, origin):
+        log.info("removing the unfinished %s run %s", origin, run_dir.name)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def trajectory_changes(recorded: dict[str, Any], settings: Host) -> list[str]:
+    """How ``settings.finetune`` differs from a run's recorded settings in what its course depends on."""
+    now = settings.finetune.model_dump(mode="json")
+    return [
+        f"finetune.{k} was {recorded[k]!r}, now {now[k]!r}"
+        for k in TRAJECTORY
+        if k in recorded and recorded[k] != now[k]
+    ]
 
 
 def run_to_resume(settings: Host, run_name: str | None) -> Path:
@@ -252,6 +290,12 @@ def prepare_run(
                 f"the training data changed since run {run_dir.name} started; resuming would not "
                 "be exact. Start a new run, or restore the data it was started with"
             )
+        if changes := trajectory_changes(record.get("settings", {}), settings):
+            raise TrainError(
+                f"run {run_dir.name} started with other training settings ({'; '.join(changes)}); resuming "
+                "would not be exact. Resume with the settings it started with (`chatbot train --resume` "
+                "takes them from the run), or start a new run"
+            )
         checkpoint = latest_complete_checkpoint(run_dir / "checkpoints")
         if checkpoint is None:
             log.warning("run %s has no complete checkpoint; starting it from step 0", run_dir.name)
@@ -281,8 +325,10 @@ def train(
     note: str = "",
     callbacks: Sequence[TrainerCallback] = (),
     sources: dict[str, Any] | None = None,
+    origin: str = "train",
 ) -> RunResult:
-    """Train on ``trainset`` (continuing ``init``'s weights if given), save, plot, and register a version."""
+    """Train on ``trainset`` (continuing ``init``'s weights if given), save, plot, and register a version.
+    ``origin``: what started the run ('train' runs are the ones ``--resume`` finds; 'retrain' ones never are)."""
     # 1. setup
     run_dir, checkpoint = prepare_run(settings, trainset, run_name, resume)
     model, tokenizer, base = load_for_training(settings, init)
@@ -300,6 +346,7 @@ def train(
                 init=init.id if init else None,
                 settings=settings.finetune.model_dump(mode="json"),
                 sources=sources or {},  # what `chatbot train --resume` reads the data from again
+                origin=origin,
             )
         (run_dir / "manifest.json").write_text(json.dumps(trainset.manifest, indent=1))
     trainer = LabelledLogitsTrainer(
@@ -315,7 +362,10 @@ def train(
     if checkpoint is not None:
         log.info("resuming %s from %s", run_dir.name, checkpoint.name)
     start = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if checkpoint is not None and _trained_every_step(checkpoint):
+        out = _load_finished(trainer, checkpoint)
+    else:
+        out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - start
     # 3. validate, save, register
     unwrapped = trainer.model
@@ -349,9 +399,8 @@ def train(
     if is_main:
         tokenizer.save_pretrained(model_dir)
         plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
-        _write_run(run_dir, status="done", metrics=metrics, finished_at=datetime.now(UTC).isoformat())
-        if not settings.finetune.keep_checkpoints:  # a finished run is never resumed; final/ is what counts
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        # registered before the run is marked done and its checkpoints go: a kill in between leaves a run to
+        # resume, never a run that is done with no version
         if register:
             result.version = Registry(settings).add(
                 model_dir,
@@ -363,8 +412,32 @@ def train(
                 parent=init.id if init else None,
                 note=note or f"run {run_dir.name}",
             )
+        done = {"version": result.version.id} if result.version else {}
+        _write_run(run_dir, status="done", metrics=metrics, finished_at=datetime.now(UTC).isoformat(), **done)
+        if not settings.finetune.keep_checkpoints:  # a finished run is never resumed; final/ is what counts
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     log.info("run %s: %s", run_dir.name, metrics)
     return result
+
+
+def _trained_every_step(checkpoint: Path) -> bool:
+    """Whether the run had taken its last step when it saved ``checkpoint`` (it stopped while validating,
+    saving or registering the model)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
+def _load_finished(trainer: Any, checkpoint: Path) -> Any:
+    """The run's final weights and state from its last checkpoint. The Trainer, asked to resume a run that has
+    taken every step, would take one step more; the run goes on to validate, save and register instead."""
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    log.info("run had trained every step at %s; loading it to finish the run", checkpoint.name)
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
 
 
 def _same_on_all_ranks(value: str) -> str:

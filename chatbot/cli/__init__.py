@@ -16,6 +16,9 @@ from chatbot.cli import (  # noqa: F401  (each module registers its commands)
     train_cmds,
 )
 from chatbot.cli.app import app, plain
+from finetune.data import DataError
+from finetune.qa import QAFileError
+from finetune.registry import RegistryError
 from retrieval.errors import RetrievalError
 
 log = logging.getLogger("chatbot.cli")
@@ -28,9 +31,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
-    except (RetrievalError, OSError, sqlite3.DatabaseError) as exc:
+    except (RetrievalError, OSError, sqlite3.DatabaseError, DataError, QAFileError, RegistryError) as exc:
         # what the commands do not handle themselves (a full disk, a damaged index or database, an unreadable
-        # data directory): one line naming it, not a traceback; --verbose adds the traceback
+        # data directory, a question file that cannot be read, a registry entry that names a missing
+        # version): one line naming it, not a traceback; --verbose adds the traceback
         log.debug("traceback", exc_info=exc)
         kind = "damaged database" if isinstance(exc, sqlite3.DatabaseError) else type(exc).__name__
         print(f"error: {kind}: {plain(str(exc))} (run with --verbose for the details)", file=sys.stderr)

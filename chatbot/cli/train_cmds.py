@@ -28,8 +28,10 @@ def _with(settings: Settings, **finetune: Any) -> Settings:
 
 
 def _progress_logging() -> None:
-    # The Trainer's tqdm bar shows progress and ETA; INFO from finetune says what is being done.
-    logging.getLogger("finetune").setLevel(logging.INFO)
+    # The Trainer's tqdm bar shows progress and ETA; INFO from finetune (and from the grounded-QA recipe, which
+    # builds examples before training) says what is being done.
+    for name in ("finetune", "chatbot.recipes"):
+        logging.getLogger(name).setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(handlers=[log_handler()])
 
@@ -86,20 +88,30 @@ def train(
     version."""
     from finetune.data import DataError, build_trainset, collect
     from finetune.models import load_tokenizer
-    from finetune.train import TrainError
+    from finetune.train import TRAJECTORY, TrainError
     from finetune.train import train as run_training
 
     _progress_logging()
     settings = _with(settings_of(ctx), method=method, max_steps=max_steps)
     if recipe not in ("domain", "grounded-qa"):
         fail(f"--recipe {recipe!r}: use 'domain' or 'grounded-qa'", code=2)
-    if resume and docs is None and chat is None and feedback is None and qa is None:
-        # resume reads the data the run started with
-        docs, chat, feedback, (recipe, qa, split, limit, variants) = _sources_of_run(settings, run)
+    if resume:
+        record = _run_record(settings, run)
+        # the run's course depends on these settings: take them from the run (an explicit --method or
+        # --max-steps that differs is refused by the training itself, by name)
+        recorded = record.get("settings", {})
+        kept = {k: recorded[k] for k in TRAJECTORY if k in recorded}
+        settings = _with(settings.model_copy(update={"finetune": settings.finetune.model_copy(update=kept)}),
+                         method=method, max_steps=max_steps)  # fmt: skip
+        if docs is None and chat is None and feedback is None and qa is None:
+            # resume reads the data the run started with
+            docs, chat, feedback, (recipe, qa, split, limit, variants) = _sources_of(record)
     grounded = recipe == "grounded-qa"
     if grounded:
         if not qa:
             fail("--recipe grounded-qa needs at least one --qa FILE (SQuAD format)", code=2)
+        if missing := [str(p) for p in qa if not p.is_file()]:
+            fail(f"--qa: no such file: {', '.join(missing)}", code=2)
         chat = chat or []
         feedback = bool(feedback)
     try:
@@ -167,14 +179,21 @@ def train(
     )
 
 
-def _sources_of_run(settings: Settings, run: str | None) -> tuple[Any, Any, Any, tuple[Any, ...]]:
+def _run_record(settings: Settings, run: str | None) -> dict[str, Any]:
+    """The run.json of the run ``--resume`` continues."""
     from finetune.train import TrainError, run_to_resume
 
     try:
         run_dir = run_to_resume(settings, run)
+        return json.loads((run_dir / "run.json").read_text())
     except TrainError as exc:
         fail(str(exc))
-    sources = json.loads((run_dir / "run.json").read_text()).get("sources", {})
+    except ValueError as exc:
+        fail(f"{run_dir / 'run.json'} cannot be read ({exc}); start a new run")
+
+
+def _sources_of(record: dict[str, Any]) -> tuple[Any, Any, Any, tuple[Any, ...]]:
+    sources = record.get("sources", {})
     return (
         [Path(p) for p in sources.get("docs_dirs", [])],
         [Path(p) for p in sources.get("chat_files", [])],
@@ -226,6 +245,8 @@ def retrain(ctx: typer.Context) -> None:
     typer.echo(f"{report.status}: {report.message}")
     for metric, values in report.scores.items():
         typer.echo(f"  {metric}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    for skipped in report.skipped:
+        typer.echo(f"  not checked: {skipped}")
     raise typer.Exit(report.exit_code)
 
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from ft_helpers import write_config
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from chatbot.cli import (
@@ -61,12 +63,25 @@ def test_resume_command_reads_the_sources_the_run_started_with(ft_settings, tmp_
     run_json.write_text(
         run_json.read_text().replace('"status": "done"', '"status": "running"')
     )  # as if killed
+    # another step budget would change the run's learning-rate schedule: refused, by name
     result = runner.invoke(app, ["-c", config, "train", "--resume", "--max-steps", "6"])
+    assert result.exit_code == 1 and "finetune.max_steps was 4, now 6" in result.output, result.output
+    # settings edited since the run started: `--resume` continues with the run's own
+    lr = cfg.learning_rate
+    edited = settings.model_copy(update={"finetune": no_sources.model_copy(update={"learning_rate": lr * 3})})
+    config = str(write_config(edited, tmp_path / "edited.yaml"))
+    result = runner.invoke(app, ["-c", config, "train", "--resume"])
     assert result.exit_code == 0, result.output
-    assert "version v0002" in result.output and "6 steps" in result.output
-    assert (
-        Registry(settings).get("v0002").metrics["resumed_from"] == "checkpoint-4"
-    )  # saved at the last step too
+    assert "version v0002" in result.output and "4 steps" in result.output, result.output[-600:]
+    resumed = Registry(settings).get("v0002")
+    assert resumed.metrics["resumed_from"] == "checkpoint-4"  # saved at the last step too
+    assert resumed.settings["learning_rate"] == lr and resumed.settings["max_steps"] == 4
+    # the run had taken its 4 steps: no step more, the weights are those the run ended with
+    first, again = (
+        load_file(str(v.path / "adapter_model.safetensors"))
+        for v in (Registry(settings).get("v0001"), resumed)
+    )
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     assert runner.invoke(app, ["-c", config, "train", "--resume"]).exit_code == 1  # nothing left to resume
 
 

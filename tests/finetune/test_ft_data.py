@@ -172,4 +172,24 @@ def test_missing_feedback_table_means_no_feedback(ft_settings):
 
 def test_no_usable_data_is_a_clear_error(ft_settings, tokenizer):
     with pytest.raises(DataError, match="no training examples"):
-        build_trainset([Item("doc", "x.md#0", "k", text="tiny")], tokenizer, ft_settings.finetune)
+        build_trainset([Item("doc", "x.md#0", "k", text="")], tokenizer, ft_settings.finetune)
+
+
+def test_every_passage_the_manifest_records_is_trained_on(ft_settings, tokenizer):
+    """The last partial block is kept: a short passage of the file that sorts last (here the only new text of
+    a retrain) is not cut off while the manifest records it as trained on."""
+    cfg = ft_settings.finetune.model_copy(update={"val_fraction": 0.0, "block_size": 64})
+    long = " ".join(f"Aisle {i} holds the atlases." for i in range(20))
+    items = [
+        Item("doc", "a-guide.md#0", "k1", text=long),
+        Item("doc", "returns.md#0", "k2", text="Returns are accepted within thirty days."),
+    ]
+    trainset = build_trainset(items, tokenizer, cfg)
+    assert set(trainset.manifest["items"]) == {"k1", "k2"}
+    trained = [t for block in trainset.train for t in block["input_ids"]]
+    tail = tokenizer.encode("Returns are accepted within thirty days.", add_special_tokens=False)
+    assert any(trained[i : i + len(tail)] == tail for i in range(len(trained)))
+    assert (
+        all(len(b["input_ids"]) == 64 for b in trainset.train[:-1])
+        and len(trainset.train[-1]["input_ids"]) < 64
+    )

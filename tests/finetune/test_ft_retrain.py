@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from ft_helpers import write_docs
 
+from finetune.data import Item, content_key
 from finetune.registry import Registry
 from finetune.retrain import retrain
+from finetune.train import find_run_to_resume, runs_dir
 from retrieval.files import try_exclusive
 
 NEW_DOC = {
@@ -43,7 +47,51 @@ def test_retrain_promotes_then_idles_then_rejects_a_worse_candidate(ft_settings,
     assert registry.current().id == first.candidate  # the current model was kept
     candidate = registry.get(rejected.candidate)
     assert candidate.parent == first.candidate  # continued from the current adapter
-    assert retrain(bad).status == "nothing-new"  # the same data would give the same rejected candidate
+    assert retrain(bad).status == "nothing-new"  # the same data and settings would give the same candidate
+    # other settings (the learning rate put right) are worth another try on the same data
+    retry = retrain(ft_settings)
+    assert retry.status in ("promoted", "rejected") and retry.candidate not in (None, rejected.candidate)
+
+
+def test_a_candidate_no_check_could_compare_is_rejected(ft_settings):
+    """One new item (nothing held out), no earlier data, no grounded-QA harness: nothing shows the candidate
+    is no worse, so it is not promoted, and the report says which checks had no data."""
+    text = "Room 7 of the library has nine tables and one printer. " * 6
+    report = retrain(ft_settings, items=[Item("doc", "rooms.md#0", content_key("doc", text), text=text)])
+    assert (report.status, report.exit_code) == ("rejected", 3), report.message
+    assert "no check could compare" in report.reasons[0]
+    assert [s.split(":")[0] for s in report.skipped] == [
+        "new-data perplexity",
+        "earlier-data perplexity",
+        "grounded-QA F1",
+    ]
+    assert "no new item was held out" in report.skipped[0] and "not checked" in report.message
+    assert Registry(ft_settings).current() is None
+
+
+def test_a_rollback_made_while_it_trained_wins(ft_settings):
+    """The retrain started from v0001; the administrator rolled back meanwhile: the candidate is not promoted
+    over that choice. A killed retrain's run is not one `chatbot train --resume` would pick, and the next
+    retrain clears it."""
+    registry = Registry(ft_settings)
+    first = retrain(ft_settings)
+    assert first.status == "promoted"
+    (run_dir,) = [p for p in runs_dir(ft_settings).iterdir() if p.name.startswith("retrain-")]
+    record = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**record, "status": "running"}))  # as if killed
+    assert find_run_to_resume(ft_settings) is None
+
+    def harness(model, tokenizer):  # the gate's grounded-QA check, during which the rollback happens
+        if registry.current_id() == first.candidate:
+            registry.rollback()
+        return 0.5
+
+    write_docs(ft_settings.finetune.docs_dirs[0], NEW_DOC)
+    report = retrain(ft_settings, rag_eval=harness)
+    assert (report.status, report.exit_code) == ("rejected", 3), report.message
+    assert f"changed from {first.candidate} to the base model" in report.message
+    assert registry.current_id() is None  # the rollback stands
+    assert not run_dir.exists()
 
 
 def test_a_second_retrain_waits_for_none(ft_settings):
