@@ -118,7 +118,10 @@ def _retrain(
     discard_unfinished_runs(settings, "retrain")  # a killed retrain is never resumed: free its checkpoints
     # 3. candidate: new training items + a replay sample of earlier training items
     new_train, new_val = split(new, cfg.seed, cfg.val_fraction)
-    old_train, old_val = split(old, cfg.seed, cfg.val_fraction)
+    # earlier items keep the side the current version put them on (its manifest): validating on what it
+    # trained on would flatter it, whatever seed or val_fraction say now
+    old_val = [i for i in old if known[i.key].get("split") == "val"]
+    old_train = [i for i in old if known[i.key].get("split") != "val"]
     replay = replay_sample(old_train, len(new_train), cfg.replay_ratio, cfg.seed)
     skill = grounded_replay(grounded() if grounded else [], len(new_train), settings)
     log.info(

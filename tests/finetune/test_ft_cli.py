@@ -129,3 +129,25 @@ def test_a_skipped_document_s_name_cannot_drive_the_terminal(ft_settings, tmp_pa
     assert result.exit_code == 0, result.output
     assert f"warning: skipped {docs}/notes]52;c;cm0gLXJmIH4=.pdf: corrupt PDF" in result.output
     assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+def test_unreadable_question_files_and_registry_entries_are_one_line_errors(ft_settings, tmp_path):
+    """Through the real entry point (`main`, as the `chatbot` command runs): the culprit named, no traceback."""
+    config = str(write_config(ft_settings, tmp_path / "settings.yaml"))
+
+    def chatbot(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", "from chatbot.cli import main; main()", "-c", config, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    missing = chatbot("train", "--recipe", "grounded-qa", "--qa", str(tmp_path / "typo.json"))
+    assert missing.returncode == 2 and f"no such file: {tmp_path / 'typo.json'}" in missing.stderr
+    (tmp_path / "bad.json").write_text('{"version": "1.1"}')
+    bad = chatbot("train", "--recipe", "grounded-qa", "--qa", str(tmp_path / "bad.json"), "--max-steps", "1")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert f"error: QAFileError: {tmp_path / 'bad.json'}: expected an object with a 'data' list" in bad.stderr
+    registry = ft_settings.data_dir / "models" / "registry"
+    registry.mkdir(parents=True, exist_ok=True)
+    (registry / "current").write_text("v0099")  # a version deleted by hand
+    broken = chatbot("retrain")
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr
+    assert "error: RegistryError: no model version 'v0099'" in broken.stderr

@@ -87,11 +87,20 @@ def test_a_rollback_made_while_it_trained_wins(ft_settings):
         return 0.5
 
     write_docs(ft_settings.finetune.docs_dirs[0], NEW_DOC)
-    report = retrain(ft_settings, rag_eval=harness)
+    # another val_fraction since: earlier items keep the side the current version's manifest gives them
+    other_split = ft_settings.model_copy(
+        update={"finetune": ft_settings.finetune.model_copy(update={"val_fraction": 0.6})}
+    )
+    report = retrain(other_split, rag_eval=harness)
     assert (report.status, report.exit_code) == ("rejected", 3), report.message
     assert f"changed from {first.candidate} to the base model" in report.message
     assert registry.current_id() is None  # the rollback stands
     assert not run_dir.exists()
+    before = registry.get(first.candidate).manifest["items"]
+    after = registry.get(report.candidate).manifest["items"]
+    assert {k: v["split"] for k, v in after.items() if k in before} == {
+        k: v["split"] for k, v in before.items()
+    }
 
 
 def test_a_second_retrain_waits_for_none(ft_settings):
