@@ -189,6 +189,9 @@ class Registry:
         """Go back to the version promoted before the current one (None = back to the base model)."""
         with self._locked():
             stack = self._stack()
+            current = self.current_id() if (self.root / "current").is_file() else None
+            if current in stack:  # a promotion cut short between its two writes left its id on top: drop it
+                stack = stack[: len(stack) - stack[::-1].index(current)]
             if not stack:
                 raise RegistryError("no promoted version to roll back from")
             stack.pop()

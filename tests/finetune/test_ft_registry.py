@@ -43,6 +43,11 @@ def test_promote_and_rollback_switch_the_current_version(settings, tmp_path):
     with pytest.raises(RegistryError, match="v0009"):
         registry.promote("v0009")
     assert sorted(p.name for p in registry.root.iterdir()) == [".lock", "promoted.json", "versions"]
+    # a promotion killed between its two writes (the list of promotions, then `current`): a rollback still
+    # goes back from the version that is current, not from the one that never became current
+    registry.promote(first.id)
+    (registry.root / "promoted.json").write_text(f'["{first.id}", "{second.id}"]')
+    assert registry.current().id == first.id and registry.rollback() is None
 
 
 def test_load_version_and_export_give_the_same_model(ft_settings, tmp_path):
