@@ -6,7 +6,9 @@
 2. Find what is new: every item (passage, chat example, feedback) whose content hash is not in the current
    version's manifest. Nothing new, or exactly the data of the last rejected candidate: 'nothing-new'.
 3. Train the candidate from the current version's weights (adapter loaded trainable) on the new training
-   items plus ``replay_ratio`` earlier items per new one (fixed seed), against forgetting.
+   items plus ``replay_ratio`` earlier items per new one (fixed seed), against forgetting. A retrain that was
+   stopped is continued from its last checkpoint when the data, the starting version and the training
+   settings are the same.
 4. Gate: compare candidate and current on validation perplexity of the new data (must improve by
    ``gate_min_improvement``), of the earlier data (may worsen by at most ``gate_max_retention_loss``), and,
    when ``gate_rag_eval`` is on and a harness is given, the RAG evaluation score. A check without data on
@@ -21,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ from finetune.data import (
 from finetune.models import load_tokenizer, load_version
 from finetune.perplexity import evaluate
 from finetune.registry import CurrentChanged, Registry, Version
-from finetune.train import TRAJECTORY, discard_unfinished_runs, new_run_name, train
+from finetune.train import TRAJECTORY, new_run_name, train, trajectory_changes, unfinished_runs
 from retrieval.files import try_exclusive, write_atomic
 
 if TYPE_CHECKING:
@@ -115,7 +118,6 @@ def _retrain(
             current=cur_id,
         )
 
-    discard_unfinished_runs(settings, "retrain")  # a killed retrain is never resumed: free its checkpoints
     # 3. candidate: new training items + a replay sample of earlier training items
     new_train, new_val = split(new, cfg.seed, cfg.val_fraction)
     # earlier items keep the side the current version put them on (its manifest): validating on what it
@@ -138,10 +140,12 @@ def _retrain(
     trainset.val = tokenize(new_val, tokenizer, cfg.block_size, True, cfg.chat_max_tokens)
     # The candidate's manifest covers all data present, so the next run sees only what arrives after it.
     trainset.manifest = manifest_of(new_train + old_train, new_val + old_val)
+    resumed = _resumable_run(settings, trainset.fingerprint, cur_id)
     run = train(
         settings,
         trainset,
-        run_name=new_run_name(settings, "retrain"),
+        run_name=resumed or new_run_name(settings, "retrain"),
+        resume=resumed is not None,
         init=current,
         note=f"retrain: {len(new)} new items over {cur_id or 'base'}",
         origin="retrain",
@@ -195,6 +199,25 @@ def _retrain(
     _record(candidate, report)
     log.info(report.message)
     return report
+
+
+def _resumable_run(settings: Host, data: str, init: str | None) -> str | None:
+    """The name of a killed retrain's run that this one continues: the same data, starting version and
+    training settings (so resuming it is exact). Other unfinished retrain runs can never be resumed: deleted."""
+    chosen = None
+    for run_dir, record in unfinished_runs(settings, "retrain"):
+        same = (
+            record.get("data_fingerprint") == data
+            and record.get("init") == init
+            and not trajectory_changes(record.get("settings", {}), settings)
+        )
+        if same and chosen is None:
+            chosen = run_dir.name
+            log.info("retrain: continuing the interrupted run %s", chosen)
+        else:
+            log.info("retrain: removing the interrupted run %s (other data or settings)", run_dir.name)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return chosen
 
 
 def grounded_replay(examples: list[Item], n_new: int, settings: Host) -> list[Item]:

@@ -123,7 +123,9 @@ TRAJECTORY = (
 )  # fmt: skip
 
 
-def _unfinished(settings: Host, origin: str) -> list[tuple[Path, dict[str, Any]]]:
+def unfinished_runs(settings: Host, origin: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The runs started by ``origin`` ('train' or 'retrain') that did not finish, newest first, with their
+    run.json records."""
     found = []
     for path in runs_dir(settings).glob("*/run.json"):
         try:
@@ -132,21 +134,13 @@ def _unfinished(settings: Host, origin: str) -> list[tuple[Path, dict[str, Any]]
             continue  # a run.json cut short by a crash: not a run anyone can resume
         if record.get("status") != "done" and record.get("origin", "train") == origin:
             found.append((path.parent, record))
-    return found
+    return sorted(found, key=lambda r: r[1].get("started_at", ""), reverse=True)
 
 
 def find_run_to_resume(settings: Host) -> Path | None:
     """The most recently started run of `chatbot train` that did not finish (a retrain's run is never one)."""
-    unfinished = _unfinished(settings, "train")
-    return max(unfinished, key=lambda r: r[1].get("started_at", ""), default=(None,))[0]
-
-
-def discard_unfinished_runs(settings: Host, origin: str) -> None:
-    """Delete the unfinished runs of ``origin`` ('retrain': a killed retrain is started afresh, never
-    resumed, so its checkpoints are only disk space)."""
-    for run_dir, _ in _unfinished(settings, origin):
-        log.info("removing the unfinished %s run %s", origin, run_dir.name)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    unfinished = unfinished_runs(settings, "train")
+    return unfinished[0][0] if unfinished else None
 
 
 def trajectory_changes(recorded: dict[str, Any], settings: Host) -> list[str]:

@@ -9,7 +9,7 @@ from ft_helpers import write_docs
 from finetune.data import Item, content_key
 from finetune.registry import Registry
 from finetune.retrain import retrain
-from finetune.train import find_run_to_resume, runs_dir
+from finetune.train import find_run_to_resume, runs_dir, unfinished_runs
 from retrieval.files import try_exclusive
 
 NEW_DOC = {
@@ -95,7 +95,10 @@ def test_a_rollback_made_while_it_trained_wins(ft_settings):
     assert (report.status, report.exit_code) == ("rejected", 3), report.message
     assert f"changed from {first.candidate} to the base model" in report.message
     assert registry.current_id() is None  # the rollback stands
-    assert not run_dir.exists()
+    # the killed run (other data) is gone; a new run may have taken its name within the same second
+    assert not unfinished_runs(ft_settings, "retrain")
+    left = [json.loads(p.read_text())["started_at"] for p in runs_dir(ft_settings).glob("*/run.json")]
+    assert record["started_at"] not in left
     before = registry.get(first.candidate).manifest["items"]
     after = registry.get(report.candidate).manifest["items"]
     assert {k: v["split"] for k, v in after.items() if k in before} == {
@@ -109,3 +112,31 @@ def test_a_second_retrain_waits_for_none(ft_settings):
         report = retrain(ft_settings)
     assert (report.status, report.exit_code) == ("locked", 5)
     assert Registry(ft_settings).list() == []
+
+
+def test_an_interrupted_retrain_continues_where_it_stopped(ft_settings, monkeypatch):
+    """Stopped after its step-3 checkpoint (Ctrl-C, a reboot), the next retrain on the same data and settings
+    continues that run rather than training again from the start."""
+    import pytest
+    from transformers import TrainerCallback
+
+    import finetune.retrain as retrain_module
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise KeyboardInterrupt
+
+    real = retrain_module.train
+    monkeypatch.setattr(retrain_module, "train", lambda *a, **kw: real(*a, **kw, callbacks=[Interrupt()]))
+    with pytest.raises(KeyboardInterrupt):
+        retrain(ft_settings)
+    monkeypatch.setattr(retrain_module, "train", real)
+    ((killed, _),) = unfinished_runs(ft_settings, "retrain")
+    assert find_run_to_resume(ft_settings) is None  # not one for `chatbot train --resume`
+    report = retrain(ft_settings)
+    assert report.status == "promoted", report.message
+    assert Registry(ft_settings).get(report.candidate).metrics["resumed_from"] == "checkpoint-3"
+    assert json.loads((killed / "run.json").read_text())["status"] == "done" and not unfinished_runs(
+        ft_settings, "retrain"
+    )
