@@ -42,6 +42,7 @@ from retrieval.plan import (
     plan,
 )
 from retrieval.types import SyncReport
+from retrieval.unfinished import UnfinishedVectors
 from retrieval.walk import read_file
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, d
 def _write_version(root, p: Plan, todo, settings, embedder, report, progress, parser: ParserProcess) -> None:
     name, staging = snapshot.stage(root)
     previous = snapshot.current(root)
-    conn = reuse = None
+    conn = reuse = kept = None
     try:
         if previous is not None and not p.rebuild:
             shutil.copyfile(previous / store.DB_NAME, staging / store.DB_NAME)
@@ -159,7 +160,8 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
                 reuse.close()
                 reuse = None  # another embedding model: no stored vector is valid
         conn = store.create(staging / store.DB_NAME)
-        writer = _Writer(conn, reuse, settings, embedder)
+        kept = UnfinishedVectors(root, embedder)
+        writer = _Writer(conn, reuse, settings, embedder, kept)
         for rel in p.deleted:
             writer.removed += store.delete_file(conn, rel)
         if p.rebuild and reuse is not None:  # a fresh database: bring along what cannot be read again now
@@ -180,9 +182,11 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
         store.set_meta(conn, "synced_at", _now())
         conn.commit()
         report.chunks_embedded = writer.embedded
+        report.chunks_kept = kept.kept
         _write_index(previous, staging, conn, writer, p.rebuild or reuse is None, settings, embedder)
         conn.close()
         snapshot.publish(root, staging, name, settings.retrieval.keep_versions)
+        kept.finished()
     except BaseException:
         if conn is not None:
             conn.close()
@@ -191,6 +195,8 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
     finally:
         if reuse is not None:
             reuse.close()
+        if kept is not None:
+            kept.close()
 
 
 def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, parser: ParserProcess) -> None:
@@ -241,7 +247,7 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
     parts = json.dumps(loaded.failures) if loaded.failures else None
     new = [
         store.NewChunk(rel, c.source, c.ordinal, c.text, c.title, c.page, c.start, c.end,
-                       _text_hash(_embedded_text(c.text, c.title, settings)))
+                       _text_hash(settings.retrieval.passage_prefix + _embedded_text(c.text, c.title, settings)))
         for c in chunks
     ]  # fmt: skip
     writer.add(store.FileRecord(rel, _sha256(data), len(data), "ok", None, parts), new)
@@ -316,8 +322,9 @@ def _not_cached(rel: str, reason: str, p: Plan, writer: _Writer, report, tries: 
 class _Writer:
     """Buffers loaded files and writes them (with their vectors) a few hundred chunks at a time."""
 
-    def __init__(self, conn, reuse, settings: Host, embedder: Embedder) -> None:
+    def __init__(self, conn, reuse, settings: Host, embedder: Embedder, kept: UnfinishedVectors) -> None:
         self.conn, self.reuse, self.settings, self.embedder = conn, reuse, settings, embedder
+        self.kept = kept  # vectors a stopped sync embedded; what this one embeds goes there too
         self.pending = Pending()
         self.removed: list[int] = []
         self.added_ids: list[int] = []
@@ -337,13 +344,16 @@ class _Writer:
         known = store.vectors_by_hash(self.conn, hashes)  # the copied snapshot + what this sync added
         if self.reuse is not None and len(known) < len(hashes):
             known = store.vectors_by_hash(self.reuse, [h for h in hashes if h not in known]) | known
+        if len(known) < len(hashes):
+            known = self.kept.get([h for h in hashes if h not in known]) | known
         missing: dict[str, str] = {}
         for chunk in chunks:
             if chunk.text_hash not in known:
                 missing.setdefault(chunk.text_hash, _embedded_text(chunk.text, chunk.title, self.settings))
         if missing:
-            fresh = self.embedder.embed_passages(list(missing.values()))
-            known.update(zip(missing, fresh, strict=True))
+            fresh = dict(zip(missing, self.embedder.embed_passages(list(missing.values())), strict=True))
+            self.kept.put(fresh)
+            known.update(fresh)
             self.embedded += len(missing)
         now = _now()
         for record, file_chunks in self.pending.records:

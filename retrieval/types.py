@@ -44,6 +44,7 @@ class SyncReport:
     failed: dict[str, str] = field(default_factory=dict)  # path -> specific reason
     unsupported: list[str] = field(default_factory=list)
     chunks_embedded: int = 0
+    chunks_kept: int = 0  # vectors a stopped sync had embedded, taken up instead of embedding them again
     chunks_total: int = 0
     seconds: float = 0.0
 

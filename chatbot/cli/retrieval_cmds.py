@@ -40,7 +40,8 @@ def _summary(name: str, report, version: str | None) -> str:
         f"{len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted, "
         f"{len(report.unchanged)} unchanged, {len(report.failed)} failed, "
         f"{len(report.unsupported)} unsupported",
-        f"  {report.chunks_total} chunks in the collection, {report.chunks_embedded} embedded by this sync",
+        f"  {report.chunks_total} chunks in the collection, {report.chunks_embedded} embedded by this sync"
+        + (f" ({report.chunks_kept} more embedded by a sync that was stopped)" if report.chunks_kept else ""),
     ]
     for title, paths in (("added", report.added), ("updated", report.updated), ("deleted", report.deleted)):
         if paths and len(paths) <= 20:

@@ -10,17 +10,12 @@ import sqlite3
 
 import numpy as np
 import pytest
+from retrieval_helpers import fine_tuned, with_embedding
 
 from retrieval import embedding, snapshot, store, vectors
 from retrieval.collection import Collection, collections_dir
 from retrieval.config import RetrievalSettings
 from retrieval.errors import RetrievalError, SettingsError
-
-
-def _with_embedding(settings, model_dir):
-    return settings.model_copy(
-        update={"models": settings.models.model_copy(update={"embedding": str(model_dir)})}
-    )
 
 
 @pytest.fixture
@@ -55,7 +50,7 @@ def _assert_names_the_fix(message: str, name: str, indexed: str, now: str, folde
 
 def test_another_dimension_is_a_clear_error_not_a_faiss_assertion(settings, docs, narrow_embedder_dir):
     Collection.open(settings, "handbook").sync(docs)
-    narrow = Collection.open(_with_embedding(settings, narrow_embedder_dir), "handbook")
+    narrow = Collection.open(with_embedding(settings, narrow_embedder_dir), "handbook")
     with pytest.raises(RetrievalError) as err:
         narrow.search("When does the library open?", k=2)
     assert isinstance(err.value, SettingsError)  # the CLI and the API report it as a settings problem
@@ -64,29 +59,14 @@ def test_another_dimension_is_a_clear_error_not_a_faiss_assertion(settings, docs
     )
 
 
-def _fine_tuned(source, target):
-    """``source``'s model with slightly other weights (as a short fine-tune leaves it), saved at ``target``."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(source), device="cpu")
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for weights in model.parameters():
-            weights.add_(torch.randn_like(weights) * 0.01)
-    shutil.rmtree(target, ignore_errors=True)
-    model.save(str(target))
-    return target
-
-
 def test_other_weights_under_the_same_name_are_refused_not_silently_wrong(
     settings, docs, tiny_embedder_dir, tmp_path, monkeypatch
 ):
     """A local folder given new weights keeps its name: the recorded probe vectors tell the models apart."""
     folder = shutil.copytree(tiny_embedder_dir, tmp_path / "embedder")
-    ours = _with_embedding(settings, folder)
+    ours = with_embedding(settings, folder)
     first = Collection.open(ours, "handbook").sync(docs)
-    _fine_tuned(tiny_embedder_dir, folder)  # same path, same width, other weights
+    fine_tuned(tiny_embedder_dir, folder)  # same path, same width, other weights
     monkeypatch.setattr(
         embedding, "_loaded", {}
     )  # as a new process (the app restarted) loads the folder again
@@ -112,7 +92,7 @@ def test_the_same_weights_under_another_name_are_the_same_model(settings, docs, 
     before = Collection.open(settings, "handbook")
     first = before.sync(docs)
     expected = [(h.source, round(h.score, 5)) for h in before.search("When does the library open?", k=2)]
-    moved = _with_embedding(settings, shutil.copytree(tiny_embedder_dir, tmp_path / "copy-of-embedder"))
+    moved = with_embedding(settings, shutil.copytree(tiny_embedder_dir, tmp_path / "copy-of-embedder"))
     col = Collection.open(moved, "handbook")
     for mode in ("hybrid", "dense"):
         assert col.search("When does the library open?", k=2, mode=mode)
@@ -130,7 +110,7 @@ def test_a_version_without_probe_is_told_by_the_model_name(settings, docs, tiny_
         conn.execute("DELETE FROM meta WHERE key = 'probe'")
     assert Collection.open(settings, "handbook").search("When does the library open?", k=1)
     other = shutil.copytree(tiny_embedder_dir, tmp_path / "other-embedder")  # same weights, another name
-    col = Collection.open(_with_embedding(settings, other), "handbook")
+    col = Collection.open(with_embedding(settings, other), "handbook")
     with pytest.raises(RetrievalError) as err:
         col.search("When does the library open?", k=2)
     _assert_names_the_fix(str(err.value), "handbook", settings.models.embedding, str(other), docs)
@@ -138,7 +118,7 @@ def test_a_version_without_probe_is_told_by_the_model_name(settings, docs, tiny_
 
 def test_reindexing_with_the_new_model_rebuilds_and_searches(settings, docs, narrow_embedder_dir):
     first = Collection.open(settings, "handbook").sync(docs)
-    narrow_settings = _with_embedding(settings, narrow_embedder_dir)
+    narrow_settings = with_embedding(settings, narrow_embedder_dir)
     col = Collection.open(narrow_settings, "handbook")
     with pytest.raises(RetrievalError):
         col.search("library", k=1)

@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from retrieval_helpers import chunk_table, faiss_count
 
-from retrieval import snapshot
+from retrieval import snapshot, store, unfinished
 from retrieval.collection import Collection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +33,8 @@ def freeze():
 
 def progress(done, total, path):
     if phase == "loading" and done == 4:
+        freeze()
+    if phase == "embedding" and done == 20:  # 16 vectors embedded (in batches of 8), none published
         freeze()
 
 original_stage, original_write = snapshot.stage, snapshot.write_atomic
@@ -65,7 +68,7 @@ def _docs(folder: Path, version: int) -> None:
         (folder / "extra.md").write_text("# Extra\n\nA new file about penguins.", encoding="utf-8")
 
 
-def _kill_child_at(phase: str, folder: Path, settings) -> None:
+def _kill_child_at(phase: str, folder: Path, settings, **more_env: str) -> None:
     env = dict(os.environ)
     env.update({
         "APP_DATA_DIR": str(settings.data_dir),
@@ -73,6 +76,7 @@ def _kill_child_at(phase: str, folder: Path, settings) -> None:
         "APP_MODELS__DEVICE": "cpu",
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(REPO),
+        **more_env,
     })  # fmt: skip
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, phase, str(folder)],
@@ -127,3 +131,41 @@ def test_sigkill_mid_sync_keeps_the_previous_version_and_the_next_sync_completes
         ]
     numbers = [n for n, _ in snapshot.versions(survivor.root)]
     assert len(numbers) <= 2 and snapshot.current(survivor.root).name == f"v{max(numbers):06d}"
+
+
+def test_a_sync_killed_while_embedding_keeps_what_it_embedded_for_the_next(settings, tmp_path):
+    """Embedding is most of a large first index: killed after 20 of 30 files, the next sync embeds only what
+    the killed one had not (it committed 16 vectors, two batches of 8), and ends with the same collection."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"note{i:02d}.txt").write_text(
+            f"Note {i} is about subject{i} and nothing else.", encoding="utf-8"
+        )
+    small = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"embed_batch_size": 1})}
+    )
+    _kill_child_at("embedding", docs, small, APP_RETRIEVAL__EMBED_BATCH_SIZE="1")
+
+    col = Collection.open(small, "crash")
+    assert col.stats()["version"] is None  # nothing published
+    assert (col.root / unfinished.NAME).is_file()
+    report = col.sync(docs)
+    assert (report.chunks_kept, report.chunks_embedded) == (16, 14)
+    reference = Collection.open(small, "reference")
+    assert reference.sync(docs).chunks_embedded == 30
+    assert chunk_table(col) == chunk_table(reference)
+    ours, theirs = _vectors(col), _vectors(reference)
+    assert ours.keys() == theirs.keys() and all(np.allclose(ours[k], theirs[k], atol=1e-6) for k in ours)
+    assert not (col.root / unfinished.NAME).exists()  # published: the version holds them now
+
+
+def _vectors(collection) -> dict[str, np.ndarray]:
+    conn = store.connect(snapshot.current(collection.root) / store.DB_NAME, readonly=True)
+    try:
+        return {
+            r[0]: np.frombuffer(r[1], dtype=np.float32)
+            for r in conn.execute("SELECT source, vector FROM chunks")
+        }
+    finally:
+        conn.close()
