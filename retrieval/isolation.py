@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import selectors
 import signal
@@ -153,10 +154,24 @@ def _encode(loaded: Loaded) -> dict[str, Any]:
 
 def _decode(reply: dict[str, Any]) -> Loaded:
     documents = [
-        Document(d["source"], d["text"], [Section(*s) for s in d["sections"]], d["title"])
+        Document(
+            _valid(d["source"]),
+            _valid(d["text"]),
+            [Section(s[0], s[1], _valid(s[2]), *s[3:]) for s in d["sections"]],
+            _valid(d["title"]),
+        )
         for d in reply["documents"]
     ]
-    return Loaded(documents, reply["failures"])
+    return Loaded(documents, {_valid(k): _valid(v) for k, v in reply["failures"].items()})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid(text: str | None) -> Any:
+    """``text`` with any lone surrogate (half of a UTF-16 pair, as a JSON escape like "\\ud83d" can give) as
+    U+FFFD, one for one so that offsets hold: no tokenizer, database or page can take one."""
+    return _SURROGATE.sub("\ufffd", text) if text else text
 
 
 def main() -> None:

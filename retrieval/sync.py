@@ -209,13 +209,7 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
     try:
         data = _read(rel, p, settings)
         loaded = parser.load(data, rel)
-        chunks = [
-            chunk
-            for doc in loaded.documents
-            for chunk in chunk_document(
-                doc, embedder.token_starts, settings.retrieval.chunk_tokens, settings.retrieval.chunk_overlap
-            )
-        ]
+        chunks = _passages(loaded, embedder, settings)
     except ParserFailure as exc:
         tries = (store.stale_tries(old.hash) if old is not None else 0) + 1
         if tries < PARSER_TRIES:
@@ -251,6 +245,21 @@ def _load_one(rel: str, p: Plan, settings, embedder, writer: _Writer, report, pa
         for c in chunks
     ]  # fmt: skip
     writer.add(store.FileRecord(rel, _sha256(data), len(data), "ok", None, parts), new)
+
+
+def _passages(loaded, embedder: Embedder, settings) -> list:
+    """The chunks of a file's documents. Nothing a file contains may stop the sync: an error cutting it (text
+    the tokenizer refuses, say) fails this file, by name, and the sync goes on."""
+    r = settings.retrieval
+    try:
+        return [
+            chunk
+            for doc in loaded.documents
+            for chunk in chunk_document(doc, embedder.token_starts, r.chunk_tokens, r.chunk_overlap)
+        ]
+    except Exception as exc:  # noqa: BLE001
+        log.warning("cannot cut a file into passages", exc_info=exc)
+        raise LoadError(f"cannot be cut into passages ({type(exc).__name__}: {exc})") from exc
 
 
 # A parser stopped, killed or not started this many syncs in a row for one file: the failure is then kept like

@@ -286,3 +286,37 @@ def test_watch_says_once_that_it_refuses_an_emptied_folder_and_syncs_when_it_com
             watcher.join(10)
     assert refusals == 1
     assert any(r.deleted == ["n02.md"] for r in reports) and len(_sources(col)) == 2
+
+
+# -- 4. nothing a file contains stops the sync ---------------------------------------------------------------
+def test_half_of_an_escaped_emoji_in_json_is_indexed_not_fatal(settings, tmp_path):
+    """A lone surrogate ("\\ud83d", half an emoji, common in exported data) reaches no tokenizer or database."""
+    docs = _write(tmp_path / "docs", {"ok.txt": "The library opens at nine."})
+    (docs / "data.json").write_text(
+        '{"titulo": "emoji roto \\ud83d fin", "otro": "perfecto"}', encoding="utf-8"
+    )
+    (docs / "rows.jsonl").write_text('{"nota": "mitad \\udc00 de un par"}\n', encoding="utf-8")
+    report = Collection.open(settings, "c").sync(docs)
+    assert sorted(report.added) == ["data.json", "ok.txt", "rows.jsonl"] and report.failed == {}
+    texts = dict(chunk_table(Collection.open(settings, "c")))
+    assert "emoji roto \ufffd fin" in texts["data.json"] and "mitad \ufffd de un par" in texts["rows.jsonl"]
+
+
+def test_a_file_that_cannot_be_cut_into_passages_fails_by_name(settings, tmp_path, monkeypatch):
+    from retrieval import sync
+
+    real = sync.chunk_document
+
+    def refuse_otters(doc, *args):
+        if "otters" in doc.text:
+            raise TypeError("TextInputSequence must be str")
+        return real(doc, *args)
+
+    monkeypatch.setattr(sync, "chunk_document", refuse_otters)
+    docs = _write(tmp_path / "docs", {"a.html": PARAGRAPH, **_notes(2)})
+    report = Collection.open(settings, "c").sync(docs)
+    assert report.failed == {
+        "a.html": "cannot be cut into passages (TypeError: TextInputSequence must be str)"
+    }
+    assert sorted(report.added) == ["n00.md", "n01.md"]
+    assert _sources(Collection.open(settings, "c")) == {"n00.md", "n01.md"}
