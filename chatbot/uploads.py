@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,8 +56,10 @@ def uploads_dir(settings: Settings, collection: str) -> Path:
 
 
 def upload_name(name: str) -> str:
-    """``name`` as a safe file name, or UploadError: no folder parts, control characters (NUL...), hidden or
-    special names, or names longer than the file system allows."""
+    """``name`` as a safe file name (in Unicode's composed form, NFC: a browser on macOS may send "Política"
+    decomposed), or UploadError: no folder parts, control characters (NUL...), hidden or special names, or
+    names longer than the file system allows."""
+    name = unicodedata.normalize("NFC", name)
     if _BAD_CHARS.search(name):
         raise UploadError(f"cannot save an upload named {name!r}: it contains a slash or a control character")
     if name in ("", ".", "..") or name.startswith("."):
@@ -79,12 +83,25 @@ def save_uploads(
     if len(set(names)) < len(names):
         raise UploadError("two uploads have the same name")
     target.mkdir(parents=True, exist_ok=True)
+    # a file already there under the same name in another Unicode form is the same file (replaced in place)
+    there = {unicodedata.normalize("NFC", p.name): p.name for p in target.iterdir()}
+    names = [there.get(n, n) for n in names]
     if not replace and (taken := [n for n in names if os.path.lexists(target / n)]):
         raise UploadExists(taken)
     written = []
     for name, (_, data) in zip(names, files, strict=True):
         written.append(_write(target / name, data, replace))
     return written
+
+
+def delete_collection(settings: Settings, collection: str) -> int:
+    """Delete a collection and the files uploaded to it (so that a collection made again under its name does
+    not index them again); returns how many uploads were deleted. CollectionLockedError while it syncs."""
+    Collection.delete(settings, collection)
+    folder = uploads_dir(settings, collection)
+    count = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+    shutil.rmtree(folder, ignore_errors=True)
+    return count
 
 
 def _write(path: Path, data: bytes, replace: bool) -> Path:

@@ -191,21 +191,23 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete a collection and its index (the documents themselves are not touched)."""
-    from retrieval.collection import Collection
+    """Delete a collection, its index and the files uploaded to it in the app (documents in a folder it was
+    synced from are not touched)."""
+    from chatbot.uploads import delete_collection
 
     settings = settings_of(ctx)
     if not yes:
         if as_json:
             fail("pass --yes to delete without confirmation", code=2)
-        typer.confirm(f"Delete collection {collection!r} and its index?", abort=True)
+        typer.confirm(f"Delete collection {collection!r}, its index and its uploaded files?", abort=True)
     try:
-        Collection.delete(settings, collection)
+        uploads = delete_collection(settings, collection)
     except CollectionLockedError as exc:
         fail(str(exc))
     except CollectionError as exc:
         fail(str(exc), code=2)
     if as_json:
-        _print_json({"deleted": collection})
+        _print_json({"deleted": collection, "uploads_deleted": uploads})
     else:
-        typer.echo(f"deleted collection {collection!r}")
+        also = f" and its {uploads} uploaded file{'s' if uploads != 1 else ''}" if uploads else ""
+        typer.echo(f"deleted collection {collection!r}{also}")

@@ -18,10 +18,12 @@ from chatbot.uploads import (
     UploadError,
     UploadExists,
     allowed_folder,
+    delete_collection,
     save_uploads,
     uploads_dir,
 )
 from retrieval.collection import Collection
+from retrieval.errors import CollectionLockedError
 
 
 def fed_by_uploads(ctx: PageContext, name: str, stats: dict) -> bool:
@@ -125,8 +127,13 @@ def stats_panel(ctx: PageContext, stats: dict) -> None:
 def delete_panel(ctx: PageContext, name: str) -> None:
     t = ctx.t
     with st.expander(t("delete_collection")):
+        st.caption(t("delete_collection_help"))
         if st.button(t("confirm_delete"), key=f"del-{name}", type="primary"):
-            Collection.delete(ctx.settings, name)
+            try:
+                delete_collection(ctx.settings, name)
+            except CollectionLockedError:
+                st.error(t("delete_while_syncing"))
+                return
             st.session_state.pop("collection", None)
             st.rerun()
 

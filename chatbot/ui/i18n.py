@@ -110,6 +110,14 @@ STRINGS: dict[str, dict[str, str]] = {
     "failures": {"en": "Files that could not be indexed", "es": "Archivos que no se pudieron indexar"},
     "delete_collection": {"en": "Delete this collection", "es": "Borrar esta colección"},
     "confirm_delete": {"en": "Yes, delete it", "es": "Sí, borrarla"},
+    "delete_collection_help": {
+        "en": "Deletes its index and the files uploaded to it here. Files in a server folder are not touched.",
+        "es": "Borra su índice y los archivos subidos aquí. Los archivos de una carpeta del servidor no se tocan.",
+    },
+    "delete_while_syncing": {
+        "en": "It is being indexed right now; delete it once the sync has finished.",
+        "es": "Se está indexando ahora; bórrela cuando termine la sincronización.",
+    },
     "start_retrain": {"en": "Retrain on what is new", "es": "Reentrenar con lo nuevo"},
     "start_training": {"en": "Train on chosen data", "es": "Entrenar con datos elegidos"},
     "training_running": {"en": "Training is running", "es": "El entrenamiento está en marcha"},

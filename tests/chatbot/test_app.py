@@ -167,6 +167,19 @@ def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path, monkeypatch
     assert any("Sync finished: 1 added" in s.value for s in at.success)
     assert at.metric[0].value == "1"  # files
     assert any("broken.pdf" in str(df.value) for df in at.dataframe)
+    # deleting: refused with a message while a sync holds the collection, then done
+    from chatbot.settings import load_settings
+    from retrieval import snapshot
+    from retrieval.collection import Collection
+
+    settings = load_settings()
+    with snapshot.sync_lock(Collection.open(settings, "handbook").root, "handbook"):
+        [b for b in at.button if b.label == "Yes, delete it"][0].click().run()
+        assert not at.exception, at.exception
+        assert any("being indexed right now" in e.value for e in at.error)
+    [b for b in at.button if b.label == "Yes, delete it"][0].click().run()
+    assert not at.exception, at.exception
+    assert not Collection.exists(settings, "handbook")
 
 
 def test_training_page_lists_versions_and_is_idle(env):

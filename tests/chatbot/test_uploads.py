@@ -12,6 +12,7 @@ from chatbot.uploads import (
     UploadExists,
     allowed_folder,
     allowed_training_path,
+    delete_collection,
     save_uploads,
     uploads_dir,
 )
@@ -96,3 +97,27 @@ def test_the_training_page_reads_only_what_the_app_may_already_search(settings, 
             allowed_training_path(settings, outside)
     settings.ui.sync_roots = [secret]
     assert allowed_training_path(settings, secret / "passwords.txt") == (secret / "passwords.txt").resolve()
+
+
+def test_deleting_a_collection_deletes_its_uploads(settings):
+    """Withdrawn documents stay withdrawn: a collection made again under the name starts empty."""
+    save_uploads(settings, "rrhh", [("nominas.txt", b"Nominas de 2024: salarios de todo el personal.")])
+    Collection.open(settings, "rrhh").sync(uploads_dir(settings, "rrhh"))
+    assert delete_collection(settings, "rrhh") == 1
+    assert not Collection.exists(settings, "rrhh") and not uploads_dir(settings, "rrhh").exists()
+    save_uploads(settings, "rrhh", [("vacaciones.txt", b"Vacaciones: 23 dias laborables.")])
+    report = Collection.open(settings, "rrhh").sync(uploads_dir(settings, "rrhh"))
+    assert report.added == ["vacaciones.txt"]
+    assert save_uploads(settings, "rrhh", [("nominas.txt", b"otra")])  # the old name is free again
+
+
+def test_a_name_in_another_unicode_form_is_the_same_upload(settings):
+    """ "Política" composed (NFC) and decomposed (NFD, as a browser on macOS may send it) name one file."""
+    composed, decomposed = "Pol\u00edtica.txt", "Poli\u0301tica.txt"
+    save_uploads(settings, "rrhh", [(composed, b"2023")])
+    with pytest.raises(UploadExists):
+        save_uploads(settings, "rrhh", [(decomposed, b"2024")])
+    save_uploads(settings, "rrhh", [(decomposed, b"2024")], replace=True)
+    assert [(p.name, p.read_bytes()) for p in uploads_dir(settings, "rrhh").iterdir()] == [
+        (composed, b"2024")
+    ]

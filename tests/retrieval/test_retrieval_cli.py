@@ -65,7 +65,7 @@ def test_collections_list_stats_delete(config_file, docs):
     refused = run(config_file, "collections", "delete", "handbook", "--json")
     assert refused.exit_code == 2 and "--yes" in refused.output
     deleted = run(config_file, "collections", "delete", "handbook", "--yes", "--json")
-    assert json.loads(deleted.stdout) == {"deleted": "handbook"}
+    assert json.loads(deleted.stdout) == {"deleted": "handbook", "uploads_deleted": 0}
     assert json.loads(run(config_file, "collections", "list", "--json").stdout) == []
     assert run(config_file, "index", "bad name", str(docs)).exit_code == 2
 
