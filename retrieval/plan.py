@@ -157,8 +157,10 @@ def check_deletions(p: Plan, collection: str, allowed: bool) -> None:
     """Refuse (MassDeleteError) a sync that looks like a mistake rather than an edit: a wrong folder argument
     or an unmounted mount point (an empty folder) would otherwise delete every file without a word. A
     collection of 1 or 2 files losing one (the browser's uploads) is normal, so small ones are only refused
-    when they would lose everything."""
-    deleted, total = len(p.deleted), len(p.previous)
+    when they would lose everything. A file whose content is still in the folder under another path (renamed,
+    moved into a subfolder, its name normalised) is not lost, and does not count."""
+    present = set(p.hashes.values())
+    deleted, total = sum(1 for rel in p.deleted if p.previous[rel].hash not in present), len(p.previous)
     if allowed or not deleted:
         return
     moved = p.synced_from is not None and p.synced_from != str(p.folder)

@@ -320,3 +320,23 @@ def test_a_file_that_cannot_be_cut_into_passages_fails_by_name(settings, tmp_pat
     }
     assert sorted(report.added) == ["n00.md", "n01.md"]
     assert _sources(Collection.open(settings, "c")) == {"n00.md", "n01.md"}
+
+
+def test_a_reorganised_folder_is_synced_not_refused(settings, tmp_path):
+    """Moving every file into a subfolder (or renaming them) loses nothing: no refusal, no embedding again."""
+    docs = _write(tmp_path / "docs", _notes(12))
+    col = Collection.open(settings, "c")
+    col.sync(docs)
+    (docs / "2024").mkdir()
+    for path in sorted(docs.glob("*.md")):
+        path.rename(docs / "2024" / path.name)
+    report = col.sync(docs)
+    assert len(report.deleted) == 12 and sorted(report.added) == [f"2024/n{i:02d}.md" for i in range(12)]
+    assert report.chunks_embedded == 0 and _sources(col) == {f"2024/n{i:02d}.md" for i in range(12)}
+    # what is really gone still counts: 7 of 12 deleted, 5 of them renamed
+    for i in range(5):
+        (docs / "2024" / f"n{i:02d}.md").rename(docs / f"renamed{i}.md")
+    for i in range(5, 12):
+        (docs / "2024" / f"n{i:02d}.md").unlink()
+    with pytest.raises(CollectionError, match="it would delete 7 of its 12 files"):
+        col.sync(docs)
