@@ -225,19 +225,26 @@ def _unreadable_body(exc: StarletteHTTPException) -> str | None:
 
 def _failure(exc: Exception) -> JSONResponse:
     """The HTTP error for an answer that failed before its first event."""
+    status, message, kind, headers = _described(exc)
+    return _error(status, message, kind, headers)
+
+
+def _described(exc: Exception) -> tuple[int, str, str, dict[str, str] | None]:
+    """Status, message, error type and headers of a failed answer (a stream that already sent its status
+    reports the same message and type in the stream)."""
     if isinstance(exc, CollectionNotFound | ConversationNotFound):
-        return _error(404, str(exc), "not_found")
+        return 404, str(exc), "not_found", None
     if isinstance(exc, EmbeddingMismatch):  # the server's settings, not the request: the operator re-indexes
         log.error("%s", exc)
-        return _error(500, str(exc), "server_error")
+        return 500, str(exc), "server_error", None
     if isinstance(exc, AnswerTimeout):
-        return _error(504, str(exc), "timeout")
+        return 504, str(exc), "timeout", None
     if isinstance(exc, EngineBusy):
-        return _error(503, f"the model is busy: {exc}", "overloaded", {"Retry-After": "5"})
+        return 503, f"the model is busy: {exc}", "overloaded", {"Retry-After": "5"}
     if isinstance(exc, PromptTooLong | ValueError):
-        return _error(400, str(exc))
+        return 400, str(exc), "invalid_request_error", None
     log.exception("answering failed", exc_info=exc)
-    return _error(500, f"the answer failed: {type(exc).__name__}", "server_error")
+    return 500, f"the answer failed: {type(exc).__name__}", "server_error", None
 
 
 async def _collect(completion_id: str, model: str, first: Any, pump: EventPump, request: Request) -> Any:
@@ -285,8 +292,8 @@ async def _sse(completion_id: str, model: str, first: Any, pump: EventPump) -> A
             try:
                 event = await pump.next()
             except Exception as exc:  # after the first event the status is sent: report in the stream
-                kind = "timeout" if isinstance(exc, AnswerTimeout) else "server_error"
-                yield f"data: {json.dumps({'error': {'message': str(exc), 'type': kind}})}\n\n"
+                _, message, kind, _ = _described(exc)
+                yield f"data: {json.dumps({'error': {'message': message, 'type': kind}})}\n\n"
                 break
         yield "data: [DONE]\n\n"
     except asyncio.CancelledError:

@@ -30,7 +30,7 @@ from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 from chatbot.answer_format import code_quote_stream, held_until, layout_stream
 from chatbot.citations import MarkerFilter
 from chatbot.language import detect_language
-from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, build_prompt, defuse
+from chatbot.prompt import ABSTAIN, CONDENSE_PROMPT, SYSTEM_PROMPT, PromptTooLong, build_prompt, defuse
 from chatbot.settings import ChatSettings, GenerationSettings
 from retrieval.types import Hit
 from retrieval.words import word_coverage
@@ -170,14 +170,23 @@ def build_chain(
 
     def prompt(x: dict[str, Any]) -> Any:
         gen: GenerationSettings = x["generation"]
-        return build_prompt(
-            x["question"],
-            x["hits"],
-            x.get("history", []),
-            count_tokens,
-            limit=context_limit - gen.max_new_tokens,
-            system_prompt=chat.system_prompt or SYSTEM_PROMPT,
-        )
+        try:
+            return build_prompt(
+                x["question"],
+                x["hits"],
+                x.get("history", []),
+                count_tokens,
+                limit=context_limit - gen.max_new_tokens,
+                system_prompt=chat.system_prompt or SYSTEM_PROMPT,
+            )
+        except PromptTooLong as exc:
+            if gen.max_new_tokens < context_limit // 2:
+                raise
+            # the room asked for the answer is what leaves too little: say so, by the name a client sends
+            raise PromptTooLong(
+                f"{exc}, or ask for fewer answer tokens: max_new_tokens={gen.max_new_tokens} (a request's "
+                f"max_tokens) takes that much of the model's {context_limit}-token context window"
+            ) from exc
 
     def answer(x: dict[str, Any]) -> Runnable | str:
         if not x["hits"] or not x["prompt"].hits:  # nothing relevant, or no room left for a source

@@ -60,6 +60,10 @@ class ChatBackend(BaseChatModel):
         """The answer to ``messages``, piece by piece, generated with ``generation`` (default: the model's
         own settings); ends early once :data:`chatbot.cancel.STOP` is set."""
 
+    def beam_search(self) -> bool:
+        """Whether ``generation.num_beams`` > 1 can be served (not by llama.cpp, which decodes one beam)."""
+        return True
+
     @abstractmethod
     def answering_model(self) -> str:
         """What answers, as reports name it: the local generator with its version, or the endpoint's model."""

@@ -355,6 +355,9 @@ class EngineChatModel(ChatBackend):
     def _llm_type(self) -> str:
         return "local-llama.cpp"
 
+    def beam_search(self) -> bool:
+        return False
+
     def encode(self, messages: list[BaseMessage]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
             to_chat_dicts(messages), add_generation_prompt=True, tokenize=True, return_dict=False

@@ -22,6 +22,7 @@ from chatbot.citations import cited_numbers, quoted_span
 from chatbot.memory import Conversations
 from chatbot.prompt import BuiltPrompt, is_abstention
 from chatbot.settings import GenerationSettings, Settings
+from retrieval.errors import SettingsError
 from retrieval.types import Hit
 
 log = logging.getLogger(__name__)
@@ -220,12 +221,14 @@ class ChatService:
         question = self._checked(question)
         history = self._history(conversation_id, history, owner)
         llm = self.llm_for(model_version)
+        generation = generation or self.settings.generation
+        if generation.num_beams > 1 and not llm.beam_search():  # before any event: the API answers 400
+            raise SettingsError(
+                f"num_beams={generation.num_beams}: beam search needs models.engine = 'transformers'; this "
+                "model is served by llama.cpp, which decodes one beam (use num_beams 1)"
+            )
         chain = self._chain(collection or self.settings.chat.collection, llm, search)
-        inputs = {
-            "question": question,
-            "history": history,
-            "generation": generation or self.settings.generation,
-        }
+        inputs = {"question": question, "history": history, "generation": generation}
         run = _Run(started=time.perf_counter())
         inputs["signals"] = run.signals
         yield from self._run_chain(chain, inputs, stop or threading.Event(), run)

@@ -112,6 +112,20 @@ def build_tiny_embedder(path: Path) -> Path:
     return out
 
 
+def fine_tuned(source: Path, target: Path) -> Path:
+    """``source``'s sentence-transformers model with slightly other weights, saved at ``target``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(source), device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weights in model.parameters():
+            weights.add_(torch.randn_like(weights) * 0.01)
+    model.save(str(target))
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
@@ -133,6 +147,13 @@ def tiny_llm_builder():
 @pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
+
+
+@pytest.fixture(scope="session")
+def other_embedder_dir(tiny_embedder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny embedder with slightly other weights (as a short fine-tune leaves it): another model of the
+    same width, that only its vectors tell apart."""
+    return fine_tuned(tiny_embedder_dir, tmp_path_factory.mktemp("other-embedder") / "model")
 
 
 @pytest.fixture(autouse=True)

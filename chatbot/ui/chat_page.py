@@ -56,8 +56,12 @@ def sidebar_conversations(ctx: PageContext) -> None:
             )
             left, right = st.columns(2)
             if left.button(t("rename"), key="rename"):
-                store.rename(current, title, owner=ctx.owner)
-                st.rerun()
+                try:
+                    store.rename(current, title, owner=ctx.owner)
+                except ValueError:  # an empty title
+                    st.sidebar.error(t("title_empty"))
+                else:
+                    st.rerun()
             if right.button(t("delete"), key="delete"):
                 store.delete(current, owner=ctx.owner)
                 st.session_state.pop("conversation_id", None)
@@ -77,6 +81,7 @@ def sidebar_choices(ctx: PageContext) -> tuple[str | None, str | None, Generatio
     labels = {"current": t("version_current"), "base": t("version_base")}
     version = st.sidebar.selectbox(t("model_version"), versions, format_func=lambda v: labels.get(v, v))
     g = settings.generation
+    beams = ctx.service.llm_for(None if version == "current" else version).beam_search()
     with st.sidebar.expander(t("generation")):
         values = {
             "temperature": st.slider("temperature", 0.0, 2.0, g.temperature, 0.05),
@@ -84,7 +89,14 @@ def sidebar_choices(ctx: PageContext) -> tuple[str | None, str | None, Generatio
             "top_k": st.number_input("top_k", 0, 500, g.top_k),
             "max_new_tokens": st.number_input("max_new_tokens", 1, 4096, g.max_new_tokens),
             "repetition_penalty": st.slider("repetition_penalty", 1.0, 2.0, g.repetition_penalty, 0.05),
-            "num_beams": st.number_input("num_beams", 1, 8, g.num_beams),
+            "num_beams": st.number_input(
+                "num_beams",
+                1,
+                8,
+                g.num_beams,
+                disabled=not beams,
+                help=None if beams else t("beams_help"),
+            ),
             "extractive": st.checkbox("extractive", g.extractive, help=t("extractive_help")),
             "drafts": st.number_input("drafts", 1, 8, g.drafts, help=t("drafts_help")),
         }

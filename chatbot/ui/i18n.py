@@ -110,6 +110,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "failures": {"en": "Files that could not be indexed", "es": "Archivos que no se pudieron indexar"},
     "delete_collection": {"en": "Delete this collection", "es": "Borrar esta colección"},
     "confirm_delete": {"en": "Yes, delete it", "es": "Sí, borrarla"},
+    "title_empty": {"en": "A conversation needs a title.", "es": "Una conversación necesita un título."},
+    "beams_help": {
+        "en": "Beam search needs the transformers engine (models.engine); this model is served by llama.cpp.",
+        "es": "La búsqueda en haz necesita el motor transformers (models.engine); este modelo lo sirve llama.cpp.",
+    },
     "delete_collection_help": {
         "en": "Deletes its index and the files uploaded to it here. Files in a server folder are not touched.",
         "es": "Borra su índice y los archivos subidos aquí. Los archivos de una carpeta del servidor no se tocan.",

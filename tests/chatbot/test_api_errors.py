@@ -1,6 +1,5 @@
 """Every API error is ``{"error": {"message", "type"}}`` naming the culprit as the client sent it."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -69,11 +68,9 @@ def test_max_completion_tokens_zero_is_refused_not_ignored(client):
     assert "max_completion_tokens" in error["message"]
 
 
-def test_a_collection_indexed_with_another_embedding_model_names_the_fix(
-    settings, tiny_embedder_dir, tmp_path
-):
+def test_a_collection_indexed_with_another_embedding_model_names_the_fix(settings, other_embedder_dir):
     Collection.open(settings, "sample").sync(SAMPLE)
-    other = shutil.copytree(tiny_embedder_dir, tmp_path / "other-embedder")
+    other = other_embedder_dir
     changed = settings.model_copy(
         update={"models": settings.models.model_copy(update={"embedding": str(other)})}
     )
@@ -83,3 +80,46 @@ def test_a_collection_indexed_with_another_embedding_model_names_the_fix(
         assert "AssertionError" not in error["message"]
         assert "collection 'sample' was indexed with" in error["message"]
         assert f"chatbot index sample {SAMPLE}" in error["message"]
+
+
+def test_an_answer_budget_too_large_for_the_window_names_max_tokens(settings):
+    """The question fits; the room asked for the answer leaves it none: the error says which field to lower."""
+    small = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"max_context_tokens": 512})}
+    )
+    Collection.open(small, "sample").sync(SAMPLE)
+    client = _client(small)
+    error = _error(
+        client.post("/v1/chat/completions", json=ask("How do I delete a collection?", max_tokens=500)), 400
+    )
+    assert "max_new_tokens=500 (a request's max_tokens)" in error["message"], error
+    assert "512-token context window" in error["message"]
+    assert (
+        client.post(
+            "/v1/chat/completions", json=ask("How do I delete a collection?", max_tokens=20)
+        ).status_code
+        == 200
+    )
+
+
+def test_a_stream_that_fails_after_its_status_names_the_failure_as_the_status_would(settings):
+    """The sources go out before the model runs, so a streamed answer's status is sent by then: a busy engine
+    is then an in-stream error of type "overloaded" (as its 503 would say), not a generic server error."""
+    import json
+
+    from finetune.llamacpp import EngineBusy
+
+    class Busy(GenericFakeChatModel):
+        def _stream(self, *args, **kwargs):
+            raise EngineBusy("2 answers are being written and 8 wait; try again shortly")
+
+    Collection.open(settings, "sample").sync(SAMPLE)
+    service = ChatService(settings, llm=Busy(messages=iter([])))
+    _, token = ApiKeys.of(settings.data_dir).create("tester")
+    client = TestClient(create_app(service), headers={"Authorization": f"Bearer {token}"})
+    r = client.post("/v1/chat/completions", json=ask("How do I delete a collection?", stream=True))
+    assert r.status_code == 200
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    error = events[-1]["error"]
+    assert error["type"] == "overloaded" and error["message"].startswith("the model is busy: 2 answers")
+    assert r.text.rstrip().endswith("data: [DONE]")

@@ -104,6 +104,13 @@ def test_conversations_are_listed_switched_renamed_deleted(indexed):
     at.sidebar.text_input(key=f"title-{conv}").set_value("Deleting").run()
     at.sidebar.button(key="rename").click().run()
     assert Conversations(load_settings().data_dir / "conversations.sqlite").get(conv).title == "Deleting"
+    at.sidebar.text_input(key=f"title-{conv}").set_value("   ").run()
+    at.sidebar.button(key="rename").click().run()  # an empty title: said, not a traceback; the title kept
+    assert not at.exception and [e.value for e in at.sidebar.error] == ["A conversation needs a title."]
+    assert Conversations(load_settings().data_dir / "conversations.sqlite").get(conv).title == "Deleting"
+    # the model is served by llama.cpp here: beam search is offered disabled, with why
+    beams = [w for w in at.sidebar.number_input if w.label == "num_beams"][0]
+    assert beams.disabled and "transformers" in beams.help
     at.sidebar.button(key="delete").click().run()
     assert Conversations(load_settings().data_dir / "conversations.sqlite").list() == []
 

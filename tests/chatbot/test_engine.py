@@ -538,3 +538,30 @@ def test_both_backends_report_the_models_hesitation_at_the_first_token(settings,
             assert signals.hesitation == pytest.approx(expected, abs=1e-3), type(backend).__name__
     finally:
         llm.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_beam_search_asked_of_llama_cpp_is_a_400_naming_num_beams(settings, tmp_path, stream):
+    """The engine is chosen at start from the settings; a request asking for beams it cannot decode is refused
+    before anything streams, naming the field, not failed mid-stream as a server error."""
+    from api_helpers import ask
+    from fastapi.testclient import TestClient
+
+    from chatbot.api import create_app
+    from chatbot.api_keys import ApiKeys
+    from chatbot.service import ChatService
+    from retrieval.collection import Collection
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "hours.md").write_text("The library opens at nine.", encoding="utf-8")
+    Collection.open(settings, settings.chat.collection).sync(tmp_path / "docs")
+    service = ChatService(settings)
+    assert not service.llm.beam_search()
+    _, token = ApiKeys.of(settings.data_dir).create("tester")
+    client = TestClient(create_app(service), headers={"Authorization": f"Bearer {token}"})
+    r = client.post("/v1/chat/completions", json=ask("When does it open?", num_beams=2, stream=stream))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(
+        "num_beams=2: beam search needs models.engine = 'transformers'"
+    )
+    assert client.post("/v1/chat/completions", json=ask("When does it open?", num_beams=1)).status_code == 200

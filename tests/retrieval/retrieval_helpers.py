@@ -42,21 +42,3 @@ def with_embedding(settings, model_dir):
     return settings.model_copy(
         update={"models": settings.models.model_copy(update={"embedding": str(model_dir)})}
     )
-
-
-def fine_tuned(source, target):
-    """``source``'s embedding model with slightly other weights (as a short fine-tune leaves it), saved at
-    ``target``."""
-    import shutil
-
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(source), device="cpu")
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for weights in model.parameters():
-            weights.add_(torch.randn_like(weights) * 0.01)
-    shutil.rmtree(target, ignore_errors=True)
-    model.save(str(target))
-    return target

@@ -10,7 +10,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from retrieval_helpers import fine_tuned, with_embedding
+from retrieval_helpers import with_embedding
 
 from retrieval import embedding, snapshot, store, vectors
 from retrieval.collection import Collection, collections_dir
@@ -60,13 +60,13 @@ def test_another_dimension_is_a_clear_error_not_a_faiss_assertion(settings, docs
 
 
 def test_other_weights_under_the_same_name_are_refused_not_silently_wrong(
-    settings, docs, tiny_embedder_dir, tmp_path, monkeypatch
+    settings, docs, tiny_embedder_dir, other_embedder_dir, tmp_path, monkeypatch
 ):
     """A local folder given new weights keeps its name: the recorded probe vectors tell the models apart."""
     folder = shutil.copytree(tiny_embedder_dir, tmp_path / "embedder")
     ours = with_embedding(settings, folder)
     first = Collection.open(ours, "handbook").sync(docs)
-    fine_tuned(tiny_embedder_dir, folder)  # same path, same width, other weights
+    shutil.copytree(other_embedder_dir, folder, dirs_exist_ok=True)  # same path, same width, other weights
     monkeypatch.setattr(
         embedding, "_loaded", {}
     )  # as a new process (the app restarted) loads the folder again

@@ -5,7 +5,7 @@ made by another embedding model, or a file that cannot be read, are set aside an
 from __future__ import annotations
 
 import numpy as np
-from retrieval_helpers import fine_tuned, with_embedding
+from retrieval_helpers import with_embedding
 
 from retrieval import embedding, unfinished
 from retrieval.collection import Collection
@@ -28,10 +28,10 @@ def _hashes(settings, folder) -> list[str]:
     ]
 
 
-def test_vectors_left_by_another_model_are_not_used(settings, tmp_path, tiny_embedder_dir, monkeypatch):
+def test_vectors_left_by_another_model_are_not_used(settings, tmp_path, other_embedder_dir, monkeypatch):
     docs = _docs(tmp_path)
     col = Collection.open(settings, "notes")
-    other = with_embedding(settings, fine_tuned(tiny_embedder_dir, tmp_path / "other"))
+    other = with_embedding(settings, other_embedder_dir)
     left = unfinished.UnfinishedVectors(col.root, Embedder(other))
     left.put({h: np.full(32, 0.5, dtype=np.float32) for h in _hashes(settings, docs)})
     left.close()
