@@ -9,6 +9,7 @@ event (:mod:`chatbot.cancel`) is set, or this stream is closed.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -172,6 +173,21 @@ class _StopFlag:
         return self.event.is_set() or (self.outer is not None and self.outer.is_set())
 
 
+@contextlib.contextmanager
+def _turn(lock: threading.Lock, flag: _StopFlag) -> Iterator[bool]:
+    """Hold ``lock`` (one answer at a time on the in-process model) once it is free: True; or False as soon as
+    the caller stops waiting (a client that went away frees its API slot now, not when the answer before its
+    own is done)."""
+    while not lock.acquire(timeout=0.05):
+        if flag(None, None):
+            yield False
+            return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 class LocalChatModel(ChatBackend):
     """Chat model backed by a :class:`~finetune.models.Generator` (transformers, in-process)."""
 
@@ -218,8 +234,8 @@ class LocalChatModel(ChatBackend):
         flag = _StopFlag(STOP.get())
         args["stopping_criteria"] = StoppingCriteriaList([flag])
         signals = AnswerSignals()
-        with self.lock:
-            if flag(None, None):  # stopped while waiting for the model
+        with _turn(self.lock, flag) as ours:
+            if not ours or flag(None, None):  # stopped while waiting for the model
                 return
             try:
                 # drafts are compared at the end: nothing to stream before

@@ -565,3 +565,38 @@ def test_beam_search_asked_of_llama_cpp_is_a_400_naming_num_beams(settings, tmp_
         "num_beams=2: beam search needs models.engine = 'transformers'"
     )
     assert client.post("/v1/chat/completions", json=ask("When does it open?", num_beams=1)).status_code == 200
+
+
+def test_a_caller_waiting_for_the_in_process_model_stops_waiting_when_asked(long_llm_dir, settings):
+    """The transformers path answers one question at a time: a caller that goes away while another answer is
+    written stops waiting at once (its API slot is free), instead of when that answer is done."""
+    long = settings.model_copy(
+        update={
+            "models": settings.models.model_copy(
+                update={"generator": str(long_llm_dir), "engine": "transformers"}
+            )
+        }
+    )
+    llm = build_llm(long)
+    assert isinstance(llm, LocalChatModel)
+    talking = llm.stream([HumanMessage("go on")], generation=GenerationSettings(max_new_tokens=3000))
+    next(talking)  # holds the model
+    stop, finished = threading.Event(), threading.Event()
+
+    def second() -> None:
+        token = STOP.set(stop)
+        try:
+            list(llm.stream([HumanMessage("me too")], generation=GenerationSettings(max_new_tokens=4)))
+        finally:
+            STOP.reset(token)
+            finished.set()
+
+    waiting = threading.Thread(target=second, daemon=True)
+    waiting.start()
+    try:
+        assert not finished.wait(0.5)  # waiting for the model
+        stop.set()
+        assert finished.wait(2) and llm.busy()  # gone, while the first answer is still being written
+    finally:
+        talking.close()
+    waiting.join()
