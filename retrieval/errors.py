@@ -20,6 +20,11 @@ class CollectionError(RetrievalError, ValueError):
     """A collection name is invalid, or the collection does not exist."""
 
 
+class BrokenPointer(RetrievalError):
+    """A collection's CURRENT file names no snapshot folder there (one removed by hand, a partial restore of a
+    backup); the next sync points it at the newest complete version, or rebuilds the collection."""
+
+
 class CollectionLockedError(RetrievalError):
     """Another sync of the same collection holds its lock; the message names the holder."""
 

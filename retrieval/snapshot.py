@@ -27,7 +27,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from retrieval.errors import CollectionLockedError
+from retrieval.errors import BrokenPointer, CollectionLockedError
 from retrieval.files import fsync_dir, fsync_tree, try_exclusive, write_atomic
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,33 @@ def current(root: Path) -> Path | None:
     except FileNotFoundError:
         return None
     if not _VERSION.match(name) or not (root / name).is_dir():
-        raise RuntimeError(
-            f"collection {root.name}: {POINTER} names {name!r}, which is not a snapshot folder"
+        raise BrokenPointer(
+            f"collection {root.name}: {POINTER} names {name!r}, which is not a snapshot folder; "
+            f"`chatbot index {root.name} FOLDER` repairs it (from the newest complete version, or the folder)"
         )
     return root / name
+
+
+def repair_pointer(root: Path) -> str | None:
+    """When CURRENT names no snapshot folder, point it at the newest version folder (each one is complete: a
+    version is renamed into place only once written and fsynced), or remove it when there is none (the sync
+    then rebuilds from the folder). Returns what was done, for the sync's report; None when it was sound."""
+    try:
+        current(root)
+        return None
+    except BrokenPointer:
+        named = (root / POINTER).read_text(encoding="utf-8", errors="replace").strip()
+    found = versions(root)
+    if found:
+        write_atomic(root / POINTER, found[-1][1].name + "\n")
+        done = f"{POINTER} named {named!r}, which is not there: now {found[-1][1].name}, the newest version"
+    else:
+        (root / POINTER).unlink()
+        done = (
+            f"{POINTER} named {named!r}, which is not there, and no version is left: rebuilt from the folder"
+        )
+    log.warning("collection %s: %s", root.name, done)
+    return done
 
 
 def versions(root: Path) -> list[tuple[int, Path]]:

@@ -91,8 +91,10 @@ def run_sync(
         return _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, damaged)
 
     damaged = None
+    if (repaired := snapshot.repair_pointer(root)) is not None:
+        damaged = (snapshot.POINTER, repaired)
     if (root / snapshot.DAMAGED).exists():  # a search found the current version damaged
-        damaged = _set_aside_if_damaged(root, name, settings)
+        damaged = _set_aside_if_damaged(root, name, settings) or damaged
         (root / snapshot.DAMAGED).unlink(missing_ok=True)
     try:
         return attempt(damaged)

@@ -4,6 +4,7 @@ and never empties a collection because it was pointed at the wrong (or an unmoun
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -340,3 +341,28 @@ def test_a_reorganised_folder_is_synced_not_refused(settings, tmp_path):
         (docs / "2024" / f"n{i:02d}.md").unlink()
     with pytest.raises(CollectionError, match="it would delete 7 of its 12 files"):
         col.sync(docs)
+
+
+@pytest.mark.parametrize("left", ["an older version", "no version"])
+def test_a_current_pointer_naming_a_missing_version_is_repaired_by_the_next_sync(settings, tmp_path, left):
+    """A version folder removed by hand, or a partial restore: searches say what to run, in one line; the
+    next sync points CURRENT at the newest version left (or rebuilds) and the collection is whole again."""
+    from retrieval.errors import BrokenPointer
+
+    docs = _write(tmp_path / "docs", _notes(3))
+    col = Collection.open(settings, "c")
+    col.sync(docs)
+    _write(docs, {"n03.md": "# Note 3\n\nA fourth note about okapis.\n"})
+    col.sync(docs)
+    newest = snapshot.current(col.root)
+    if left == "no version":
+        for _, version in snapshot.versions(col.root):
+            shutil.rmtree(version)
+    else:
+        shutil.rmtree(newest)
+    with pytest.raises(BrokenPointer, match="chatbot index c FOLDER"):
+        Collection.open(settings, "c").search("okapis", k=1)
+    report = Collection.open(settings, "c").sync(docs)
+    assert "CURRENT/" in report.failed and "which is not there" in report.failed["CURRENT/"]
+    assert _sources(Collection.open(settings, "c")) == {"n00.md", "n01.md", "n02.md", "n03.md"}
+    assert Collection.open(settings, "c").search("okapis", k=1)[0].source == "n03.md"
