@@ -27,6 +27,8 @@ _NON_ASCII = re.compile("[^\x00-\x7f]")
 # Text is taken as UTF-8 with stray bytes when 80% of its non-ASCII characters decode: 40 accented letters
 # and 1 stray byte pass; a Latin-1 file (no multi-byte sequences) or GBK (~10% decode by chance) do not.
 UTF8_SHARE = 0.8
+# Texts shorter than this (in bytes) that are not UTF-8 are read as Windows-1252 when that gives letters.
+SHORT_TEXT = 200
 # A decoded "text" with more than 5% control characters is a binary file that happened to decode.
 MAX_CONTROL_SHARE = 0.05
 
@@ -58,6 +60,8 @@ def decode(data: bytes) -> str:
     text = data.decode("utf-8", errors="surrogateescape")
     if _mostly_utf8(text):
         return _checked(_STRAY_BYTES.sub(_as_cp1252, text), "utf-8")
+    if len(data) < SHORT_TEXT and (western := _plain_western(data)) is not None:
+        return western
     from charset_normalizer import from_bytes
 
     matches = list(from_bytes(data))
@@ -71,6 +75,24 @@ def decode(data: bytes) -> str:
         if any(m.encoding == preferred for m in ties):
             return _strict(data, preferred)
     return _checked(str(best), best.encoding)
+
+
+def _plain_western(data: bytes) -> str | None:
+    """``data`` as Windows-1252 when every non-ASCII character it gives is a letter or Spanish punctuation
+    ("año", "León", "¿Qué?"): a short text gives a detector too little to go on ("León" came out as Chinese),
+    and this is a Spanish/English deployment. None when it does not read so."""
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    odd = (c for c in text if ord(c) > 127 and not unicodedata.category(c).startswith("L"))
+    if any(c not in "¿¡«»ºª°€" for c in odd):
+        return None
+    # accented letters are a few of a Latin-script text's letters; read this way, Cyrillic (cp1251) or Greek
+    # (cp1253) bytes would be nearly all of them ("Ïðèâåò"): those are left to the detector
+    letters = [c for c in text if c.isalpha()]
+    accented = sum(1 for c in letters if ord(c) > 127)
+    return _checked(text, "cp1252") if accented <= 0.5 * len(letters) else None
 
 
 def _mostly_utf8(text: str) -> bool:

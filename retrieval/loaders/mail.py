@@ -43,8 +43,8 @@ def load_message(data: bytes, source: str, settings: RetrievalSettings) -> Loade
     message = email.message_from_bytes(data, policy=email.policy.default)
     if not isinstance(message, EmailMessage) or not (message["subject"] or message["from"]):
         raise LoadError("not an e-mail message (no Subject or From header)")
-    subject = str(message["subject"] or "").strip()
-    header = [f"Subject: {subject}", f"From: {message['from'] or ''}", f"Date: {message['date'] or ''}"]
+    subject = _header(message, "subject")
+    header = [f"Subject: {subject}", f"From: {_header(message, 'from')}", f"Date: {message['date'] or ''}"]
     doc = Document(source, title=subject or None)
     doc.add("\n".join(header) + "\n\n" + _body(message, settings.max_html_depth), title=subject or None)
     loaded = Loaded([doc])
@@ -67,15 +67,35 @@ def _body(message: EmailMessage, max_html_depth: int) -> str:
     part = message.get_body(preferencelist=("plain", "html"))
     if part is None:
         return _unsplit_multipart(message)
-    try:
-        content = part.get_content()
-    except (LookupError, UnicodeError) as exc:  # unknown or lying charset
-        raise LoadError(f"unreadable e-mail body: {exc}") from exc
+    raw = part.get_payload(decode=True) or b""
+    content = None
+    if charset := part.get_content_charset():
+        try:
+            content = raw.decode(charset)
+        except (LookupError, UnicodeError):  # an unknown or lying charset: read it as any other file
+            content = None
+    if content is None:  # UTF-8 (stray Latin-1 bytes as cp1252), or the encoding the text's bytes show
+        try:
+            content = decode(raw)
+        except LoadError as exc:
+            raise LoadError(f"unreadable e-mail body: {exc}") from exc
     if part.get_content_subtype() == "html":
         from retrieval.loaders.html import html_to_markdown
 
         content = html_to_markdown(content, max_html_depth)[0]
     return content
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    """A header's text. One written in raw 8-bit bytes (a Latin-1 "Reunión" with no encoded-word, as old
+    clients send) is decoded as a file's text would be, where the e-mail parser gives U+FFFD for each byte."""
+    for key, raw in message.raw_items():
+        if key.lower() == name and any("\udc80" <= c <= "\udcff" for c in raw):
+            try:
+                return " ".join(decode(raw.encode("utf-8", "surrogateescape")).split())
+            except LoadError:
+                break
+    return " ".join(str(message[name] or "").split())
 
 
 def _unsplit_multipart(message: EmailMessage) -> str:

@@ -204,6 +204,37 @@ def test_multipart_mail_without_a_boundary_keeps_its_text(settings, tmp_path):
     assert "quokka budget grew" in texts
 
 
+def test_spanish_mail_in_latin1_keeps_its_accents(settings, tmp_path):
+    """Old clients send 8-bit Latin-1 headers without encoded-words, and bodies with no charset or a wrong
+    one: the words stay findable ("Reunión", "año"), not U+FFFD."""
+    docs = _docs(tmp_path)
+    (docs / "raw.eml").write_bytes(
+        "From: Mar\u00eda <maria@example.org>\nSubject: Reuni\u00f3n del a\u00f1o\n"
+        "Content-Type: text/plain\n\nLa reuni\u00f3n anual ser\u00e1 en Le\u00f3n.\n".encode("latin-1")
+    )
+    (docs / "lying.eml").write_bytes(
+        b"From: luis@example.org\nSubject: =?utf-8?q?Presupuesto?=\n"
+        b'Content-Type: text/plain; charset="utf-8"\n\n'
+        + "El presupuesto del a\u00f1o para la cafeter\u00eda.\n".encode("latin-1")
+    )
+    report = Collection.open(settings, "mail").sync(docs)
+    assert sorted(report.added) == ["lying.eml", "raw.eml"], report.failed
+    texts = dict(chunk_table(Collection.open(settings, "mail")))
+    assert "Subject: Reunión del año" in texts["raw.eml"] and "From: María" in texts["raw.eml"]
+    assert "será en León" in texts["raw.eml"]
+    assert "El presupuesto del año para la cafetería." in texts["lying.eml"]
+    assert "\ufffd" not in "".join(texts.values())
+
+
+def test_a_short_latin1_file_is_read_as_latin1_not_guessed():
+    from retrieval.text import decode
+
+    assert decode("nombre;año;ciudad\nAna;1990;León".encode("cp1252")) == "nombre;año;ciudad\nAna;1990;León"
+    assert decode("¿Qué?".encode("cp1252")) == "¿Qué?"
+    long_cyrillic = "Привет мир, как дела? Это длинный текст на русском языке для проверки."
+    assert decode(long_cyrillic.encode("cp1251")) == long_cyrillic  # still detected, not read as Latin
+
+
 # 5. File names that differ only in how they are escaped --------------------------------------------------
 
 
