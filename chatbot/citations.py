@@ -13,9 +13,34 @@ _RUN_AT_END = re.compile(_RUN.pattern + "$")
 _MAX_MARKER = 16  # longest text held back waiting for a ']'
 
 
-def clean_markers(text: str, n_sources: int) -> str:
-    """Drop the numbers outside 1..n_sources from each marker; drop markers left empty."""
+_TICKS = re.compile(r"`+")
 
+
+def _prose(text: str, code: str | None = None) -> tuple[list[tuple[str, bool]], int | None, str | None]:
+    """``text`` cut into (piece, in code) pieces: a code span or fence (`lista[0]`, ```...```) holds no
+    citation. A span closes at a run of as many backticks; one not closed by the end is literal text, as
+    Markdown reads it, so that piece counts as prose. ``code``: the run of a span already open where ``text``
+    starts (a stream). Also returns where a span still open at the end starts here (0 if it was open before)
+    and its run (None, None: none is open)."""
+    pieces, start, opened = [], 0, 0 if code else None
+    for ticks in _TICKS.finditer(text):
+        if code is None:
+            pieces.append((text[start : ticks.start()], False))
+            start, code, opened = ticks.start(), ticks.group(), ticks.start()
+        elif ticks.group() == code:
+            pieces.append((text[start : ticks.end()], True))
+            start, code, opened = ticks.end(), None, None
+    pieces.append((text[start:], False))
+    return [p for p in pieces if p[0]], opened, code
+
+
+def clean_markers(text: str, n_sources: int) -> str:
+    """Drop the numbers outside 1..n_sources from each marker; drop markers left empty. Brackets in code
+    (`lista[0]`) are code, not markers."""
+    return "".join(piece if code else _clean_prose(piece, n_sources) for piece, code in _prose(text)[0])
+
+
+def _clean_prose(text: str, n_sources: int) -> str:
     def keep(match: re.Match[str]) -> str:
         valid: list[int] = []
         for marker in _MARKER.finditer(match.group(0)):
@@ -31,9 +56,10 @@ def clean_markers(text: str, n_sources: int) -> str:
 
 
 def cited_numbers(text: str) -> list[int]:
-    """The source numbers cited in ``text``, in order of first citation."""
+    """The source numbers cited in ``text``, in order of first citation (none in code)."""
     seen: list[int] = []
-    for match in _MARKER.finditer(text):
+    prose = " ".join(piece for piece, code in _prose(text)[0] if not code)
+    for match in _MARKER.finditer(prose):
         for n in (int(x) for x in match.group(1).split(",")):
             if n not in seen:
                 seen.append(n)
@@ -46,6 +72,7 @@ class MarkerFilter:
     def __init__(self, n_sources: int) -> None:
         self.n_sources = n_sources
         self.pending = ""
+        self.code: str | None = None  # the backtick run of a code span left open in what was passed on
 
     def feed(self, piece: str) -> str:
         text = self.pending + piece
@@ -61,12 +88,23 @@ class MarkerFilter:
             cut = run.start()  # a closed run: the next piece may continue it ("[1]" then "[2]")
         if 0 < cut < len(text) and text[cut - 1] == " " and text[cut] == "[":
             cut -= 1  # keep the space with its marker
+        if text[:cut].endswith("`"):
+            cut = len(text[:cut].rstrip("`"))  # a backtick run may go on in the next piece ("`" then "``")
+        _, opened, _ = _prose(text[:cut], self.code)
+        if opened is not None and (bracket := text.find("[", opened, cut)) != -1:
+            # brackets in a code span not closed yet: code if it closes, prose (markers) if the answer ends
+            # first; its text before them streams on
+            cut = bracket - 1 if bracket > opened and text[bracket - 1] == " " else bracket
         self.pending = text[cut:]
-        return clean_markers(text[:cut], self.n_sources)
+        return self._passed(text[:cut])
 
     def flush(self) -> str:
         text, self.pending = self.pending, ""
-        return clean_markers(text, self.n_sources)
+        return self._passed(text)
+
+    def _passed(self, text: str) -> str:
+        pieces, _, self.code = _prose(text, self.code)
+        return "".join(piece if code else _clean_prose(piece, self.n_sources) for piece, code in pieces)
 
 
 # Marks that Markdown adds around a quote, or a source writes around words the answer quotes without them

@@ -13,14 +13,26 @@ from chatbot.language import detect_language
         ("See [4][2] and [1][2].", 2, "See [2] and [1, 2]."),
         ("Array[0] stays? [0]", 2, "Array stays?"),
         ("No markers [a].", 2, "No markers [a]."),
+        # brackets in code are code: kept, and no citation
+        ("Usa `lista[0]` [1].", 2, "Usa `lista[0]` [1]."),
+        ("Usa `matrix[0][5]` [3].", 2, "Usa `matrix[0][5]`."),
+        ("```\nx = a[2]\n``` and `` b[9] `` [2]", 2, "```\nx = a[2]\n``` and `` b[9] `` [2]"),
+        ("Run `chatbot [1] and [3].", 2, "Run `chatbot [1] and."),  # a backtick never closed is literal
     ],
 )
 def test_clean_markers(text, n, expected):
     assert clean_markers(text, n) == expected
 
 
-def test_streaming_filter_equals_batch_cleaning_for_any_split():
-    text = "It opens at nine [1] [5] and closes at eight [4][2], see [1, 7]. Done [x]."
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It opens at nine [1] [5] and closes at eight [4][2], see [1, 7]. Done [x].",
+        "Use `items[0]` first [1], then ```py\nx = a[2][9]\n``` and `` b[5] `` [2, 7]. End [3].",
+        "Run `chatbot [1] and more [2] [5].",
+    ],
+)
+def test_streaming_filter_equals_batch_cleaning_for_any_split(text):
     expected = clean_markers(text, 2)
     for size in range(1, 8):
         f = MarkerFilter(2)
@@ -30,6 +42,7 @@ def test_streaming_filter_equals_batch_cleaning_for_any_split():
 
 def test_cited_numbers_in_order():
     assert cited_numbers("a [2] b [1, 2] c [3]") == [2, 1, 3]
+    assert cited_numbers("Run `sys.argv[1]` and `x[3]` [2].") == [2]  # code cites nothing
 
 
 @pytest.mark.parametrize(
