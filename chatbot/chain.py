@@ -190,7 +190,7 @@ def build_chain(
 
     def answer(x: dict[str, Any]) -> Runnable | str:
         if not x["hits"] or not x["prompt"].hits:  # nothing relevant, or no room left for a source
-            return ABSTAIN[detect_language(x["question"])]
+            return ABSTAIN[detect_language(x["question"], x.get("language") or "en")]
         built = x["prompt"]
         # the sources as shown and the question, for a local model's quoting rule and drafts (generation.extractive,
         # generation.drafts)

@@ -115,12 +115,13 @@ _EN = set(
 )
 
 
-def detect_language(text: str) -> str:
-    """'es' or 'en' (the default when the text gives no evidence either way)."""
+def detect_language(text: str, default: str = "en") -> str:
+    """'es' or 'en'; ``default`` when the text gives no evidence either way ("horario biblioteca", "necesito
+    ayuda": the reader's interface language says more than a guess)."""
     lowered = text.lower()
     if "¿" in lowered or "¡" in lowered or "ñ" in lowered:
         return "es"
     words = _WORD.findall(lowered)
     es = sum(w in _ES for w in words) + sum(ch in "áéíóú" for ch in lowered)
     en = sum(w in _EN for w in words)
-    return "es" if es > en else "en"
+    return "es" if es > en else "en" if en > es else default

@@ -205,6 +205,7 @@ class ChatService:
         owner: str | None = None,
         stop: threading.Event | None = None,
         search: Any = None,
+        language: str | None = None,
     ) -> Iterator[ChatEvent]:
         """Answer ``question``: a ``sources`` event, ``token`` events as the answer streams, then ``done``.
 
@@ -213,7 +214,9 @@ class ChatService:
         ``conversation_id``; when it is None a conversation is created, once the answer is complete (a failed
         answer leaves nothing behind). ``owner`` (None: anyone, for the operator's CLI) must own
         ``conversation_id`` and owns a new one. ``search`` (``(query, k) -> hits``) replaces the collection's
-        own search for this question (the evaluation asks "as if a document were absent").
+        own search for this question (the evaluation asks "as if a document were absent"). ``language`` ('en',
+        'es': the reader's interface) is the language of the assistant's own sentences (declining) when the
+        question's words do not tell; else ``ui.language``, else English.
 
         Closing the iterator early, or setting ``stop`` (a client that went away), stops generation and frees
         the model at once; so does ``chat.answer_timeout`` running out (AnswerTimeout).
@@ -228,7 +231,8 @@ class ChatService:
                 "model is served by llama.cpp, which decodes one beam (use num_beams 1)"
             )
         chain = self._chain(collection or self.settings.chat.collection, llm, search)
-        inputs = {"question": question, "history": history, "generation": generation}
+        fallback = language or (self.settings.ui.language if self.settings.ui.language != "auto" else "en")
+        inputs = {"question": question, "history": history, "generation": generation, "language": fallback}
         run = _Run(started=time.perf_counter())
         inputs["signals"] = run.signals
         yield from self._run_chain(chain, inputs, stop or threading.Event(), run)

@@ -189,6 +189,7 @@ def answer(
                 generation=gen,
                 model_version=version,
                 owner=ctx.owner,
+                language=ctx.language,
             )
             try:
                 for event in events:

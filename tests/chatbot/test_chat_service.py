@@ -370,3 +370,19 @@ def test_answer_timeout_stops_generation_and_frees_the_model(indexed, long_llm_d
     assert time.perf_counter() - started < 5  # 6,000 tokens would take ~20 s
     assert not service.llm.busy()  # free at once
     assert service.conversations.list() == []
+
+
+def test_a_decline_is_in_the_readers_language_when_the_question_does_not_tell(indexed):
+    """ "horario biblioteca" has no word that tells Spanish from English: the interface's language decides
+    (the app passes it; else ui.language); a question that does tell keeps its own language."""
+    from chatbot.prompt import ABSTAIN
+
+    def decline(settings, question, **kwargs):  # nothing found: the assistant's own sentence
+        service = ChatService(settings, llm=scripted("never asked"))
+        return list(service.stream(question, search=lambda q, k: [], **kwargs))[-1].answer.text
+
+    assert decline(indexed, "horario biblioteca") == ABSTAIN["en"]  # no hint: English, as before
+    assert decline(indexed, "horario biblioteca", language="es") == ABSTAIN["es"]
+    assert decline(indexed, "What are the opening hours of the zoo?", language="es") == ABSTAIN["en"]
+    spanish_ui = indexed.model_copy(update={"ui": indexed.ui.model_copy(update={"language": "es"})})
+    assert decline(spanish_ui, "horario biblioteca") == ABSTAIN["es"]
