@@ -9,6 +9,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -106,6 +107,10 @@ class ChatEvent:
     answer: ChatAnswer | None = None
 
 
+# Model versions held loaded at once (the current one, and those users pick in the browser); see llm_for.
+MAX_LOADED_VERSIONS = 3
+
+
 class ChatService:
     """Answers questions from a collection with the configured LLM; remembers conversations."""
 
@@ -115,8 +120,13 @@ class ChatService:
         self.settings = settings
         # given by the caller (tests, embedding): never reloaded
         self._fixed_llm = as_backend(llm, settings) if llm is not None else None
-        self._llms: dict[tuple[str, str | None], ChatBackend] = {}  # (models.version, resolved to) -> LLM
-        self._chains: dict[tuple[str, int], Any] = {}
+        # the weights a version resolves to ("current" and its id load once) -> LLM, least recently used first
+        self._llms: OrderedDict[str | None, ChatBackend] = OrderedDict()
+        self._chains: dict[
+            tuple[str, int], tuple[ChatBackend, Any]
+        ] = {}  # (collection, id(llm)) -> llm, chain
+        self._collections: dict[str, Any] = {}  # one open Collection per name, shared by its chains
+        self._names: dict[str, str | None] = {}  # models.version as asked ("current", "v0003") -> its weights
         self._lock = threading.Lock()
 
     @cached_property
@@ -136,15 +146,30 @@ class ChatService:
         from finetune.models import version_key
 
         settings = self._settings_for(version)
-        key = (settings.models.version, version_key(settings) if settings.models.backend == "local" else None)
+        key = version_key(settings) if settings.models.backend == "local" else "endpoint"
+        name = settings.models.version
         with self._lock:
             if key not in self._llms:
-                log.info("Loading the generator for version %s", key)
-                loaded = build_llm(settings)
-                for stale in [k for k in self._llms if k[0] == key[0]]:  # a version promoted since
-                    self._llms.pop(stale).close()  # its engine is freed once its running answers end
-                self._llms[key] = loaded
+                log.info("Loading the generator for version %s", key or "base")
+                self._llms[key] = build_llm(settings)
+            self._llms.move_to_end(key)
+            before, self._names[name] = self._names.get(name, key), key
+            if before != key and before not in self._names.values():  # a version promoted since
+                self._drop(before)
+            # versions picked in the browser are loaded on demand; the least recently used beyond
+            # MAX_LOADED_VERSIONS are closed
+            default = self._names.get(self.settings.models.version, key)
+            while len(self._llms) > MAX_LOADED_VERSIONS:
+                self._drop(next(k for k in self._llms if k not in (default, key)))
             return self._llms[key]
+
+    def _drop(self, key: str | None) -> None:
+        """Close a loaded version (its engine is freed once its running answers end); the caller holds the lock."""
+        if (gone := self._llms.pop(key, None)) is None:
+            return
+        self._names = {n: k for n, k in self._names.items() if k != key}
+        self._chains = {k: v for k, v in self._chains.items() if v[0] is not gone}
+        gone.close()
 
     def _settings_for(self, version: str | None) -> Settings:
         if version is None or version == self.settings.models.version:
@@ -162,35 +187,37 @@ class ChatService:
         return Collection.list(self.settings)
 
     def _chain(self, collection: str, llm: ChatBackend, search: Any = None) -> Any:
+        """The chain answering from ``collection`` with ``llm``: built once per pair, the collection opened
+        once whatever the version; ``search`` (evaluation) gives a chain of its own, not kept."""
+        from chatbot.backends import context_limit
+        from chatbot.chain import build_chain
+        from retrieval.collection import Collection
+
+        if collection not in Collection.list(self.settings):
+            with self._lock:  # deleted since: what was open for it goes too
+                if (gone := self._collections.pop(collection, None)) is not None:
+                    gone.close()
+                self._chains = {k: v for k, v in self._chains.items() if k[0] != collection}
+            raise CollectionNotFound(
+                f"collection {collection!r} does not exist; create it with "
+                f"`chatbot index {collection} <folder>` (existing: {', '.join(self.collections()) or 'none'})"
+            )
+        limit = context_limit(self.settings, llm)
+        if search is not None:
+            return build_chain(llm, search, llm.count_tokens, limit, self.settings.chat)
         key = (collection, id(llm))
-        if search is not None:  # a one-off search (evaluation): a chain of its own, not cached
-            from chatbot.backends import context_limit
-            from chatbot.chain import build_chain
-
-            self._chain(collection, llm)  # the collection must exist all the same
-            return build_chain(
-                llm, search, llm.count_tokens, context_limit(self.settings, llm), self.settings.chat
+        with self._lock:
+            cached = self._chains.get(key)
+            if cached is not None and cached[0] is llm:  # (an id is reused once its object is gone)
+                return cached[1]
+            col = self._collections.get(collection)
+            if col is None:
+                col = self._collections[collection] = Collection.open(self.settings, collection)
+            chain = build_chain(
+                llm, lambda q, k: col.search(q, k), llm.count_tokens, limit, self.settings.chat
             )
-        if key not in self._chains:
-            from chatbot.backends import context_limit
-            from chatbot.chain import build_chain
-            from retrieval.collection import Collection
-
-            if collection not in Collection.list(self.settings):
-                raise CollectionNotFound(
-                    f"collection {collection!r} does not exist; create it with "
-                    f"`chatbot index {collection} <folder>` (existing: {', '.join(self.collections()) or 'none'})"
-                )
-            col = Collection.open(self.settings, collection)
-            self._chains = {k: v for k, v in self._chains.items() if k[0] != collection}
-            self._chains[key] = build_chain(
-                llm,
-                lambda q, k: col.search(q, k),
-                llm.count_tokens,
-                context_limit(self.settings, llm),
-                self.settings.chat,
-            )
-        return self._chains[key]
+            self._chains[key] = (llm, chain)
+            return chain
 
     def stream(
         self,

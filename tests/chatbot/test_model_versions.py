@@ -91,3 +91,36 @@ def test_external_lora_adapter_is_merged_on_the_generator(settings, tiny_llm_dir
     )
     with pytest.raises(ModelNotFoundError, match="models.adapter"):
         load_generator(missing)
+
+
+def test_versions_picked_in_the_browser_are_loaded_once_and_not_without_bound(
+    settings, tiny_llm_dir, tmp_path
+):
+    """The current version asked by its id is the same loaded model; versions picked one after another stay
+    loaded up to MAX_LOADED_VERSIONS (the least recently used closed first, never the current one); one
+    collection answers with two versions in turn without its chains being built again."""
+    from chatbot import service as service_module
+    from retrieval.collection import Collection
+
+    settings = _with_engine(settings, "transformers")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "hours.md").write_text("The library opens at nine.", encoding="utf-8")
+    Collection.open(settings, settings.chat.collection).sync(tmp_path / "docs")
+    ids = []
+    for n in range(3):
+        version = _register_variant(settings, tiny_llm_dir, tmp_path / f"v{n}")
+        ids.append(version.id)
+    Registry(settings).promote(ids[0])
+    service = ChatService(settings)
+    current = service.llm
+    assert service.llm_for(ids[0]) is current  # "current" and its id: one model
+    second = service.llm_for(ids[1])
+    chain = service._chain(settings.chat.collection, second)
+    assert service._chain(settings.chat.collection, current) is not chain
+    assert service._chain(settings.chat.collection, second) is chain  # kept, not rebuilt in turn
+    service.llm_for(ids[2])
+    base = service.llm_for("base")
+    assert service_module.MAX_LOADED_VERSIONS == 3 and len(service._llms) == 3
+    assert service.llm is current  # the current version was not the one closed
+    assert service.llm_for(ids[1]) is not second  # the least recently used was: loaded again when asked
+    assert ids[2] not in service._llms and service.llm_for("base") is base  # then the next least recent
