@@ -38,6 +38,7 @@ class Plan:
     lost_dirs: dict[str, str] = field(default_factory=dict)  # folders that cannot be listed -> reason
     unseen: dict[str, str] = field(default_factory=dict)  # indexed before, in a lost folder -> that folder
     limits_changed: bool = False  # loader limits changed: what failed (even in part) is re-read
+    reindex: bool = False  # the vector index's settings changed: it is built again from the stored vectors
     synced_from: str | None = None  # the folder the current snapshot was synced from
 
     @property
@@ -73,8 +74,25 @@ def fingerprint(settings: Host) -> str:
         "csv_rows_per_chunk": r.csv_rows_per_chunk,
         "embed_with_title": r.embed_with_title,
         "passage_prefix": r.passage_prefix,
-        "index_type": r.index_type,  # rebuilding re-reads files but reuses every vector (same texts)
+        "index_type": r.index_type,  # compared apart: a change builds the index again (index_fingerprint)
     }
+    return json.dumps(parts, sort_keys=True)
+
+
+def _content(recorded: dict) -> dict:
+    """A fingerprint without the vector index's settings."""
+    return {k: v for k, v in recorded.items() if k != "index_type"}
+
+
+def index_fingerprint(settings: Host) -> str:
+    """The settings a version's vector index is built with (meta "index"); a change builds the index again
+    from the stored vectors, without reading any file."""
+    r = settings.retrieval
+    parts: dict[str, object] = {"index_type": r.index_type}
+    if r.index_type == "hnsw":
+        parts["hnsw_m"] = r.hnsw_m
+    if r.index_type == "ivf":
+        parts["ivf_nlist"] = r.ivf_nlist
     return json.dumps(parts, sort_keys=True)
 
 
@@ -107,7 +125,14 @@ def plan(root: Path, folder: Path, settings: Host) -> Plan:
         conn = store.connect(now / store.DB_NAME, readonly=True)
         try:
             p.previous = store.files(conn)
-            p.rebuild = store.get_meta(conn, "fingerprint") != fingerprint(settings)
+            recorded = json.loads(store.get_meta(conn, "fingerprint") or "{}")
+            now = json.loads(fingerprint(settings))
+            # the index's own settings need no file read again: only the index built again
+            p.rebuild = _content(recorded) != _content(now)
+            index = store.get_meta(conn, "index")
+            p.reindex = recorded.get("index_type") != now["index_type"] or (
+                index is not None and index != index_fingerprint(settings)
+            )
             p.limits_changed = store.get_meta(conn, "limits") != limits_fingerprint(settings)
             p.synced_from = store.get_meta(conn, "folder")
         finally:

@@ -37,6 +37,7 @@ from retrieval.plan import (
     check_deletions,
     embedded_alike,
     fingerprint,
+    index_fingerprint,
     keep_rows,
     limits_fingerprint,
     plan,
@@ -134,7 +135,7 @@ def _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, d
             )
             if old.status == "ok":
                 report.unchanged.append(rel)
-    if todo or p.deleted or p.rebuild:
+    if todo or p.deleted or p.rebuild or p.reindex:
         with ParserProcess(settings.retrieval) as parser:
             _write_version(root, p, todo, settings, embedder, report, progress, parser)
     elif progress:
@@ -178,6 +179,7 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
         writer.flush()
         store.set_meta(conn, "fingerprint", fingerprint(settings))
         store.set_meta(conn, "probe", embedder.probe_record())
+        store.set_meta(conn, "index", index_fingerprint(settings))
         store.set_meta(conn, "limits", limits_fingerprint(settings))
         store.set_meta(conn, "folder", str(p.folder))
         store.set_meta(conn, "version", name)
@@ -185,7 +187,9 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
         conn.commit()
         report.chunks_embedded = writer.embedded
         report.chunks_kept = kept.kept
-        _write_index(previous, staging, conn, writer, p.rebuild or reuse is None, settings, embedder)
+        _write_index(
+            previous, staging, conn, writer, p.rebuild or p.reindex or reuse is None, settings, embedder
+        )
         conn.close()
         snapshot.publish(root, staging, name, settings.retrieval.keep_versions)
         kept.finished()

@@ -9,7 +9,7 @@ import threading
 import pytest
 from retrieval_helpers import chunk_table, faiss_count
 
-from retrieval import snapshot
+from retrieval import snapshot, vectors
 from retrieval.collection import Collection
 from retrieval.errors import CollectionError, CollectionLockedError
 
@@ -71,10 +71,26 @@ def test_changed_chunking_settings_reindex_every_file(settings, tmp_path):
     settings.retrieval.chunk_tokens = 32
     report = col.sync(docs)
     assert report.updated == ["a.txt"] and report.chunks_total > 1
-    settings.retrieval.index_type = "hnsw"  # another index: rebuilt from the stored vectors, none re-embedded
+    # the index's own settings: built again from the stored vectors, no file read again, none re-embedded
+    before = col.stats()["version"]
+    settings.retrieval.index_type = "hnsw"
     switched = col.sync(docs)
-    assert switched.updated == ["a.txt"] and switched.chunks_embedded == 0
+    assert switched.updated == [] and switched.unchanged == ["a.txt"] and switched.chunks_embedded == 0
+    assert col.stats()["version"] != before and _index_shape(col) == ("IndexHNSWFlat", 32)
     assert faiss_count(col) == switched.chunks_total == report.chunks_total
+    settings.retrieval.hnsw_m = 16  # took effect only once some file changed, before
+    again = col.sync(docs)
+    assert again.updated == [] and _index_shape(col) == ("IndexHNSWFlat", 16)
+    assert col.sync(docs).unchanged == ["a.txt"] and faiss_count(col) == report.chunks_total
+
+
+def _index_shape(col) -> tuple[str, int | None]:
+    """The kind of FAISS index under the id map of the collection's current version, and its HNSW degree."""
+    import faiss
+
+    mapped = vectors.load(snapshot.current(col.root) / vectors.INDEX_NAME, col.settings.retrieval)
+    inner = faiss.downcast_index(mapped.index)  # (owned by ``mapped``: read while it lives)
+    return type(inner).__name__, inner.hnsw.nb_neighbors(1) if hasattr(inner, "hnsw") else None
 
 
 def test_second_sync_is_refused_naming_the_holder(settings, tmp_path):
