@@ -24,6 +24,7 @@ from chatbot.uploads import (
 )
 from retrieval.collection import Collection
 from retrieval.errors import CollectionLockedError
+from retrieval.loaders import LOADERS
 
 
 def fed_by_uploads(ctx: PageContext, name: str, stats: dict) -> bool:
@@ -53,7 +54,12 @@ def upload_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> 
     if not fed_by_uploads(ctx, name, stats):
         st.caption(t("synced_from_folder").format(folder=code_span(str(stats["folder"]))))
         return
-    uploads = st.file_uploader(t("upload"), accept_multiple_files=True, key=f"up-{name}")
+    uploads = st.file_uploader(
+        t("upload"),
+        accept_multiple_files=True,
+        key=f"up-{name}",
+        type=sorted(ext.lstrip(".") for ext in LOADERS),  # only what can be indexed: the rest is refused here
+    )
     replace = st.checkbox(t("replace_existing"), key=f"replace-{name}")
     if st.button(t("upload_and_sync"), disabled=running or not uploads):
         try:
@@ -109,6 +115,10 @@ def sync_progress(ctx: PageContext, name: str) -> None:
             f"{t('sync_done')}: {len(r.added)} {t('added')}, {len(r.updated)} {t('updated')}, "
             f"{len(r.deleted)} {t('deleted')}, {len(r.unchanged)} {t('unchanged')}, {len(r.failed)} {t('failed')}"
         )
+        if r.unsupported:
+            names = ", ".join(code_span(p) for p in r.unsupported[:20])
+            more = f" (+{len(r.unsupported) - 20})" if len(r.unsupported) > 20 else ""
+            st.warning(t("unsupported_files").format(names=names + more))
         if r.failed:
             st.dataframe([{"file": p, "reason": why} for p, why in r.failed.items()], hide_index=True)
 

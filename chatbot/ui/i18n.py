@@ -110,6 +110,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "failures": {"en": "Files that could not be indexed", "es": "Archivos que no se pudieron indexar"},
     "delete_collection": {"en": "Delete this collection", "es": "Borrar esta colección"},
     "confirm_delete": {"en": "Yes, delete it", "es": "Sí, borrarla"},
+    "unsupported_files": {
+        "en": "Not indexed, of a type the assistant cannot read: {names}",
+        "es": "Sin indexar, de un tipo que el asistente no sabe leer: {names}",
+    },
     "title_empty": {"en": "A conversation needs a title.", "es": "Una conversación necesita un título."},
     "beams_help": {
         "en": "Beam search needs the transformers engine (models.engine); this model is served by llama.cpp.",

@@ -154,6 +154,7 @@ def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path, monkeypatch
     st.cache_resource.clear()
     (docs / "a.md").write_text("# Opening hours\n\nThe office opens at nine.\n")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    (docs / "budget.xlsx").write_bytes(b"PK\x03\x04 a spreadsheet")
     at = page("documents")
     at.run()
     assert not at.exception, at.exception
@@ -172,6 +173,9 @@ def test_documents_page_creates_syncs_and_shows_stats(env, tmp_path, monkeypatch
         time.sleep(0.2)
     at.run()
     assert any("Sync finished: 1 added" in s.value for s in at.success)
+    (warning,) = at.warning
+    assert warning.value.startswith("Not indexed, of a type the assistant cannot read:")
+    assert "budget.xlsx" in warning.value
     assert at.metric[0].value == "1"  # files
     assert any("broken.pdf" in str(df.value) for df in at.dataframe)
     # deleting: refused with a message while a sync holds the collection, then done
