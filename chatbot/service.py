@@ -122,9 +122,8 @@ class ChatService:
         self._fixed_llm = as_backend(llm, settings) if llm is not None else None
         # the weights a version resolves to ("current" and its id load once) -> LLM, least recently used first
         self._llms: OrderedDict[str | None, ChatBackend] = OrderedDict()
-        self._chains: dict[
-            tuple[str, int], tuple[ChatBackend, Any]
-        ] = {}  # (collection, id(llm)) -> llm, chain
+        # (collection, id(llm)) -> (llm, chain)
+        self._chains: dict[tuple[str, int], tuple[ChatBackend, Any]] = {}
         self._collections: dict[str, Any] = {}  # one open Collection per name, shared by its chains
         self._names: dict[str, str | None] = {}  # models.version as asked ("current", "v0003") -> its weights
         self._lock = threading.Lock()

@@ -186,9 +186,8 @@ def _retrain(
     else:
         try:
             registry.promote(candidate.id, if_current=cur_id)
-        except (
-            CurrentChanged
-        ) as exc:  # not judged on its merits: the next retrain starts from the new current
+        except CurrentChanged as exc:
+            # not judged on its merits: the next retrain starts from the new current version
             report.reasons = [str(exc)]
             report.message = f"kept {registry.current_id() or 'the base model'}: {exc}"
         else:
@@ -237,9 +236,8 @@ def attempt_fingerprint(items: list[Item], settings: Host) -> str:
         k: cfg[k] for k in (*TRAJECTORY, "replay_ratio", "grounded_replay_ratio", "grounded_replay_min")
     }
     chosen.update({k: v for k, v in cfg.items() if k.startswith("gate_")})
-    generation = getattr(
-        settings, "generation", None
-    )  # the gate's answers depend on it (the chat's settings)
+    # the gate's grounded-QA answers depend on the chat's generation settings
+    generation = getattr(settings, "generation", None)
     chosen["generation"] = generation.model_dump(mode="json") if generation is not None else {}
     data = manifest_fingerprint(manifest_of(items))
     return hashlib.sha256(json.dumps([data, chosen], sort_keys=True, default=str).encode()).hexdigest()
