@@ -24,7 +24,6 @@ from chatbot.uploads import (
 )
 from retrieval.collection import Collection
 from retrieval.errors import CollectionLockedError
-from retrieval.loaders import LOADERS
 
 
 def fed_by_uploads(ctx: PageContext, name: str, stats: dict) -> bool:
@@ -54,12 +53,9 @@ def upload_controls(ctx: PageContext, name: str, stats: dict, running: bool) -> 
     if not fed_by_uploads(ctx, name, stats):
         st.caption(t("synced_from_folder").format(folder=code_span(str(stats["folder"]))))
         return
-    uploads = st.file_uploader(
-        t("upload"),
-        accept_multiple_files=True,
-        key=f"up-{name}",
-        type=sorted(ext.lstrip(".") for ext in LOADERS),  # only what can be indexed: the rest is refused here
-    )
+    # (no `type=` filter: Streamlit's check of it raises on a hostile file name before ours can refuse it
+    # clearly; files of other types are named after the sync instead)
+    uploads = st.file_uploader(t("upload"), accept_multiple_files=True, key=f"up-{name}")
     replace = st.checkbox(t("replace_existing"), key=f"replace-{name}")
     if st.button(t("upload_and_sync"), disabled=running or not uploads):
         try:
