@@ -55,10 +55,12 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 
 # C0 controls but tab and newline, DEL, and C1 controls (0x9b is a one-character CSI on some terminals); the
-# ones that separate words (vertical tab, form feed, the separators, NEL, a lone carriage return) become spaces
-_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+# ones that separate words (vertical tab, form feed, the separators, NEL, a lone carriage return) become spaces.
+# Also the bidi embeddings, overrides and isolates: a terminal that does bidi would show "invoice\u202efdp.exe"
+# as "invoiceexe.pdf" (the "Trojan Source" trick); no document text keeps them (retrieval.text.clean).
+_TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
 _TERMINAL_SPACE = re.compile(r"\r\n|[\x0b\x0c\r\x1c-\x1f\x85]")
-_JSON_CONTROL = re.compile(r"[\x7f-\x9f]")
+_JSON_CONTROL = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def plain(text: str) -> str:
@@ -71,8 +73,9 @@ def plain(text: str) -> str:
 
 
 def json_text(value: Any, **options: Any) -> str:
-    """``value`` as JSON that is safe to write to a terminal: ``json.dumps`` escapes the C0 controls, and DEL
-    and the C1 controls (which it would write as they are, non-ASCII text being kept) are escaped here too."""
+    """``value`` as JSON that is safe to write to a terminal: ``json.dumps`` escapes the C0 controls, and DEL,
+    the C1 controls and the bidi controls (which it would write as they are, non-ASCII text being kept) are
+    escaped here too."""
     text = json.dumps(value, ensure_ascii=False, **options)
     return _JSON_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 

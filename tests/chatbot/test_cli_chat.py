@@ -176,3 +176,14 @@ def test_documents_and_answers_cannot_drive_the_terminal(app_env, settings, tmp_
         assert not any(c in result.stdout for c in ESCAPES), repr(result.stdout)
         # stderr carries the libraries' own progress bars, which redraw their line with a carriage return
         assert not any(c in result.stderr for c in ESCAPES[:3]), repr(result.stderr)
+
+
+def test_bidi_controls_cannot_disguise_a_name_in_the_terminal():
+    """A file name with a right-to-left override reads "invoiceexe.pdf" in a terminal that does bidi: the
+    override is dropped from what is printed, and escaped (the name kept) in JSON."""
+    from chatbot.cli.app import json_text, plain
+
+    name = "invoice\u202efdp.exe"
+    assert plain(f"{name} \u2066isolated\u2069 \u202aembedded\u202c") == "invoicefdp.exe isolated embedded"
+    assert json_text({"source": name}) == '{"source": "invoice\\u202efdp.exe"}'
+    assert json.loads(json_text({"source": name}))["source"] == name
