@@ -66,7 +66,8 @@ class Collection:
         self.root = collections_dir(settings) / name
         self._embedder = embedder
         self._view: View | None = None
-        self._indexed: dict[str, str | None] = {}  # the current view's embedding model, probe and folder
+        # the current view's embedding model, probe and folder, and whether the probe matches this embedder
+        self._indexed: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -207,7 +208,9 @@ class Collection:
         configured one (a sync with the new model rebuilds it: retrieval/sync.py re-embeds every chunk).
         Told by the snapshot's probe vectors where it recorded them (``plan.embedded_alike``), else by name."""
         indexed = self._indexed.get("model")
-        same = self.embedder.same_weights(self._indexed.get("probe"))
+        if "same" not in self._indexed:  # once per version opened (it reads ~8 kB of JSON)
+            self._indexed["same"] = self.embedder.same_weights(self._indexed.get("probe"))
+        same = self._indexed["same"]
         if same is False:
             raise self._mismatch(indexed, other_weights=indexed == self.settings.models.embedding)
         if same is None and indexed is not None and indexed != self.settings.models.embedding:
