@@ -37,7 +37,11 @@ def _prose(text: str, code: str | None = None) -> tuple[list[tuple[str, bool]], 
 def clean_markers(text: str, n_sources: int) -> str:
     """Drop the numbers outside 1..n_sources from each marker; drop markers left empty. Brackets in code
     (`lista[0]`) are code, not markers."""
-    return "".join(piece if code else _clean_prose(piece, n_sources) for piece, code in _prose(text)[0])
+    return _cleaned(_prose(text)[0], n_sources)
+
+
+def _cleaned(pieces: list[tuple[str, bool]], n_sources: int) -> str:
+    return "".join(piece if code else _clean_prose(piece, n_sources) for piece, code in pieces)
 
 
 def _clean_prose(text: str, n_sources: int) -> str:
@@ -104,7 +108,7 @@ class MarkerFilter:
 
     def _passed(self, text: str) -> str:
         pieces, _, self.code = _prose(text, self.code)
-        return "".join(piece if code else _clean_prose(piece, self.n_sources) for piece, code in pieces)
+        return _cleaned(pieces, self.n_sources)
 
 
 # Marks that Markdown adds around a quote, or a source writes around words the answer quotes without them

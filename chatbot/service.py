@@ -188,15 +188,23 @@ class ChatService:
     def _chain(self, collection: str, llm: ChatBackend, search: Any = None) -> Any:
         """The chain answering from ``collection`` with ``llm``: built once per pair, the collection opened
         once whatever the version; ``search`` (evaluation) gives a chain of its own, not kept."""
+        key = (collection, id(llm))
+        with self._lock:
+            cached = self._chains.get(key)
+            open_col = self._collections.get(collection)
+            if (
+                open_col is not None and not open_col.root.is_dir()
+            ):  # deleted since: what was open for it goes
+                self._collections.pop(collection).close()
+                self._chains = {k: v for k, v in self._chains.items() if k[0] != collection}
+                cached = None
+        if search is None and cached is not None and cached[0] is llm:  # (an id is reused once it is gone)
+            return cached[1]
         from chatbot.backends import context_limit
         from chatbot.chain import build_chain
         from retrieval.collection import Collection
 
         if collection not in Collection.list(self.settings):
-            with self._lock:  # deleted since: what was open for it goes too
-                if (gone := self._collections.pop(collection, None)) is not None:
-                    gone.close()
-                self._chains = {k: v for k, v in self._chains.items() if k[0] != collection}
             raise CollectionNotFound(
                 f"collection {collection!r} does not exist; create it with "
                 f"`chatbot index {collection} <folder>` (existing: {', '.join(self.collections()) or 'none'})"
@@ -204,11 +212,7 @@ class ChatService:
         limit = context_limit(self.settings, llm)
         if search is not None:
             return build_chain(llm, search, llm.count_tokens, limit, self.settings.chat)
-        key = (collection, id(llm))
         with self._lock:
-            cached = self._chains.get(key)
-            if cached is not None and cached[0] is llm:  # (an id is reused once its object is gone)
-                return cached[1]
             col = self._collections.get(collection)
             if col is None:
                 col = self._collections[collection] = Collection.open(self.settings, collection)

@@ -39,6 +39,9 @@ class Plan:
     unseen: dict[str, str] = field(default_factory=dict)  # indexed before, in a lost folder -> that folder
     limits_changed: bool = False  # loader limits changed: what failed (even in part) is re-read
     reindex: bool = False  # the vector index's settings changed: it is built again from the stored vectors
+    same_model: bool = (
+        True  # the current version's vectors were made by the configured model (set by the sync)
+    )
     synced_from: str | None = None  # the folder the current snapshot was synced from
 
     @property

@@ -113,12 +113,13 @@ def _sync(root, name, folder, settings, embedder, progress, allow_mass_delete, d
     snapshot.clean_incomplete(root)
     p = plan(root, folder, settings)
     check_deletions(p, name, allow_mass_delete)
-    if not p.rebuild and (previous := snapshot.current(root)) is not None:
+    if (previous := snapshot.current(root)) is not None:
         with _closing(store.connect(previous / store.DB_NAME, readonly=True)) as conn:
-            if store.get_meta(conn, "probe") is not None and not embedded_alike(conn, settings, embedder):
-                log.warning("collection %s: %s now holds another model than the one that indexed it; "
-                            "every file is indexed again", name, settings.models.embedding)  # fmt: skip
-                p.rebuild = True
+            p.same_model = embedded_alike(conn, settings, embedder)
+        if not p.same_model and not p.rebuild:  # the same name, other weights: the settings cannot tell
+            log.warning("collection %s: %s now holds another model than the one that indexed it; "
+                        "every file is indexed again", name, settings.models.embedding)  # fmt: skip
+            p.rebuild = True
     report = SyncReport(unsupported=p.unsupported, deleted=p.deleted)
     for where, reason in p.lost_dirs.items():
         kept = sum(1 for folder in p.unseen.values() if folder == where)
@@ -157,11 +158,8 @@ def _write_version(root, p: Plan, todo, settings, embedder, report, progress, pa
     try:
         if previous is not None and not p.rebuild:
             shutil.copyfile(previous / store.DB_NAME, staging / store.DB_NAME)
-        if previous is not None:
+        if previous is not None and p.same_model:  # another embedding model: no stored vector is valid
             reuse = store.connect(previous / store.DB_NAME, readonly=True)
-            if not embedded_alike(reuse, settings, embedder):
-                reuse.close()
-                reuse = None  # another embedding model: no stored vector is valid
         conn = store.create(staging / store.DB_NAME)
         kept = UnfinishedVectors(root, embedder)
         writer = _Writer(conn, reuse, settings, embedder, kept)
