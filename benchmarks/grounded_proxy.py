@@ -57,6 +57,8 @@ def prompts(args: argparse.Namespace) -> None:
     style = chain_style(settings, load_tokenizer(settings, None))
     files = [(Path(p), args.limit) for p in args.squad or []]
     files += [(p, None) for p in sorted((ROOT / "data" / "qa").glob("*.json"))]
+    if args.sets:  # by set name: "squad" for the --squad files, else a data/qa file's stem
+        files = [(p, n) for p, n in files if ("squad" if n is not None else p.stem) in args.sets]
     rows = []
     for path, limit in files:
         name = "squad" if path.name.startswith("squad") else path.stem
@@ -211,6 +213,7 @@ def main() -> None:
         "--squad", type=Path, action="append", help="SQuAD-format file besides data/qa (repeatable)"
     )
     p.add_argument("--limit", type=int, default=300, help="questions of each --squad file, spread over it")
+    p.add_argument("--sets", nargs="+", help="only these sets: squad (the --squad files), data/qa file stems")
     p.add_argument("--out", type=Path, required=True)
     a = sub.add_parser("answer", help="answer them with one model")
     a.add_argument("prompts", type=Path)
