@@ -310,16 +310,37 @@ def restates(question: str, answer: str) -> bool:
     return said <= {stem(w) for w in content_words(question)}
 
 
+# Words that ask for, or do, what cannot be undone: delete, remove, erase...; borrar, eliminar, suprimir...
+_UNDOING = re.compile(
+    r"\b(?:rm|rmdir|delet\w*|remov\w*|eras\w*|wip(?:e|es|ed|ing)|purg\w*|destr[ou]\w*|uninstall\w*|truncat\w*"
+    r"|borr[aeo]\w*|elimin\w*|suprim\w*|desinstal\w*|vac[ií]a\w*)\b",
+    re.IGNORECASE,
+)
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def destructive_command(question: str, answer: str) -> bool:
+    """Whether ``answer`` quotes a command that deletes or removes (``chatbot collections delete NAME``, in a
+    code span) to a question that asks for no such thing. Asked "How do I reindex a collection?", a FAQ
+    entry's delete command is a quote the model can choose, and running it loses the index."""
+    if _UNDOING.search(question):
+        return False
+    return any(_UNDOING.search(code) for code in _CODE.findall(answer.split("[", 1)[0]))
+
+
 def best_draft(
     drafts: Sequence[Draft], pieces: TokenBytes, question: str, sources: Sequence[str], weight: float
 ) -> Draft:
     """The draft with the best :func:`draft_score` (the first of equals: the model's own choice). To a yes/no
     question (:func:`retrieval.words.yes_no_question`), a draft that :func:`restates` it is kept only when
-    every draft does: the question said again answers nothing, and it reads as a yes."""
+    every draft does: the question said again answers nothing, and it reads as a yes. A draft that quotes a
+    :func:`destructive_command` nobody asked for is kept only when every draft does."""
     scores = [draft_score(d, pieces, question, sources, weight) for d in drafts]
     choices = list(range(len(drafts)))
     if len(drafts) > 1 and yes_no_question(question):
         choices = [i for i in choices if not restates(question, drafts[i].text(pieces))] or choices
+    if len(drafts) > 1:
+        choices = [i for i in choices if not destructive_command(question, drafts[i].text(pieces))] or choices
     return drafts[max(choices, key=lambda i: (scores[i], -i))]
 
 

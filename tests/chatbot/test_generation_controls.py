@@ -239,3 +239,38 @@ def test_a_yes_no_question_said_again_is_not_kept_as_its_answer():
     other = "¿Qué dice la guía de si hace falta una GPU?"
     assert restates(other, "Hace falta una GPU [1].")
     assert best_draft([heading, answer], pieces, other, sources, weight=3.0) is heading
+
+
+def test_a_delete_command_nobody_asked_for_is_not_kept_as_the_answer():
+    from finetune.decoding import Draft, TokenBytes, best_draft, destructive_command
+
+    question = "How do I reindex a collection?"
+    assert destructive_command(question, "Run `chatbot collections delete NAME` [1].")
+    assert destructive_command(
+        "¿Cómo vuelvo a indexar una colección?", "`chatbot collections delete NOMBRE` [2]."
+    )
+    assert destructive_command(question, "`rm -rf var/` [1].")
+    assert not destructive_command(question, "Run `chatbot index my-collection /path/to/folder` [1].")
+    assert not destructive_command(
+        question, "Deleted files are removed from the index [1]."
+    )  # prose, no command
+    # asked for it: the delete command is the answer
+    assert not destructive_command(
+        "How do I delete a collection?", "Run `chatbot collections delete NAME` [1]."
+    )
+    assert not destructive_command("¿Cómo borro una colección?", "`chatbot collections delete NOMBRE` [1].")
+    assert not destructive_command("What do I remove to start over?", "`var/` [1].")
+    sources = [
+        "How do I delete a collection? Run `chatbot collections delete NAME`.",
+        "Run the same command again after the folder changes: `chatbot index my-collection /path/to/folder`.",
+    ]
+    pieces = TokenBytes(
+        [b"", b"Run `chatbot collections delete NAME`", b"`chatbot index my-collection /path/to/folder`",
+         b" [", b"1", b"2", b"]."]
+    )  # fmt: skip
+    delete = Draft([1, 3, 4, 6], [-0.3, -0.1, -0.1, -0.1])
+    index = Draft([2, 3, 5, 6], [-2.0, -0.1, -0.1, -0.1])
+    assert best_draft([delete, index], pieces, question, sources, weight=3.0) is index
+    assert best_draft([delete], pieces, question, sources, weight=3.0) is delete  # nothing else to say
+    asked = "How do I delete a collection?"
+    assert best_draft([delete, index], pieces, asked, sources, weight=3.0) is delete
