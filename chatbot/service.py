@@ -192,9 +192,8 @@ class ChatService:
         with self._lock:
             cached = self._chains.get(key)
             open_col = self._collections.get(collection)
-            if (
-                open_col is not None and not open_col.root.is_dir()
-            ):  # deleted since: what was open for it goes
+            # a collection deleted since: what was open for it goes
+            if open_col is not None and not open_col.root.is_dir():
                 self._collections.pop(collection).close()
                 self._chains = {k: v for k, v in self._chains.items() if k[0] != collection}
                 cached = None

@@ -39,9 +39,8 @@ class Plan:
     unseen: dict[str, str] = field(default_factory=dict)  # indexed before, in a lost folder -> that folder
     limits_changed: bool = False  # loader limits changed: what failed (even in part) is re-read
     reindex: bool = False  # the vector index's settings changed: it is built again from the stored vectors
-    same_model: bool = (
-        True  # the current version's vectors were made by the configured model (set by the sync)
-    )
+    # the current version's vectors were made by the configured model (set by the sync)
+    same_model: bool = True
     synced_from: str | None = None  # the folder the current snapshot was synced from
 
     @property
@@ -129,11 +128,11 @@ def plan(root: Path, folder: Path, settings: Host) -> Plan:
         try:
             p.previous = store.files(conn)
             recorded = json.loads(store.get_meta(conn, "fingerprint") or "{}")
-            now = json.loads(fingerprint(settings))
+            configured = json.loads(fingerprint(settings))
             # the index's own settings need no file read again: only the index built again
-            p.rebuild = _content(recorded) != _content(now)
+            p.rebuild = _content(recorded) != _content(configured)
             index = store.get_meta(conn, "index")
-            p.reindex = recorded.get("index_type") != now["index_type"] or (
+            p.reindex = recorded.get("index_type") != configured["index_type"] or (
                 index is not None and index != index_fingerprint(settings)
             )
             p.limits_changed = store.get_meta(conn, "limits") != limits_fingerprint(settings)
