@@ -8,6 +8,7 @@ collection to retrieve distractor passages from.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,19 +71,32 @@ def grounded_items(
     limit: int | None,
     tokenizer: Any,
     options: RecipeOptions | None = None,
+    sample: int | None = None,
 ) -> list[Item]:
     """Grounded-QA chat examples from every file (``limit`` questions at most per file, spread over it).
 
-    Distractors come from a collection of the same split's documents only, so held-out paragraphs never
-    appear in training."""
+    ``sample`` draws that many questions at random (with ``options.seed``) from all the files together before
+    any example is built, so a few examples from many files cost a few searches, not one per question (what
+    ``retrain`` replays). Distractors come from a collection of the same split's documents only, so held-out
+    paragraphs never appear in training."""
     options = options or RecipeOptions(k=settings.chat.top_k, seed=settings.finetune.seed)
     style = chain_style(settings, tokenizer)
-    items: list[Item] = []
+    sets = []
     for path in qa_files:
         qa = load_squad(path).subset(split)
         qa.items = spread(qa.items, limit)
-        collection = qa_collection(settings, f"qa-{slug(Path(path).stem).lower()}-{split}", qa)
-        made = make_examples(qa, collection.search, style, options, origin=Path(path).name)
+        sets.append((Path(path), qa))
+    if sample is not None:
+        pool = [(n, q.id) for n, (_, qa) in enumerate(sets) for q in qa.items]
+        chosen = set(random.Random(options.seed).sample(pool, min(sample, len(pool))))
+        for n, (_, qa) in enumerate(sets):
+            qa.items = [q for q in qa.items if (n, q.id) in chosen]
+    items: list[Item] = []
+    for path, qa in sets:
+        if not qa.items:
+            continue
+        collection = qa_collection(settings, f"qa-{slug(path.stem).lower()}-{split}", qa)
+        made = make_examples(qa, collection.search, style, options, origin=path.name)
         log.info("%s: %d grounded-QA examples (%s split)", path, len(made), split)
         items.extend(made)
     return items

@@ -245,21 +245,10 @@ class FinetuneSettings(BaseModel):
         0.02, ge=0.0, description="Largest allowed drop of the grounded-QA evaluation's F1."
     )
     grounded_qa_files: list[Path] = Field(
-        default_factory=lambda: [
-            Path("data/qa/sample-en.json"),
-            Path("data/qa/sample-es.json"),
-            Path("data/qa/docs-en.json"),
-            Path("data/qa/project-en.json"),
-            Path("data/qa/project-es.json"),
-            Path("data/qa/org-en.json"),
-            Path("data/qa/org-es.json"),
-            Path("data/qa/wiki-en.json"),
-            Path("data/qa/wiki-es.json"),
-            Path("data/qa/manual-en.json"),
-            Path("data/qa/manual-es.json"),
-        ],
-        description="SQuAD files whose training-article questions `retrain` replays as grounded-QA examples, "
-        "so that new domain text cannot erase the skill of answering from sources (missing files are skipped).",
+        default_factory=lambda: [Path("data/qa")],
+        description="SQuAD files, or folders of them (every *.json inside), whose training-article questions "
+        "`retrain` replays as grounded-QA examples, so that new domain text cannot erase the skill of answering "
+        "from sources (missing paths are skipped).",
     )
     grounded_replay_ratio: float = Field(
         0.5, ge=0.0, description="Grounded-QA examples replayed per new training item in `retrain`."

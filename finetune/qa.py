@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,15 @@ def load_squad(path: Path) -> QASet:
     if not qa.items:
         raise QAFileError(f"{path}: holds no questions")
     return qa
+
+
+def qa_paths(paths: Iterable[Path | str]) -> list[Path]:
+    """Question files named by ``paths``: a file as it is, a folder as every ``*.json`` in it (sorted); paths
+    that do not exist are left out."""
+    found = []
+    for path in map(Path, paths):
+        found += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    return [p for p in found if p.is_file()]
 
 
 def spread(items: list[QAItem], limit: int | None) -> list[QAItem]:

@@ -79,9 +79,10 @@ def retrain(
     settings: Host,
     rag_eval: RagEval | None = None,
     items: list[Item] | None = None,
-    grounded: Callable[[], list[Item]] | None = None,
+    grounded: Callable[[int], list[Item]] | None = None,
 ) -> RetrainReport:
-    """``grounded`` gives the grounded-QA examples to mix into the replay (the skill the shipped model has)."""
+    """``grounded(n)`` gives about ``n`` grounded-QA examples to mix into the replay (the skill the shipped
+    model has), drawn from all of its questions before any is built."""
     models_dir = Path(settings.data_dir) / "models"
     with try_exclusive(models_dir / "retrain.lock") as acquired:
         if not acquired:
@@ -93,7 +94,7 @@ def _retrain(
     settings: Host,
     rag_eval: RagEval | None,
     items: list[Item] | None,
-    grounded: Callable[[], list[Item]] | None,
+    grounded: Callable[[int], list[Item]] | None,
     state_path: Path,
 ) -> RetrainReport:
     cfg = settings.finetune
@@ -125,7 +126,8 @@ def _retrain(
     old_val = [i for i in old if known[i.key].get("split") == "val"]
     old_train = [i for i in old if known[i.key].get("split") != "val"]
     replay = replay_sample(old_train, len(new_train), cfg.replay_ratio, cfg.seed)
-    skill = grounded_replay(grounded() if grounded else [], len(new_train), settings)
+    wanted = grounded_wanted(len(new_train), settings)
+    skill = replay_sample(grounded(wanted), wanted, 1.0, cfg.seed) if grounded and wanted else []
     log.info(
         "retrain: %d new items (%d train), replaying %d of %d earlier and %d grounded-QA examples",
         len(new),
@@ -219,12 +221,11 @@ def _resumable_run(settings: Host, data: str, init: str | None) -> str | None:
     return chosen
 
 
-def grounded_replay(examples: list[Item], n_new: int, settings: Host) -> list[Item]:
-    """Grounded-QA examples for one retrain: ``grounded_replay_ratio`` per new item, at least
-    ``grounded_replay_min``, drawn with the seed (all of them when there are fewer)."""
+def grounded_wanted(n_new: int, settings: Host) -> int:
+    """How many grounded-QA examples one retrain replays: ``grounded_replay_ratio`` per new training item,
+    at least ``grounded_replay_min``."""
     cfg = settings.finetune
-    wanted = max(cfg.grounded_replay_min, round(n_new * cfg.grounded_replay_ratio))
-    return replay_sample(examples, wanted, 1.0, cfg.seed)
+    return max(cfg.grounded_replay_min, round(n_new * cfg.grounded_replay_ratio))
 
 
 def attempt_fingerprint(items: list[Item], settings: Host) -> str:

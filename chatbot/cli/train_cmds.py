@@ -229,14 +229,15 @@ def retrain(ctx: typer.Context) -> None:
 
         rag_eval = rag_scorer(settings, qa_gate, cfg.gate_rag_collection, cfg.gate_rag_limit, split="heldout")
 
-    def grounded() -> list[Any]:
+    def grounded(wanted: int) -> list[Any]:
         from chatbot.recipes import grounded_items
         from finetune.models import load_tokenizer
+        from finetune.qa import qa_paths
         from finetune.registry import Registry
 
-        files = [p for p in cfg.grounded_qa_files if Path(p).is_file()]
+        files = qa_paths(cfg.grounded_qa_files)
         tokenizer = load_tokenizer(settings, Registry(settings).current())
-        return grounded_items(settings, files, "train", None, tokenizer) if files else []
+        return grounded_items(settings, files, "train", None, tokenizer, sample=wanted) if files else []
 
     try:
         report = run_retrain(settings, rag_eval=rag_eval, grounded=grounded)

@@ -17,6 +17,18 @@ NEW_DOC = {
 }
 
 
+def grounded_example(i: int) -> Item:
+    pairs = (
+        ("system", "Answer from the numbered sources."),
+        (
+            "user",
+            f"[1] (room-{i}.md)\nRoom {i} has {i + 2} tables.\n\nQuestion: How many tables has room {i}?",
+        ),
+        ("assistant", f"{i + 2} tables [1]."),
+    )
+    return Item("chat", f"qa.json:{i}:positive", content_key("chat", pairs), messages=pairs)
+
+
 def test_retrain_promotes_then_idles_then_rejects_a_worse_candidate(ft_settings, tmp_path):
     registry = Registry(ft_settings)
 
@@ -35,9 +47,19 @@ def test_retrain_promotes_then_idles_then_rejects_a_worse_candidate(ft_settings,
     write_docs(ft_settings.finetune.docs_dirs[0], NEW_DOC)
     worse = {"learning_rate": 5.0, "gate_max_retention_loss": 0.0}
     bad = ft_settings.model_copy(update={"finetune": ft_settings.finetune.model_copy(update=worse)})
-    rejected = retrain(bad)
+    asked: list[int] = []
+
+    def grounded(wanted: int) -> list[Item]:  # what `chatbot retrain` draws from the grounded-QA files
+        asked.append(wanted)
+        return [grounded_example(i) for i in range(wanted + 5)]
+
+    rejected = retrain(bad, grounded=grounded)
     assert (rejected.status, rejected.exit_code) == ("rejected", 3), (rejected.message, rejected.scores)
-    assert rejected.new_items == 3 and rejected.replayed_items > 0  # the new document cut into 3 passages
+    assert rejected.new_items == 3  # the new document cut into 3 passages
+    # grounded-QA examples are asked for by number (grounded_replay_min: more than 0.5 per new item here), and
+    # that many are replayed beside the earlier items
+    assert asked == [ft_settings.finetune.grounded_replay_min]
+    assert rejected.replayed_items > asked[0]
     # it got worse than the current model on the new or on the earlier data, and the gate says which
     assert any("data perplexity" in r for r in rejected.reasons), rejected.reasons
     worse_on = [m for m, s in rejected.scores.items() if s["candidate"] > s["current"]]

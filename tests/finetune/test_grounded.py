@@ -15,7 +15,7 @@ from chatbot.prompt import ABSTAIN, SYSTEM_PROMPT
 from chatbot.recipes import chain_style, grounded_items
 from finetune.data import IGNORE, encode_chat
 from finetune.grounded import RecipeOptions, answer_target
-from finetune.qa import contains_answer, load_squad
+from finetune.qa import contains_answer, load_squad, qa_paths
 
 PARAGRAPHS = [
     (
@@ -227,3 +227,22 @@ def test_exported_examples_train_elsewhere_with_the_same_data(ft_settings, tmp_p
     chat = {k: v for k, v in manifest["items"].items() if v["kind"] == "chat"}  # beside the settings' docs
     assert set(chat) == {i.key for i in exported.items}
     assert {v["source"] for v in chat.values()} == {i.source for i in exported.items}
+
+
+def test_a_sample_is_drawn_from_all_files_before_any_example_is_built(settings, tmp_path):
+    """`retrain` replays a few examples drawn from many files: only the drawn questions are searched, and only
+    the files they come from get a collection."""
+    first = squad_file(tmp_path / "first.json")
+    (tmp_path / "more").mkdir()
+    second = squad_file(tmp_path / "more" / "second.json")
+    tokenizer, options = _tokenizer(settings), RecipeOptions(negative_share=0, seed=7)
+    one = grounded_items(settings, [first, second], "all", None, tokenizer, options, sample=1)
+    assert len(one) == 1
+    assert len(list((settings.data_dir / "qa").iterdir())) == 1  # one file's collection, not both
+    drawn = grounded_items(settings, [first, second], "all", None, tokenizer, options, sample=4)
+    everything = grounded_items(settings, [first, second], "all", None, tokenizer, options)
+    assert len(everything) == 12 and len(drawn) == 4
+    assert {i.source for i in drawn} < {i.source for i in everything}
+    again = grounded_items(settings, [first, second], "all", None, tokenizer, options, sample=4)
+    assert [i.key for i in again] == [i.key for i in drawn]  # the seed fixes the draw
+    assert qa_paths([tmp_path, tmp_path / "more", tmp_path / "missing.json"]) == [first, second]
