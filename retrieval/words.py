@@ -8,7 +8,11 @@ and the chat's relevance gate counts how many of a question's content words its 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
+from functools import lru_cache
+
+import snowballstemmer
 
 # fmt: off
 FUNCTION_WORDS = frozenset({
@@ -57,6 +61,24 @@ def stem(word: str) -> str:
     """``word`` cut to five letters: a crude stem that joins singular and plural and the forms of a verb, in
     English and Spanish alike."""
     return word[:5]
+
+
+_STEMMERS = (snowballstemmer.stemmer("spanish"), snowballstemmer.stemmer("english"))
+_STEMMING = threading.Lock()  # a Snowball stemmer keeps state between calls
+
+
+@lru_cache(maxsize=65536)
+def search_stem(word: str) -> str | None:
+    """The stem keyword search matches ``word`` by, as a prefix of the indexed words: the shorter of its
+    Spanish and English Snowball stems that keeps four letters or more ("archivos" → "archiv", finding
+    "archivo" and "archivar"; "files" → "file"), or None for a word to match as it is (a short word, a
+    number, a code; a stem that would match too much: "casa" → "cas"). Lower case in, lower case out."""
+    if len(word) < 4 or not word.isalpha():
+        return None
+    with _STEMMING:
+        found = [s.stemWord(word) for s in _STEMMERS]
+    found = [s for s in found if len(s) >= 4]
+    return min(found, key=len) if found else None
 
 
 def one_edit(a: str, b: str) -> bool:

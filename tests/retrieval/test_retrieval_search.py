@@ -40,16 +40,46 @@ def test_fusion_follows_the_stronger_retriever_and_breaks_its_ties():
 
 
 def test_match_expression_quotes_words_and_ignores_operators():
-    expected = '"hora" OR "abre" OR "near" OR "x"'
+    expected = '"hora"* OR "abre"* OR "near"* OR "x"'
     # "qué", "or", "not": function words, left out
     assert match_expression('¿Qué "hora" abre? OR NOT NEAR x*') == expected
     assert match_expression("¿?!") is None
 
 
 def test_match_expression_leaves_function_words_out_unless_there_is_nothing_else():
-    assert match_expression("How do I reindex a collection?") == '"reindex" OR "collection"'
-    assert match_expression("¿Dónde está el índice?") == '"índice"'
-    assert match_expression("What is it?") == '"what" OR "is" OR "it"'  # nothing else to search for
+    assert match_expression("How do I reindex a collection?") == '"reindex"* OR "collect"*'
+    assert match_expression("¿Dónde está el índice?") == '"indic"*'
+    assert match_expression("What is it?") == '"what"* OR "is" OR "it"'  # nothing else to search for
+
+
+def test_keyword_search_finds_other_forms_of_a_word_in_english_and_spanish(settings, tmp_path):
+    """Words match by their Snowball stem: plural and singular, the forms of a verb, in both languages; a
+    short word, a number or a code only as written."""
+    folder = tmp_path / "forms"
+    folder.mkdir()
+    texts = {
+        "archivos.md": "Los archivos se guardan cada noche en el servidor.",
+        "indexing.md": "Indexing runs every hour and skips unchanged files.",
+        "casa.md": "La casa es nueva.",
+        "castillo.md": "El castillo es antiguo.",
+        "model.md": "The MX-540 model has 3 ports.",
+        "other.md": "Nothing here is about that.",
+    }
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    col = Collection.open(settings, "forms")
+    col.sync(folder)
+
+    def found(query: str) -> list[str]:
+        return [h.source for h in col.search(query, 5, mode="bm25")]
+
+    assert found("¿Dónde se guarda un archivo?") == ["archivos.md"]
+    assert found("When is the index built?") == ["indexing.md"]
+    assert found("Which file is skipped?") == ["indexing.md"]
+    assert found("castillos") == ["castillo.md"]
+    assert found("casas") == ["casa.md"]  # "casa"*: "cas" would also find "castillo"
+    assert found("cas") == []  # a short word as written
+    assert found("541") == [] and found("540") == ["model.md"]  # a number as written
 
 
 def test_keyword_search_ranks_by_the_subject_not_by_the_phrasing(settings, tmp_path):
