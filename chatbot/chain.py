@@ -63,6 +63,23 @@ def condense_query(
     return text if 3 <= len(text) <= 4 * len(question) + 200 else f"{previous[-1]} {question}"
 
 
+def same_language_first(question: str, hits: Sequence[Hit], k: int, floor: float = 0.5) -> list[Hit]:
+    """The first ``k`` of ``hits`` (best first), those in the question's language put before the others among
+    the hits that score at least ``floor`` times the best: on a collection holding a page and its translation,
+    "Which file formats can I index?" is answered from the English page, "¿Qué formatos puedo indexar?" from
+    the Spanish one, though keyword search matches "formats" and "formatos" by their common stem. A weak hit is
+    never put above a strong one for its language alone, and a question or passage whose language cannot be
+    told (:func:`chatbot.language.detect_language`) counts as the same language."""
+    language = detect_language(question, "")
+    if not language or not hits:
+        return list(hits[:k])
+    best = max(h.score for h in hits)
+    near = [h for h in hits if h.score >= floor * best]
+    rest = [h for h in hits if h.score < floor * best]
+    near.sort(key=lambda h: detect_language(h.text, language) != language)  # stable: best first within each
+    return (near + rest)[:k]
+
+
 def relevance(hit: Hit) -> float:
     """Absolute relevance of a hit: its dense cosine similarity when the search reports one, else its score."""
     return float(hit.metadata.get("dense", hit.score))
@@ -163,7 +180,10 @@ def build_chain(
         return condense_query(x["question"], x.get("history", []), chat.condense, llm)
 
     def retrieve(x: dict[str, Any]) -> list[Hit]:
-        found = search(x["query"], chat.top_k)
+        if chat.same_language_first:
+            found = same_language_first(x["question"], search(x["query"], 2 * chat.top_k), chat.top_k)
+        else:
+            found = search(x["query"], chat.top_k)
         # Fused scores are relative (the best hit is always near 1), so relevance is judged on absolute
         # signals: the best hit's cosine similarity to the query, and the query's words in the hits.
         return found if speaks_of(x["query"], found, chat) else []

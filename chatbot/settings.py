@@ -170,6 +170,12 @@ class ChatSettings(BaseModel):
         "token's; it declines above -generation.abstain_bias) is above this. 50 never marks one. Local "
         "backends only: a remote endpoint reports no logits.",
     )
+    same_language_first: bool = Field(
+        True,
+        description="Of the passages that score at least half the best one, those in the question's language "
+        "(English or Spanish, when it can be told) are shown first: on a collection holding a page and its "
+        "translation, a question is answered from the page in its own language.",
+    )
     condense: Literal["concat", "llm", "off"] = Field(
         "concat",
         description="How a follow-up becomes a standalone search query: 'concat' prepends the previous "
