@@ -56,8 +56,7 @@ def match_expression(query: str, max_words: int = 64) -> str | None:
     read as an operator), function words left out (:data:`retrieval.words.FUNCTION_WORDS`) unless the query
     has nothing else. A word with a stem (:func:`retrieval.words.search_stem`) matches every indexed word that
     starts with it, so "archivos" finds "archivo" and "indexing" finds "index": on squad-es this puts the
-    answering paragraph first for 85.1% of the questions instead of 83.9%, on the project's English question
-    files 80.7% instead of 78.7% (docs/benchmarks.md)."""
+    answering chunk first for 73.9% of the questions instead of 71.9% (hybrid search, docs/benchmarks.md)."""
     content: dict[str, None] = {}
     plain: dict[str, None] = {}
     for match in _WORD.finditer(query):
