@@ -645,7 +645,10 @@ def _serve(config: dict[str, Any]) -> None:
 
     def write(message: dict[str, Any]) -> None:
         with write_lock:
-            protocol.write(json.dumps(message) + "\n")
+            try:
+                protocol.write(json.dumps(message) + "\n")
+            except BrokenPipeError:  # the chat's process is gone (killed, interrupted): nobody to answer
+                os._exit(0)
 
     engine = Engine(**{**config, "path": Path(config["path"])})
     write(

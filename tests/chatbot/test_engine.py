@@ -4,8 +4,11 @@ batching, cancellation, a full queue, a version switch, and the fallback to tran
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,6 +311,28 @@ def test_the_engine_process_starts_again_after_a_crash(settings):
     assert "".join(c.content for c in llm.stream(messages, generation=gen)) == first
     assert llm.engine.proc.pid != crashed
     llm.close()
+
+
+def test_the_engine_process_ends_quietly_when_the_chat_process_is_gone(tiny_gguf):
+    """A chat process killed mid-answer (Ctrl-C on the app): its engine's process ends at its next write, and
+    prints no traceback of a broken pipe."""
+    script = f"""
+import os
+from pathlib import Path
+from finetune.decoding import Decoding
+from finetune.llamacpp import EngineProcess, Request, Sampling
+engine = EngineProcess(Path({str(tiny_gguf)!r}), window=512, slots=1)
+request = engine.submit(Request([1, 2, 3], Sampling(Decoding(), suppress_before=400), 400, frozenset()))
+next(iter(request.tokens()))  # the answer is streaming
+os._exit(1)
+"""
+    root = Path(__file__).resolve().parents[2]
+    # stderr is the engine's too: it reaches its end once the engine's process has ended as well
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "decode failed" not in done.stderr, done.stderr
 
 
 def test_a_full_engine_answers_busy_at_once(long_llm_dir, settings):
