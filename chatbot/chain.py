@@ -167,6 +167,19 @@ def _filter_markers(n_sources: int) -> RunnableGenerator:
     return RunnableGenerator(transform)
 
 
+def relevant_hits(question: str, query: str, search: Search, chat: ChatSettings) -> list[Hit]:
+    """The passages to answer ``question`` from, searched with ``query`` (its condensed form): the best
+    ``chat.top_k`` (those in the question's language first, see :func:`same_language_first`), or none when they
+    do not speak of the query (:func:`speaks_of`)."""
+    if chat.same_language_first:
+        found = same_language_first(question, search(query, 2 * chat.top_k), chat.top_k)
+    else:
+        found = search(query, chat.top_k)
+    # Fused scores are relative (the best hit is always near 1), so relevance is judged on absolute signals:
+    # the best hit's cosine similarity to the query, and the query's words in the hits.
+    return found if speaks_of(query, found, chat) else []
+
+
 def build_chain(
     llm: BaseChatModel,
     search: Search,
@@ -180,13 +193,7 @@ def build_chain(
         return condense_query(x["question"], x.get("history", []), chat.condense, llm)
 
     def retrieve(x: dict[str, Any]) -> list[Hit]:
-        if chat.same_language_first:
-            found = same_language_first(x["question"], search(x["query"], 2 * chat.top_k), chat.top_k)
-        else:
-            found = search(x["query"], chat.top_k)
-        # Fused scores are relative (the best hit is always near 1), so relevance is judged on absolute
-        # signals: the best hit's cosine similarity to the query, and the query's words in the hits.
-        return found if speaks_of(x["query"], found, chat) else []
+        return relevant_hits(x["question"], x["query"], search, chat)
 
     def prompt(x: dict[str, Any]) -> Any:
         gen: GenerationSettings = x["generation"]

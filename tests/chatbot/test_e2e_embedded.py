@@ -196,6 +196,40 @@ def test_off_topic_question_is_declined(service, question, language, absent):
     assert answer.sources == []  # declined before the model: no unrelated passage is offered as a source
 
 
+@pytest.mark.parametrize(
+    "first, follow_up, off_topic, language",
+    [
+        (
+            "Where are conversations stored?",
+            "Can I keep them somewhere else?",
+            "Who painted the Mona Lisa?",
+            "en",
+        ),
+        (
+            "¿Dónde se guardan las conversaciones?",
+            "¿Puedo guardarlas en otro sitio?",
+            "¿Quién pintó la Gioconda?",
+            "es",
+        ),
+    ],
+)
+def test_follow_ups_are_answered_from_the_conversation(service, first, follow_up, off_topic, language):
+    """The second turn: a follow-up that names nothing of its subject ("them") is answered from the passages
+    the conversation points to; an off-topic one passes the relevance gate on the earlier question's words
+    (the search query is both), and the model declines it itself."""
+    from chatbot.prompt import ABSTAIN
+
+    opened = service.answer(first, remember=False)
+    assert not opened.abstained and "conversations.sqlite" in opened.text, opened.text
+    history = [("user", first), ("assistant", opened.text)]
+    on = service.answer(follow_up, history=history, remember=False)
+    assert "APP_DATA_DIR" in on.text, on.text
+    assert cited_sources(on) == ["user-guide.md" if language == "en" else "guia-de-usuario.md"], on.text
+    off = service.answer(off_topic, history=history, remember=False)
+    assert off.abstained and off.text == ABSTAIN[language], off.text
+    assert not any(s.cited for s in off.sources)
+
+
 def test_base_model_stays_available(service):
     assert service.llm_for("base").answering_model() == "embedded"
 

@@ -1,0 +1,154 @@
+"""Follow-up questions: how the chat answers the second turn of a conversation, on-topic and off-topic.
+
+    python benchmarks/follow_ups.py [--files data/followups/sample-org.json ...] [--forms history alone concat] \
+        [--gate-only] [--json out.json]
+
+Question sets: data/followups/*.json (written for this project). Each conversation opens with a question about
+a collection; each follow-up is then asked after it alone, with the first question and the model's answer to
+it as the conversation so far. The collections: ``sample`` is data/sample, the others the documents of the
+data/qa file of that name. Everything else is the shipped default (version, engine, search, gate, decoding).
+
+What is counted:
+
+- on-topic follow-ups (with a reference answer): token F1 and "answer contained" (a decline scores 0), and the
+  share declined, by the relevance gate before the model or by the model;
+- on-topic follow-ups whose documents do not say (reference null): the share declined;
+- off-topic follow-ups: the share declined, and the share the gate declines before the model.
+
+``--forms`` puts the follow-up to the model in other ways (the search query is the chat's ``concat`` query in
+all of them): ``history`` (the chat's way: the conversation as earlier turns, then the follow-up with its
+sources), ``alone`` (the follow-up with its sources, no earlier turns), ``concat`` (no earlier turns; the
+question is the first question and the follow-up together, as the search query is). ``--gate-only`` runs no
+model: whether the relevance gate lets each follow-up through, in seconds. A model's answer takes about 3 s
+on 2 CPU cores (all forms for both files: about 20 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from common import emit, machine
+from tqdm import tqdm
+
+from chatbot.chain import condense_query, relevant_hits
+from chatbot.evaluation import answer_contained, load_squad, strip_citations, token_f1
+from chatbot.recipes import qa_collection
+from chatbot.service import ChatService
+from chatbot.settings import load_settings
+from retrieval.collection import Collection
+
+ROOT = Path(__file__).resolve().parent.parent
+FORMS = ("history", "alone", "concat")
+
+
+def collection_for(settings, name: str) -> tuple[str, Collection]:
+    """The collection ``name`` of the question files: its name in the data directory, and it, synced."""
+    if name == "sample":
+        col = Collection.open(settings, "sample")
+        col.sync(ROOT / "data/sample")
+        return "sample", col
+    qa = load_squad(ROOT / f"data/qa/{name}.json")
+    return f"followups-{name}", qa_collection(settings, f"followups-{name}", qa)
+
+
+def ask(
+    service: ChatService, form: str, collection: Collection, name: str, first: str, opened: str, question: str
+):
+    """``question`` asked after ``first`` (answered ``opened``), put to the model in ``form``."""
+    query = condense_query(question, [("user", first)], "concat")
+    if form == "history":
+        history = [("user", first), ("assistant", opened)]
+        return service.answer(question, collection=name, history=history, remember=False)
+    if form == "alone":
+        return service.answer(
+            question, collection=name, remember=False, search=lambda _q, k: collection.search(query, k)
+        )
+    return service.answer(query, collection=name, remember=False)  # concat: the query is the question
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--files", nargs="+", type=Path, default=sorted((ROOT / "data/followups").glob("*.json"))
+    )
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=["history"])
+    parser.add_argument(
+        "--gate-only", action="store_true", help="no model: the relevance gate's decisions only"
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-followups")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    settings = load_settings(data_dir=args.data_dir, models={"device": "cpu"})
+    service = None if args.gate_only else ChatService(settings)
+    cols: dict[str, tuple[str, Collection]] = {}
+    results: dict[str, dict] = {}
+    for path in args.files:
+        rows = []
+        for conv in tqdm(json.loads(path.read_text(encoding="utf-8"))["conversations"], desc=path.name):
+            if conv["collection"] not in cols:
+                cols[conv["collection"]] = collection_for(settings, conv["collection"])
+            name, col = cols[conv["collection"]]
+            first = conv["first"]
+            opened = service.answer(first, collection=name, remember=False).text if service else ""
+            asked = [(x["question"], x["answer"], "on-topic") for x in conv["on_topic"]]
+            asked += [(q, None, "off-topic") for q in conv["off_topic"]]
+            for question, reference, kind in asked:
+                query = condense_query(question, [("user", first)], settings.chat.condense)
+                row = {
+                    "collection": conv["collection"],
+                    "kind": kind,
+                    "question": question,
+                    "reference": reference,
+                    "gate passes": bool(relevant_hits(question, query, col.search, settings.chat)),
+                }
+                for form in [] if service is None else args.forms:
+                    answer = ask(service, form, col, name, first, opened, question)
+                    row[form] = {"answer": answer.text, "declined": answer.abstained}
+                    if reference is not None:
+                        said = "" if answer.abstained else strip_citations(answer.text)
+                        row[form]["f1"] = token_f1(said, [reference])
+                        row[form]["contained"] = answer_contained(said, [reference])
+                rows.append(row)
+        results[path.name] = {"summary": summarize(rows, [] if service is None else args.forms), "rows": rows}
+    for name, result in results.items():
+        print(f"\n{name}")
+        for line, figures in result["summary"].items():
+            print(
+                f"  {line}: "
+                + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()
+                )
+            )
+    emit({"machine": machine(), "results": results}, args.json)
+
+
+def summarize(rows: list[dict], forms: list[str]) -> dict[str, dict]:
+    def share(these: list[dict], key) -> float:
+        return sum(map(key, these)) / len(these) if these else 0.0
+
+    groups = {
+        "on-topic, answer in the documents": [
+            r for r in rows if r["kind"] == "on-topic" and r["reference"] is not None
+        ],
+        "on-topic, the documents do not say": [
+            r for r in rows if r["kind"] == "on-topic" and r["reference"] is None
+        ],
+        "off-topic": [r for r in rows if r["kind"] == "off-topic"],
+    }
+    out: dict[str, dict] = {}
+    for group, these in groups.items():
+        out[group] = {"questions": len(these), "gate passes": share(these, lambda r: r["gate passes"])}
+        for form in forms:
+            out[group][f"{form}: declined"] = share(these, lambda r, f=form: r[f]["declined"])
+            if group.startswith("on-topic, answer"):
+                out[group][f"{form}: F1"] = share(these, lambda r, f=form: r[f]["f1"])
+                out[group][f"{form}: contained"] = share(these, lambda r, f=form: r[f]["contained"])
+    return out
+
+
+if __name__ == "__main__":
+    main()
