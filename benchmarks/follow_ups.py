@@ -15,6 +15,11 @@ What is counted:
 - on-topic follow-ups whose documents do not say (reference null): the share declined;
 - off-topic follow-ups: the share declined, and the share the gate declines before the model.
 
+``--standalone N`` measures instead the standalone questions of the project's own sets (data/qa, held-out
+half, N a set, spread over it): each asked first, and asked second, after another question about another
+paragraph of the same article and the model's answer to it. It tells what the conversation's earlier turns
+cost a question that names its subject, from what a follow-up's missing subject costs.
+
 ``--forms`` puts the follow-up to the model in other ways (the search query is the chat's ``concat`` query in
 all of them): ``history`` (the chat's way: the conversation as earlier turns, then the follow-up with its
 sources), ``alone`` (the follow-up with its sources, no earlier turns), ``concat`` (no earlier turns; the
@@ -38,6 +43,7 @@ from chatbot.evaluation import answer_contained, load_squad, strip_citations, to
 from chatbot.recipes import qa_collection
 from chatbot.service import ChatService
 from chatbot.settings import load_settings
+from finetune.qa import spread
 from retrieval.collection import Collection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,11 +84,20 @@ def main() -> None:
     parser.add_argument(
         "--gate-only", action="store_true", help="no model: the relevance gate's decisions only"
     )
+    parser.add_argument(
+        "--standalone", type=int, metavar="N", help="data/qa questions asked first and second, N a set"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-followups")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     settings = load_settings(data_dir=args.data_dir, models={"device": "cpu"})
+    if args.standalone:
+        emit(
+            {"machine": machine(), "standalone": second_turn(ChatService(settings), args.standalone)},
+            args.json,
+        )
+        return
     service = None if args.gate_only else ChatService(settings)
     cols: dict[str, tuple[str, Collection]] = {}
     results: dict[str, dict] = {}
@@ -124,6 +139,47 @@ def main() -> None:
                 )
             )
     emit({"machine": machine(), "results": results}, args.json)
+
+
+def second_turn(service: ChatService, per_set: int) -> dict:
+    """Held-out questions of every data/qa file, asked first and asked after another question of their
+    article (about another paragraph where there is one); F1 (a decline scores 0) and declines of each way."""
+    rows = []
+    for path in sorted((ROOT / "data/qa").glob("*.json")):
+        qa = load_squad(path)
+        name = f"followups-{path.stem}"
+        qa_collection(service.settings, name, qa)
+        held = qa.subset("heldout").items
+        for q in tqdm(spread(held, per_set), desc=path.stem):
+            article = [p for p in held if p.article == q.article and p.id != q.id]
+            before = next((p for p in article if p.doc != q.doc), article[0] if article else None)
+            if before is None:
+                continue
+            alone = service.answer(q.question, collection=name, remember=False)
+            opened = service.answer(before.question, collection=name, remember=False)
+            history = [("user", before.question), ("assistant", opened.text)]
+            second = service.answer(q.question, collection=name, history=history, remember=False)
+            row = {"set": path.stem, "question": q.question, "before": before.question}
+            for way, answer in (("first", alone), ("second", second)):
+                said = "" if answer.abstained else strip_citations(answer.text)
+                row[way] = {
+                    "answer": answer.text,
+                    "declined": answer.abstained,
+                    "f1": token_f1(said, q.answers),
+                }
+            rows.append(row)
+    summary = {
+        "questions": len(rows),
+        **{f"{way}: F1": sum(r[way]["f1"] for r in rows) / len(rows) for way in ("first", "second")},
+        **{
+            f"{way}: declined": sum(r[way]["declined"] for r in rows) / len(rows)
+            for way in ("first", "second")
+        },
+    }
+    print(
+        "\n" + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+    )
+    return {"summary": summary, "rows": rows}
 
 
 def summarize(rows: list[dict], forms: list[str]) -> dict[str, dict]:
