@@ -227,7 +227,8 @@ def test_follow_ups_are_answered_from_the_conversation(service, first, follow_up
     assert cited_sources(on) == ["user-guide.md" if language == "en" else "guia-de-usuario.md"], on.text
     off = service.answer(off_topic, history=history, remember=False)
     assert off.abstained and off.text == ABSTAIN[language], off.text
-    assert not any(s.cited for s in off.sources)
+    # the gate let it through: the model was shown the passages, and cited none
+    assert off.sources and not any(s.cited for s in off.sources)
 
 
 def test_base_model_stays_available(service):
