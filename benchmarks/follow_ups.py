@@ -65,10 +65,10 @@ def ask(
     service: ChatService, form: str, collection: Collection, name: str, first: str, opened: str, question: str
 ):
     """``question`` asked after ``first`` (answered ``opened``), put to the model in ``form``."""
-    query = condense_query(question, [("user", first)], "concat")
     if form == "history":
         history = [("user", first), ("assistant", opened)]
         return service.answer(question, collection=name, history=history, remember=False)
+    query = condense_query(question, [("user", first)], "concat")
     if form == "alone":
         return service.answer(
             question, collection=name, remember=False, search=lambda _q, k: collection.search(query, k)
@@ -123,23 +123,28 @@ def main() -> None:
                 }
                 for form in [] if service is None else args.forms:
                     answer = ask(service, form, col, name, first, opened, question)
-                    row[form] = {"answer": answer.text, "declined": answer.abstained}
-                    if reference is not None:
-                        said = "" if answer.abstained else strip_citations(answer.text)
-                        row[form]["f1"] = token_f1(said, [reference])
-                        row[form]["contained"] = answer_contained(said, [reference])
+                    row[form] = scored(answer, None if reference is None else [reference])
                 rows.append(row)
         results[path.name] = {"summary": summarize(rows, [] if service is None else args.forms), "rows": rows}
     for name, result in results.items():
         print(f"\n{name}")
         for line, figures in result["summary"].items():
-            print(
-                f"  {line}: "
-                + ", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()
-                )
-            )
+            print(f"  {line}: {figures_line(figures)}")
     emit({"machine": machine(), "results": results}, args.json)
+
+
+def scored(answer, references: list[str] | None) -> dict:
+    """What ``answer`` said and whether it declined; against ``references`` (None: no reference), its token
+    F1 and whether it contains one, a decline scoring 0."""
+    out = {"answer": answer.text, "declined": answer.abstained}
+    if references is not None:
+        said = "" if answer.abstained else strip_citations(answer.text)
+        out |= {"f1": token_f1(said, references), "contained": answer_contained(said, references)}
+    return out
+
+
+def figures_line(figures: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
 
 
 def second_turn(service: ChatService, per_set: int) -> dict:
@@ -161,13 +166,7 @@ def second_turn(service: ChatService, per_set: int) -> dict:
             history = [("user", before.question), ("assistant", opened.text)]
             second = service.answer(q.question, collection=name, history=history, remember=False)
             row = {"set": path.stem, "question": q.question, "before": before.question}
-            for way, answer in (("first", alone), ("second", second)):
-                said = "" if answer.abstained else strip_citations(answer.text)
-                row[way] = {
-                    "answer": answer.text,
-                    "declined": answer.abstained,
-                    "f1": token_f1(said, q.answers),
-                }
+            row |= {"first": scored(alone, q.answers), "second": scored(second, q.answers)}
             rows.append(row)
     summary = {
         "questions": len(rows),
@@ -177,9 +176,7 @@ def second_turn(service: ChatService, per_set: int) -> dict:
             for way in ("first", "second")
         },
     }
-    print(
-        "\n" + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
-    )
+    print("\n" + figures_line(summary))
     return {"summary": summary, "rows": rows}
 
 
