@@ -3,6 +3,7 @@
     python benchmarks/follow_ups.py [--files data/followups/sample-org.json ...] [--forms history alone concat] \
         [--gate-only] [--json out.json]
     python benchmarks/follow_ups.py --standalone 3 [--json out.json]
+    python benchmarks/follow_ups.py --data-dir var --version v0002   # another version than the current one
 
 Question sets: data/followups/*.json (written for this project). Each conversation opens with a question about
 a collection; each follow-up is then asked after it alone, with the first question and the model's answer to
@@ -89,10 +90,13 @@ def main() -> None:
         "--standalone", type=int, metavar="N", help="data/qa questions asked first and second, N a set"
     )
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "assistant-followups")
+    parser.add_argument(
+        "--version", default="current", help="model version of --data-dir's registry (default: current)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    settings = load_settings(data_dir=args.data_dir, models={"device": "cpu"})
+    settings = load_settings(data_dir=args.data_dir, models={"device": "cpu", "version": args.version})
     if args.standalone:
         emit(
             {"machine": machine(), "standalone": second_turn(ChatService(settings), args.standalone)},

@@ -17,7 +17,7 @@ from chatbot.language import detect_language
 from chatbot.prompt import ABSTAIN, SYSTEM_PROMPT, build_prompt
 from chatbot.settings import Settings
 from finetune.data import Item
-from finetune.grounded import PromptStyle, RecipeOptions, make_examples
+from finetune.grounded import PromptStyle, RecipeOptions, make_examples, make_follow_up_examples
 from finetune.qa import QASet, load_squad, slug, spread
 from retrieval.types import Hit
 
@@ -39,9 +39,11 @@ def chain_style(settings: Settings, tokenizer: Any) -> PromptStyle:
     )
     limit = window - settings.generation.max_new_tokens
 
-    def messages(question: str, hits: Sequence[Hit]) -> list[tuple[str, str]]:
+    def messages(
+        question: str, hits: Sequence[Hit], history: Sequence[tuple[str, str]] = ()
+    ) -> list[tuple[str, str]]:
         built = build_prompt(
-            question, hits, [], count, limit, system_prompt=settings.chat.system_prompt or SYSTEM_PROMPT
+            question, hits, history, count, limit, system_prompt=settings.chat.system_prompt or SYSTEM_PROMPT
         )
         return [(m["role"], m["content"]) for m in to_chat_dicts(built.messages)]
 
@@ -96,7 +98,15 @@ def grounded_items(
         if not qa.items:
             continue
         collection = qa_collection(settings, f"qa-{slug(path.stem).lower()}-{split}", qa)
-        made = make_examples(qa, collection.search, style, options, origin=path.name)
+        made = (
+            [] if options.only_follow_ups else make_examples(qa, collection.search, style, options, path.name)
+        )
+        if options.follow_ups:
+            more = make_follow_up_examples(
+                qa, collection.search, style, options, path.name, lambda t: detect_language(t, "en")
+            )
+            log.info("%s: %d follow-up examples", path, len(more))
+            made += more
         log.info("%s: %d grounded-QA examples (%s split)", path, len(made), split)
         items.extend(made)
     return items

@@ -30,7 +30,8 @@ Search = Callable[[str, int], list[Hit]]
 class PromptStyle:
     """How the chat chain shows sources to the model, and how it declines."""
 
-    messages: Callable[[str, Sequence[Hit]], list[tuple[str, str]]]  # (role, content): system + user turn
+    # (role, content): system prompt, the conversation so far (``history``, oldest first), user turn
+    messages: Callable[[str, Sequence[Hit], Sequence[tuple[str, str]]], list[tuple[str, str]]]
     abstain: Callable[[str], str]  # the abstention sentence in the question's language
 
 
@@ -43,6 +44,10 @@ class RecipeOptions:
     # examples per question, each with its own draw of the gold position and of whether the gold passage is
     # removed: several epochs' worth of data that never shows the model the same arrangement twice
     variants: int = 1
+    # two-turn examples per file at most, whose follow-up leaves its subject to the first question
+    # (:func:`make_follow_up_examples`); 0: none
+    follow_ups: int = 0
+    only_follow_ups: bool = False  # the two-turn examples alone (to add the skill to a trained version)
 
 
 def answer_target(answer: str, number: int) -> str:
@@ -82,7 +87,13 @@ def make_examples(
 
 
 def _example(
-    q: QAItem, qa: QASet, found: list[Hit], style: PromptStyle, options: RecipeOptions, rng: random.Random
+    q: QAItem,
+    qa: QASet,
+    found: list[Hit],
+    style: PromptStyle,
+    options: RecipeOptions,
+    rng: random.Random,
+    history: Sequence[tuple[str, str]] = (),
 ) -> tuple[tuple[tuple[str, str], ...], str]:
     others = [h for h in found if h.source != q.doc]
     negative = not q.answerable or rng.random() < options.negative_share
@@ -99,5 +110,36 @@ def _example(
         position = rng.randrange(len(shown) + 1)
         shown.insert(position, gold_hit(qa, q.doc, q.answers, found))
         target = answer_target(q.answers[0], position + 1)
-    pairs = (*style.messages(q.question, shown), ("assistant", target))
+    pairs = (*style.messages(q.question, shown, history), ("assistant", target))
     return pairs, "negative" if negative else "positive"
+
+
+def make_follow_up_examples(
+    qa: QASet,
+    search: Search,
+    style: PromptStyle,
+    options: RecipeOptions,
+    origin: str,
+    language_of: Callable[[str], str],
+) -> list[Item]:
+    """Up to ``options.follow_ups`` two-turn examples from ``qa`` (:mod:`finetune.followups`; ``language_of``
+    tells an article's language from its questions): the first question and the answer the model should give it (its gold passage cited at a random position), then the follow-up,
+    which leaves its subject to the first question, shown with the passages the chat would retrieve for it
+    (the first question and the follow-up together, the chain's ``concat`` search query). Its target is
+    built as for a first question: the answer citing the gold passage, or, in ``options.negative_share`` of
+    the examples, the gold passage left out and the abstention sentence."""
+    from finetune.followups import follow_ups
+
+    rng = random.Random(f"{options.seed}:{origin}:follow-ups")
+    items = []
+    for pair in follow_ups(qa, language_of, options.seed, options.follow_ups):
+        first_target = answer_target(pair.first.answers[0], rng.randrange(options.k) + 1)
+        history = (("user", pair.first.question), ("assistant", first_target))
+        asked = QAItem(
+            pair.second.id, pair.question, pair.second.answers, pair.second.doc, pair.second.article
+        )
+        found = search(f"{pair.first.question} {pair.question}", options.pool)
+        pairs, kind = _example(asked, qa, found, style, options, rng, history)
+        key = content_key("chat", pairs)
+        items.append(Item("chat", f"{origin}:{pair.second.id}:follow-up-{kind}", key, messages=pairs))
+    return items

@@ -76,6 +76,21 @@ def train(
             "N epochs' worth of data that never repeats an example.",
         ),
     ] = 1,
+    follow_ups: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also this many two-turn examples per --qa file at most, whose second question leaves "
+            "its subject to the first (grounded-qa; docs/model-card.md).",
+        ),
+    ] = 0,
+    only_follow_ups: Annotated[
+        bool,
+        typer.Option(
+            help="Only the --follow-ups examples, not one per question (to add them to a trained version "
+            "with `chatbot retrain`; docs/model-card.md)."
+        ),
+    ] = False,
     export: Annotated[
         Path | None,
         typer.Option(
@@ -105,7 +120,9 @@ def train(
                          method=method, max_steps=max_steps)  # fmt: skip
         if docs is None and chat is None and feedback is None and qa is None:
             # resume reads the data the run started with
-            docs, chat, feedback, (recipe, qa, split, limit, variants) = _sources_of(record)
+            docs, chat, feedback, (recipe, qa, split, limit, variants, follow_ups, only_follow_ups) = (
+                _sources_of(record)
+            )
     grounded = recipe == "grounded-qa"
     if grounded:
         if not qa:
@@ -129,7 +146,13 @@ def train(
             from finetune.data import dedupe
             from finetune.grounded import RecipeOptions
 
-            options = RecipeOptions(k=settings.chat.top_k, seed=settings.finetune.seed, variants=variants)
+            options = RecipeOptions(
+                k=settings.chat.top_k,
+                seed=settings.finetune.seed,
+                variants=variants,
+                follow_ups=follow_ups,
+                only_follow_ups=only_follow_ups,
+            )
             made = grounded_items(settings, qa, split, limit, tokenizer, options)
             found.items = dedupe([*made, *found.items])
         for issue in found.issues:
@@ -161,6 +184,8 @@ def train(
             "split": split,
             "limit": limit,
             "variants": variants,
+            "follow_ups": follow_ups,
+            "only_follow_ups": only_follow_ups,
         }
         outcome = run_training(settings, trainset, run_name=run, resume=resume, sources=sources)
     except (DataError, TrainError) as exc:
@@ -204,6 +229,8 @@ def _sources_of(record: dict[str, Any]) -> tuple[Any, Any, Any, tuple[Any, ...]]
             sources.get("split", "train"),
             sources.get("limit"),
             sources.get("variants", 1),
+            sources.get("follow_ups", 0),
+            sources.get("only_follow_ups", False),
         ),
     )
 
