@@ -26,180 +26,46 @@ from finetune.qa import QAItem, QASet
 
 _WORD = re.compile(r"\w+(?:[’']s\b)?", re.UNICODE)
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # words that may sit inside a title without being part of it in the slug's sense ("Principality of Varnholt")
 _JOINERS = {"de", "del", "la", "las", "los", "el", "of", "the", "and", "y", "e"}
 
 # English: words that may follow a subject that is taken out and replaced by "it" (a verb or a preposition
 # that starts the rest of the sentence); a noun after it means the title word was a modifier ("the Serrin
 # archipelago"), and the question is not used
-_EN_AFTER = {
-    "is",
-    "was",
-    "are",
-    "were",
-    "be",
-    "been",
-    "has",
-    "had",
-    "have",
-    "do",
-    "does",
-    "did",
-    "can",
-    "could",
-    "will",
-    "would",
-    "should",
-    "must",
-    "may",
-    "in",
-    "on",
-    "at",
-    "for",
-    "from",
-    "with",
-    "to",
-    "by",
-    "during",
-    "when",
-    "after",
-    "before",
-    "since",
-    "until",
-    "first",
-    "last",
-    "still",
-    "ever",
-    "once",
-    "originally",
-    "usually",
-    "each",
-    "every",
-    "open",
-    "opens",
-    "close",
-    "closes",
-    "own",
-    "owns",
-    "cost",
-    "costs",
-    "take",
-    "takes",
-    "hold",
-    "holds",
-    "offer",
-    "offers",
-    "allow",
-    "allows",
-    "require",
-    "requires",
-    "cover",
-    "covers",
-}
+_EN_AFTER = _words(
+    "is was are were be been has had have do does did can could will would should must may in on at "
+    "for from with to by during when after before since until first last still ever once originally "
+    "usually each every open opens close closes own owns cost costs take takes hold holds offer "
+    "offers allow allows require requires cover covers"
+)
 # Spanish: prepositions before the subject that a rule knows how to drop ("del complejo X", "de X", "en X")
 _ES_DROP = {"de", "del"}
 _ES_ARTICLES = {"el", "la", "los", "las"}
 # Spanish: words before "de X" that need it ("dentro de X"), and prepositions no rule can drop
-_ES_NEEDS_DE = {
-    "dentro",
-    "fuera",
-    "cerca",
-    "lejos",
-    "antes",
-    "despues",
-    "encima",
-    "debajo",
-    "delante",
-    "detras",
-    "alrededor",
-    "acerca",
-    "ademas",
-    "junto",
-    "frente",
-    "traves",
-}
-_ES_KEEP = {
-    "a",
-    "al",
-    "con",
-    "para",
-    "por",
-    "sobre",
-    "entre",
-    "contra",
-    "hacia",
-    "y",
-    "e",
-    "o",
-    "u",
-    "hasta",
-    "desde",
-    "segun",
-    "tras",
-    "sin",
-    "bajo",
-    "ante",
-    "durante",
-    "mediante",
-    "como",
-    "que",
-}
-# Spanish: words that may follow "allí"
-_ES_AFTER_ALLI = {
-    "",
-    "en",
-    "por",
-    "para",
-    "a",
-    "al",
-    "desde",
-    "hasta",
-    "durante",
-    "entre",
-    "con",
-    "antes",
-    "despues",
-    "hoy",
-    "cada",
-    "el",
-    "la",
-    "los",
-    "las",
-    "del",
-    "de",
-    "tras",
-    "sin",
-    "segun",
-}
-# English: the subject's pronoun, by the pronouns its article uses (``_pronouns``)
+_ES_NEEDS_DE = _words(
+    "dentro fuera cerca lejos antes despues encima debajo delante detras alrededor acerca ademas "
+    "junto frente traves"
+)
+_ES_KEEP = _words(
+    "a al con para por sobre entre contra hacia y e o u hasta desde segun tras sin bajo ante durante "
+    "mediante como que"
+)
+# Spanish: words that may follow "allí" (or nothing: "¿Cuántos viven allí?")
+_ES_AFTER_ALLI = _words(
+    "en por para a al desde hasta durante entre con antes despues hoy cada el la los las del de tras sin "
+    "segun"
+)
+# English: subject, object and possessive of each pronoun (:func:`pronoun_of`)
 _PRONOUNS = {"it": ("it", "it", "its"), "he": ("he", "him", "his"), "she": ("she", "her", "her")}
-_EN_AUX = {
-    "is",
-    "was",
-    "are",
-    "were",
-    "did",
-    "does",
-    "do",
-    "has",
-    "had",
-    "have",
-    "can",
-    "could",
-    "will",
-    "would",
-    "should",
-    "must",
-    "may",
-    "might",
-    "when",
-    "where",
-    "why",
-    "how",
-    "what",
-    "who",
-    "which",
-}
+_EN_AUX = _words(
+    "is was are were did does do has had have can could will would should must may might when where "
+    "why how what who which"
+)
 
 
 def fold(word: str) -> str:
@@ -292,7 +158,7 @@ def elide(question: str, doc: str, language: str, pronoun: str = "it") -> str | 
                 return None
             cut -= 1
         elif lead == "en":
-            if after not in _ES_AFTER_ALLI and not after[:1].isdigit():
+            if after and after not in _ES_AFTER_ALLI and not after[:1].isdigit():
                 return None
             cut, put = cut - 1, "allí"
         elif lead in _ES_KEEP:
