@@ -202,10 +202,13 @@ def citation_correct(text: str, sources: list[Any], answers: list[str]) -> float
 
 def rag_scorer(
     settings: Any, qa_files: Iterable[Path], prefix: str, limit: int, split: str = "heldout"
-) -> Callable[[Any, Any], float]:
-    """A ``(model, tokenizer) -> token F1`` function for the retraining gate: the model answers ``limit``
+) -> Callable[[Any, Any], dict[str, float]]:
+    """A ``(model, tokenizer) -> scores`` function for the retraining gate: the model answers ``limit``
     questions of each file's ``split`` through the real chat chain, from a collection of that file's
-    contexts (``<prefix>-<file stem>``, built on first use)."""
+    contexts (``<prefix>-<file stem>``, built on first use), each question twice: of the whole collection
+    and as if it lacked the question's passage. The scores, over all the questions: ``f1`` (token F1 of the
+    answers when the passage is there), ``abstain_when_absent`` and ``abstain_when_present`` (the shares
+    declined)."""
     from chatbot.llm import LocalChatModel
     from finetune.device import model_device
     from finetune.models import Generator
@@ -223,7 +226,8 @@ def rag_scorer(
         )
         from tqdm import tqdm
 
-        f1 = []
+        keys = ("f1", "abstain_when_absent", "abstain_when_present")
+        weighted: dict[str, list[tuple[float, int]]] = {k: [] for k in keys}
         for collection, qa, items in asked:
             ensure_collection(service, collection, qa)
             with tqdm(total=len(items), desc=f"grounded-QA gate ({collection})", unit="question") as bar:
@@ -231,7 +235,16 @@ def rag_scorer(
                 def advance(done: int, total: int, bar: tqdm = bar) -> None:
                     bar.update(done - bar.n)
 
-                f1 += [evaluate_rag(service, collection, items, progress=advance)["f1"]] * len(items)
-        return float(statistics.fmean(f1))
+                report = evaluate_rag(
+                    service, collection, items, progress=advance, modes=("present", "absent")
+                )
+            for key in keys:
+                if key in report:
+                    weighted[key].append((report[key], len(items)))
+        return {
+            key: sum(v * n for v, n in pairs) / sum(n for _, n in pairs)
+            for key, pairs in weighted.items()
+            if pairs
+        }
 
     return score

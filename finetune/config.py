@@ -244,6 +244,12 @@ class FinetuneSettings(BaseModel):
     gate_rag_max_drop: float = Field(
         0.02, ge=0.0, description="Largest allowed drop of the grounded-QA evaluation's F1."
     )
+    gate_rag_max_abstain_change: float = Field(
+        0.05,
+        ge=0.0,
+        description="Largest allowed fall of the share of questions the grounded-QA evaluation's model declines "
+        "when their passage is absent, and rise of the share it declines when it is present.",
+    )
     grounded_qa_files: list[Path] = Field(
         default_factory=lambda: [Path("data/qa")],
         description="SQuAD files, or folders of them (every *.json inside), whose training-article questions "

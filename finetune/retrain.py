@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +55,14 @@ log = logging.getLogger(__name__)
 # Exit codes of `chatbot retrain` (systemd: SuccessExitStatus=3 4 5).
 EXIT = {"promoted": 0, "rejected": 3, "nothing-new": 4, "locked": 5}
 
-RagEval = Callable[["PreTrainedModel", "PreTrainedTokenizerBase"], float]
+# The gate's grounded-QA evaluation of a model: its token F1, or a mapping with ``f1`` and, when measured,
+# ``abstain_when_absent`` (declines a question whose passage the collection lacks: right) and
+# ``abstain_when_present`` (declines one it holds: wrong)
+RagEval = Callable[["PreTrainedModel", "PreTrainedTokenizerBase"], "float | Mapping[str, float]"]
+RAG_ABSTENTION = {
+    "abstain_when_absent": "rag_abstain_when_absent",
+    "abstain_when_present": "rag_abstain_when_present",
+}
 
 
 @dataclass
@@ -173,7 +180,13 @@ def _retrain(
             "perplexity"
         ]
         if cfg.gate_rag_eval and rag_eval is not None:
-            report.scores.setdefault("rag_score", {})[name] = float(rag_eval(model, tok))
+            measured = rag_eval(model, tok)
+            if not isinstance(measured, Mapping):
+                measured = {"f1": float(measured)}
+            report.scores.setdefault("rag_score", {})[name] = float(measured["f1"])
+            for key, metric in RAG_ABSTENTION.items():
+                if key in measured:
+                    report.scores.setdefault(metric, {})[name] = float(measured[key])
         del model
     report.skipped = unchecked(report.scores, settings, new_val=bool(new_val), old_val=bool(old_val))
     report.reasons = gate(report.scores, settings)
@@ -309,6 +322,18 @@ def gate(scores: dict[str, dict[str, float]], settings: Host) -> list[str]:
         reasons.append(
             f"grounded-QA F1 {p[1]:.3f} dropped below {p[0] - cfg.gate_rag_max_drop:.3f} (current {p[0]:.3f}, "
             f"finetune.gate_rag_max_drop={cfg.gate_rag_max_drop})"
+        )
+    # a model that answers everything keeps its F1 and loses the other half of the skill: declining
+    change = cfg.gate_rag_max_abstain_change
+    if (p := _pair(scores, "rag_abstain_when_absent")) is not None and not p[1] >= p[0] - change:
+        reasons.append(
+            f"grounded-QA: it declines {p[1]:.3f} of the questions whose passage is absent, below "
+            f"{p[0] - change:.3f} (current {p[0]:.3f}, finetune.gate_rag_max_abstain_change={change})"
+        )
+    if (p := _pair(scores, "rag_abstain_when_present")) is not None and not p[1] <= p[0] + change:
+        reasons.append(
+            f"grounded-QA: it declines {p[1]:.3f} of the questions whose passage is present, above "
+            f"{p[0] + change:.3f} (current {p[0]:.3f}, finetune.gate_rag_max_abstain_change={change})"
         )
     return reasons
 

@@ -114,7 +114,9 @@ def test_rag_scorer_scores_a_model_through_the_chain(tmp_path, settings):
     score = rag_scorer(settings, [path], "gate-eval", limit=2)
     gen = load_generator(settings)
     value = score(gen.model, gen.tokenizer)
-    assert 0.0 <= value <= 1.0
+    # each question asked with its passage and without it: F1, and the shares declined either way
+    assert set(value) == {"f1", "abstain_when_absent", "abstain_when_present"}
+    assert all(0.0 <= v <= 1.0 for v in value.values())
     from retrieval.collection import Collection
 
     assert "gate-eval-qa" in Collection.list(settings)  # built from the file's contexts on first use

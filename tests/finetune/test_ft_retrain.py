@@ -128,6 +128,42 @@ def test_a_rollback_made_while_it_trained_wins(ft_settings):
     }
 
 
+def test_a_candidate_that_stops_declining_is_rejected(ft_settings):
+    """The grounded-QA evaluation keeps its F1 while the candidate declines fewer of the questions whose
+    passage is absent (a model taught to answer follow-ups answered off-topic ones too): not promoted, and
+    the gate says why; the same candidate with its abstention kept would pass."""
+    first = retrain(ft_settings)
+    assert first.status == "promoted"
+    measured = iter(
+        [
+            {"f1": 0.50, "abstain_when_absent": 0.95, "abstain_when_present": 0.10},  # the current model
+            {"f1": 0.51, "abstain_when_absent": 0.72, "abstain_when_present": 0.04},  # the candidate
+        ]
+    )
+    write_docs(ft_settings.finetune.docs_dirs[0], NEW_DOC)
+    report = retrain(ft_settings, rag_eval=lambda model, tokenizer: next(measured))
+    assert report.status == "rejected", report.message
+    assert report.scores["rag_abstain_when_absent"] == {"current": 0.95, "candidate": 0.72}
+    (reason,) = [r for r in report.reasons if "grounded-QA" in r]
+    assert "declines 0.720 of the questions whose passage is absent" in reason
+    assert "gate_rag_max_abstain_change" in reason
+    assert Registry(ft_settings).current_id() == first.candidate
+    # the checks alone: within the allowed change both ways it passes, beyond it either way it fails
+    from finetune.retrain import gate
+
+    kept = {"rag_score": {"current": 0.5, "candidate": 0.5}}
+    assert not gate(
+        {
+            **kept,
+            "rag_abstain_when_absent": {"current": 0.80, "candidate": 0.76},
+            "rag_abstain_when_present": {"current": 0.10, "candidate": 0.14},
+        },
+        ft_settings,
+    )
+    (more,) = gate({**kept, "rag_abstain_when_present": {"current": 0.10, "candidate": 0.20}}, ft_settings)
+    assert "passage is present, above 0.150" in more
+
+
 def test_a_second_retrain_waits_for_none(ft_settings):
     with try_exclusive(ft_settings.data_dir / "models" / "retrain.lock") as held:
         assert held
