@@ -10,7 +10,8 @@ passage that answers among the kind of near misses it will really be shown. The 
 reference answer followed by the gold source's number (``Los Denver Broncos [2].``). In a share of the
 examples (``negative_share``, and every unanswerable SQuAD v2.0 question) the gold passage is left out and
 the target is the abstention sentence in the question's language. The loss falls on the answer tokens only
-(``finetune.data.encode_chat``).
+(``finetune.data.encode_chat``). With ``follow_ups``, two-turn examples are added whose second question
+leaves its subject to the first (:func:`make_follow_up_examples`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from finetune.data import Item, content_key
+from finetune.followups import follow_ups
 from finetune.qa import QAItem, QASet, contains_answer
 from retrieval.types import Hit
 
@@ -123,13 +125,12 @@ def make_follow_up_examples(
     language_of: Callable[[str], str],
 ) -> list[Item]:
     """Up to ``options.follow_ups`` two-turn examples from ``qa`` (:mod:`finetune.followups`; ``language_of``
-    tells an article's language from its questions): the first question and the answer the model should give it (its gold passage cited at a random position), then the follow-up,
-    which leaves its subject to the first question, shown with the passages the chat would retrieve for it
-    (the first question and the follow-up together, the chain's ``concat`` search query). Its target is
-    built as for a first question: the answer citing the gold passage, or, in ``options.negative_share`` of
-    the examples, the gold passage left out and the abstention sentence."""
-    from finetune.followups import follow_ups
-
+    tells an article's language from its questions): the first question and the answer the model should give
+    it (its gold passage cited at a random position), then the follow-up, which leaves its subject to the
+    first question, shown with the passages the chat would retrieve for it (the first question and the
+    follow-up together, the chain's ``concat`` search query). Its target is built as for a first question:
+    the answer citing the gold passage, or, in ``options.negative_share`` of the examples, the gold passage
+    left out and the abstention sentence."""
     rng = random.Random(f"{options.seed}:{origin}:follow-ups")
     items = []
     for pair in follow_ups(qa, language_of, options.seed, options.follow_ups):
