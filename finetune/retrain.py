@@ -183,7 +183,7 @@ def _retrain(
             measured = rag_eval(model, tok)
             if not isinstance(measured, Mapping):
                 measured = {"f1": float(measured)}
-            report.scores.setdefault("rag_score", {})[name] = float(measured["f1"])
+            report.scores.setdefault("rag_score", {})[name] = float(measured.get("f1", math.nan))
             for key, metric in RAG_ABSTENTION.items():
                 if key in measured:
                     report.scores.setdefault(metric, {})[name] = float(measured[key])
