@@ -50,6 +50,10 @@ class RecipeOptions:
     # (:func:`make_follow_up_examples`); 0: none
     follow_ups: int = 0
     only_follow_ups: bool = False  # the two-turn examples alone (to add the skill to a trained version)
+    # for this share of the follow-up examples, one more: the same first turn, then a question of another
+    # article (off-topic for the conversation), shown without any passage that answers it; target: the
+    # abstention sentence
+    off_topic_share: float = 0.0
 
 
 def answer_target(answer: str, number: int) -> str:
@@ -130,9 +134,12 @@ def make_follow_up_examples(
     first question, shown with the passages the chat would retrieve for it (the first question and the
     follow-up together, the chain's ``concat`` search query). Its target is built as for a first question:
     the answer citing the gold passage, or, in ``options.negative_share`` of the examples, the gold passage
-    left out and the abstention sentence."""
+    left out and the abstention sentence. With ``options.off_topic_share``, some first turns are followed a
+    second time by a question of another article, which the passages shown do not answer: the abstention
+    sentence (a conversation's off-topic follow-up, which same-article negatives never show)."""
     rng = random.Random(f"{options.seed}:{origin}:follow-ups")
     items = []
+    made: list[tuple[QAItem, tuple[tuple[str, str], ...]]] = []  # each example's first question and turn
     for pair in follow_ups(qa, language_of, options.seed, options.follow_ups):
         first_target = answer_target(pair.first.answers[0], rng.randrange(options.k) + 1)
         history = (("user", pair.first.question), ("assistant", first_target))
@@ -143,4 +150,20 @@ def make_follow_up_examples(
         pairs, kind = _example(asked, qa, found, style, options, rng, history)
         key = content_key("chat", pairs)
         items.append(Item("chat", f"{origin}:{pair.second.id}:follow-up-{kind}", key, messages=pairs))
+        made.append((pair.first, history))
+    # off-topic follow-ups: drawn with their own generator, so that a share of 0 changes nothing above
+    other = random.Random(f"{options.seed}:{origin}:off-topic")
+    for first, history in made[: round(options.off_topic_share * len(made))]:
+        elsewhere = [q for q in qa.items if q.answerable and q.article != first.article]
+        if not elsewhere:
+            break
+        q = other.choice(elsewhere)
+        found = search(f"{first.question} {q.question}", options.pool)
+        shown = [h for h in found if h.source != q.doc and not contains_answer(h.text, q.answers)]
+        pairs = (
+            *style.messages(q.question, shown[: options.k], history),
+            ("assistant", style.abstain(q.question)),
+        )
+        key = content_key("chat", pairs)
+        items.append(Item("chat", f"{origin}:{first.id}+{q.id}:follow-up-off-topic", key, messages=pairs))
     return items

@@ -84,6 +84,15 @@ def train(
             "its subject to the first (grounded-qa; docs/model-card.md).",
         ),
     ] = 0,
+    off_topic_follow_ups: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="For this share of the --follow-ups examples, one more whose second question is about "
+            "another article, answered with the abstention sentence (grounded-qa).",
+        ),
+    ] = 0.0,
     only_follow_ups: Annotated[
         bool,
         typer.Option(
@@ -120,8 +129,9 @@ def train(
                          method=method, max_steps=max_steps)  # fmt: skip
         if docs is None and chat is None and feedback is None and qa is None:
             # resume reads the data the run started with
-            docs, chat, feedback, (recipe, qa, split, limit, variants, follow_ups, only_follow_ups) = (
-                _sources_of(record)
+            docs, chat, feedback, grounded_sources = _sources_of(record)
+            recipe, qa, split, limit, variants, follow_ups, only_follow_ups, off_topic_follow_ups = (
+                grounded_sources
             )
     grounded = recipe == "grounded-qa"
     if grounded:
@@ -152,6 +162,7 @@ def train(
                 variants=variants,
                 follow_ups=follow_ups,
                 only_follow_ups=only_follow_ups,
+                off_topic_share=off_topic_follow_ups,
             )
             made = grounded_items(settings, qa, split, limit, tokenizer, options)
             found.items = dedupe([*made, *found.items])
@@ -186,6 +197,7 @@ def train(
             "variants": variants,
             "follow_ups": follow_ups,
             "only_follow_ups": only_follow_ups,
+            "off_topic_follow_ups": off_topic_follow_ups,
         }
         outcome = run_training(settings, trainset, run_name=run, resume=resume, sources=sources)
     except (DataError, TrainError) as exc:
@@ -231,6 +243,7 @@ def _sources_of(record: dict[str, Any]) -> tuple[Any, Any, Any, tuple[Any, ...]]
             sources.get("variants", 1),
             sources.get("follow_ups", 0),
             sources.get("only_follow_ups", False),
+            sources.get("off_topic_follow_ups", 0.0),
         ),
     )
 

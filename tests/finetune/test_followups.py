@@ -278,3 +278,29 @@ def test_export_writes_the_follow_ups_and_a_run_records_them(ft_settings, tmp_pa
     assert result.exit_code == 0, result.output
     run = json.loads((ft_settings.data_dir / "models" / "runs" / "f1" / "run.json").read_text())
     assert run["sources"]["follow_ups"] == 10
+
+
+def test_off_topic_follow_ups_decline_a_question_about_another_article(settings, tmp_path):
+    path = squad_file(tmp_path / "qa.json")
+    tokenizer = _tokenizer(settings)
+    plain = grounded_items(
+        settings, [path], "train", None, tokenizer, RecipeOptions(k=2, follow_ups=10, only_follow_ups=True)
+    )
+    options = RecipeOptions(k=2, follow_ups=10, only_follow_ups=True, off_topic_share=1.0)
+    items = grounded_items(settings, [path], "train", None, tokenizer, options)
+    off = [i for i in items if i.source.endswith(":follow-up-off-topic")]
+    # one more for each follow-up; the others are exactly those made without the option
+    assert len(off) == len(plain) and [i.messages for i in items if i not in off] == [
+        i.messages for i in plain
+    ]
+    qa = load_squad(path)
+    by_id = {q.id: q for q in qa.items}
+    for item in off:
+        first_id, asked_id = item.source.split(":")[1].split("+")
+        first, asked = by_id[first_id], by_id[asked_id]
+        assert first.article != asked.article  # the museum after the shipping line, or the other way
+        assert item.messages[1][1] == first.question and item.messages[3][1].endswith(
+            f"Question: {asked.question}"
+        )
+        assert item.messages[-1][1] == ABSTAIN["es" if asked.question.startswith("¿") else "en"]
+        assert not contains_answer(item.messages[3][1].split("Question:")[0], asked.answers)
