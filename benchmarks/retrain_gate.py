@@ -21,7 +21,7 @@ from chatbot.evaluation import rag_scorer
 from chatbot.settings import load_settings
 from finetune.models import load_version
 from finetune.registry import Registry
-from finetune.retrain import RAG_ABSTENTION, gate
+from finetune.retrain import gate, rag_gate_scores
 
 
 def main() -> None:
@@ -42,10 +42,8 @@ def main() -> None:
     scores: dict[str, dict[str, float]] = {}
     for name, version_id in (("current", args.current), ("candidate", args.candidate)):
         model, tokenizer = load_version(settings, registry.get(version_id))
-        measured = score(model, tokenizer)
-        scores.setdefault("rag_score", {})[name] = measured["f1"]
-        for key, metric in RAG_ABSTENTION.items():
-            scores.setdefault(metric, {})[name] = measured[key]
+        for metric, value in rag_gate_scores(score(model, tokenizer)).items():
+            scores.setdefault(metric, {})[name] = value
         del model
     reasons = gate(scores, settings)
     for metric, pair in scores.items():

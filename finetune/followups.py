@@ -220,8 +220,8 @@ def follow_ups(
 ) -> list[FollowUp]:
     """Pairs of questions of one article: a first question that names the article's subject and a follow-up
     made from another that names it too, with its subject taken out (:func:`elide`) by the rules of the
-    article's language (``language_of`` a text: ``en`` or ``es``, the article's questions vote). ``limit`` pairs at most,
-    drawn with ``seed``; each question is the follow-up of one pair at most."""
+    article's language (``language_of`` a text: ``en`` or ``es``, the article's questions vote). ``limit``
+    pairs at most, drawn with ``seed``; each question is the follow-up of one pair at most."""
     rng = random.Random(f"{seed}:follow-ups")
     by_article: dict[int, list[QAItem]] = {}
     for q in qa.items:

@@ -180,13 +180,8 @@ def _retrain(
             "perplexity"
         ]
         if cfg.gate_rag_eval and rag_eval is not None:
-            measured = rag_eval(model, tok)
-            if not isinstance(measured, Mapping):
-                measured = {"f1": float(measured)}
-            report.scores.setdefault("rag_score", {})[name] = float(measured.get("f1", math.nan))
-            for key, metric in RAG_ABSTENTION.items():
-                if key in measured:
-                    report.scores.setdefault(metric, {})[name] = float(measured[key])
+            for metric, value in rag_gate_scores(rag_eval(model, tok)).items():
+                report.scores.setdefault(metric, {})[name] = value
         del model
     report.skipped = unchecked(report.scores, settings, new_val=bool(new_val), old_val=bool(old_val))
     report.reasons = gate(report.scores, settings)
@@ -213,6 +208,16 @@ def _retrain(
     _record(candidate, report)
     log.info(report.message)
     return report
+
+
+def rag_gate_scores(measured: float | Mapping[str, float]) -> dict[str, float]:
+    """The gate's metrics from one grounded-QA evaluation (:data:`RagEval`): ``rag_score`` (its F1, NaN when
+    it has none) and the abstention shares it measured."""
+    if not isinstance(measured, Mapping):
+        measured = {"f1": float(measured)}
+    scores = {"rag_score": float(measured.get("f1", math.nan))}
+    scores.update({metric: float(measured[key]) for key, metric in RAG_ABSTENTION.items() if key in measured})
+    return scores
 
 
 def _resumable_run(settings: Host, data: str, init: str | None) -> str | None:
