@@ -15,6 +15,10 @@ prompt, and fixes the rest, so candidates can be compared on the machine they we
    ``generation.abstain_bias`` shifts) is recorded, so the decline at any bias is read off one pass.
 3. ``score``: F1, exact match, citation accuracy and the declines, per set, at the biases asked for.
 
+``answer`` needs only the project's folders, PyTorch, transformers, peft, gguf and the embedded model's
+wheel, pydantic, pydantic-settings, python-dotenv, PyYAML, snowballstemmer and filelock: no LangChain, no
+FAISS, no collections (each prompt carries its abstention sentences), so it runs on a bare GPU machine.
+
 Without drafts and the quoting rule, F1 is lower than the chain's (the shipped adapter: 0.284 on 300 held-out
 squad-es questions, where the chain scores 0.349 on 200); the comparison between candidates is what it is
 for. In bfloat16 the answers also move a little with the batch (6 of 8 the same at batch 1 and 48,
@@ -46,6 +50,14 @@ def read_prompts(path: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def abstention_sentences() -> list[str]:
+    """The chat's abstention sentences (``chatbot.prompt``, which imports LangChain): ``prompts`` writes them
+    into every row, and ``answer`` reads them from there, or from here for a file written before."""
+    from chatbot.prompt import ABSTAIN
+
+    return list(ABSTAIN.values())
+
+
 def prompts(args: argparse.Namespace) -> None:
     from chatbot.recipes import chain_style, qa_collection
     from chatbot.settings import load_settings
@@ -53,6 +65,7 @@ def prompts(args: argparse.Namespace) -> None:
     from finetune.models import load_tokenizer
     from finetune.qa import load_squad, slug, spread
 
+    abstain = sorted(abstention_sentences())  # each row carries them: ``answer`` then needs no LangChain
     settings = load_settings(args.config)
     style = chain_style(settings, load_tokenizer(settings, None))
     files = [(Path(p), args.limit) for p in args.squad or []]
@@ -69,9 +82,9 @@ def prompts(args: argparse.Namespace) -> None:
         for share, kind in ((0.0, "present"), (1.0, "absent")):
             shown: list[list[str]] = []
 
-            def messages(question, hits, build=style.messages, shown=shown):
+            def messages(question, hits, history=(), build=style.messages, shown=shown):
                 shown.append([h.text for h in hits])
-                return build(question, hits)
+                return build(question, hits, history)
 
             recording = PromptStyle(messages=messages, abstain=style.abstain)
             options = RecipeOptions(k=settings.chat.top_k, negative_share=share, seed=7)
@@ -84,7 +97,7 @@ def prompts(args: argparse.Namespace) -> None:
                 gold = int(target.rsplit("[", 1)[1].split("]")[0]) if kind == "present" else None
                 rows.append(
                     {"set": name, "id": q.id, "kind": kind, "question": q.question, "messages": prompt,
-                     "sources": sources, "answers": q.answers, "gold": gold}
+                     "sources": sources, "answers": q.answers, "gold": gold, "abstain": abstain}
                 )  # fmt: skip
         print(f"{name}: {len(qa.items)} questions", flush=True)
     with gzip.open(args.out, "wt", encoding="utf-8") as f:
@@ -96,7 +109,6 @@ def answer(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from chatbot.prompt import ABSTAIN
     from chatbot.settings import load_settings
     from finetune.decoding import AnswerNoRepeatNGram
     from finetune.models import ensure_embedded_generator
@@ -111,8 +123,9 @@ def answer(args: argparse.Namespace) -> None:
 
         model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
     model = model.to(device, torch.bfloat16).eval()  # on either device: the answers are comparable
-    abstain = sorted({tok.encode(t, add_special_tokens=False)[0] for t in ABSTAIN.values()})
     rows = read_prompts(args.prompts)
+    sentences = {s for r in rows for s in r.get("abstain") or abstention_sentences()}
+    abstain = sorted({tok.encode(s, add_special_tokens=False)[0] for s in sentences})
     ids = [
         tok.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=True, return_dict=True)[
             "input_ids"
