@@ -47,7 +47,13 @@ def chain_style(settings: Settings, tokenizer: Any) -> PromptStyle:
         )
         return [(m["role"], m["content"]) for m in to_chat_dicts(built.messages)]
 
-    return PromptStyle(messages=messages, abstain=lambda q: ABSTAIN[detect_language(q)])
+    def shown(answer: str, sources: Sequence[str]) -> str:
+        from chatbot.answer_format import code_quote
+        from chatbot.chain import source_case
+
+        return source_case(code_quote(answer, sources), sources)
+
+    return PromptStyle(messages=messages, abstain=lambda q: ABSTAIN[detect_language(q)], shown=shown)
 
 
 def qa_collection(settings: Settings, name: str, qa: QASet, under: str = "qa") -> Any:

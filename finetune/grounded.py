@@ -28,13 +28,22 @@ from retrieval.types import Hit
 Search = Callable[[str, int], list[Hit]]
 
 
+def as_written(answer: str, sources: Sequence[str]) -> str:
+    """An answer as the model wrote it (a :class:`PromptStyle` that does not say how the chat shows answers)."""
+    return answer
+
+
 @dataclass(frozen=True)
 class PromptStyle:
-    """How the chat chain shows sources to the model, and how it declines."""
+    """How the chat chain shows sources to the model, how it declines, and how it shows an answer."""
 
     # (role, content): system prompt, the conversation so far (``history``, oldest first), user turn
     messages: Callable[[str, Sequence[Hit], Sequence[tuple[str, str]]], list[tuple[str, str]]]
     abstain: Callable[[str], str]  # the abstention sentence in the question's language
+    # an answer as the chat shows and stores it, given the model's text and the sources it was shown
+    # (``por orden de llegada [2].`` → ``Por orden de llegada [2].``): an earlier turn in a two-turn example
+    # is what the conversation holds
+    shown: Callable[[str, Sequence[str]], str] = as_written
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,9 @@ def make_follow_up_examples(
     made: list[tuple[QAItem, tuple[tuple[str, str], ...]]] = []  # each example's first question and turn
     for pair in follow_ups(qa, language_of, options.seed, options.follow_ups):
         first_target = answer_target(pair.first.answers[0], rng.randrange(options.k) + 1)
-        history = (("user", pair.first.question), ("assistant", first_target))
+        # the first answer as the conversation holds it: capitalised as the chat shows it, code kept as code
+        first_answer = style.shown(first_target, [qa.contexts[pair.first.doc]])
+        history = (("user", pair.first.question), ("assistant", first_answer))
         asked = QAItem(
             pair.second.id, pair.question, pair.second.answers, pair.second.doc, pair.second.article
         )

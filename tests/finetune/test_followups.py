@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from chatbot.cli import app
 from chatbot.prompt import ABSTAIN, SYSTEM_PROMPT
-from chatbot.recipes import grounded_items
+from chatbot.recipes import chain_style, grounded_items
 from finetune.followups import elide, follow_ups, pronoun_of
 from finetune.grounded import RecipeOptions, answer_target
 from finetune.qa import contains_answer, load_squad
@@ -235,6 +235,9 @@ def test_follow_up_examples_hold_the_first_turn_then_the_sources_and_the_follow_
         system, first, first_answer, turn, target = (c for _, c in item.messages)
         assert system == SYSTEM_PROMPT and re.fullmatch(r".+ \[[12]\]\.", first_answer)
         assert "Lendínez" in first or "Greyhaven" in first
+        # the first answer as the chat shows and stores it: "the Tarrant brothers" → "The Tarrant brothers [1]."
+        reference = next(q for q in qa.items if q.question == first).answers[0]
+        assert first_answer[0].isupper() and first_answer[:-5] == reference[:1].upper() + reference[1:]
         q = by_id[item.source.split(":")[1]]
         asked = turn.split("Question: ")[-1]
         assert "Lendínez" not in asked and "Greyhaven" not in asked and asked != q.question
@@ -304,3 +307,17 @@ def test_off_topic_follow_ups_decline_a_question_about_another_article(settings,
         )
         assert item.messages[-1][1] == ABSTAIN["es" if asked.question.startswith("¿") else "en"]
         assert not contains_answer(item.messages[3][1].split("Question:")[0], asked.answers)
+
+
+def test_the_chain_style_shows_an_answer_as_the_chat_does(settings):
+    style = chain_style(settings, _tokenizer(settings))
+    assert style.shown("por orden de llegada [2].", ["Las plazas se dan por orden de llegada."]) == (
+        "Por orden de llegada [2]."
+    )
+    command = "Para indexar una carpeta, ejecute:\n\n    chatbot index mi-coleccion /ruta/a/la/carpeta\n"
+    assert style.shown("chatbot index mi-coleccion /ruta/a/la/carpeta [1].", [command]) == (
+        "`chatbot index mi-coleccion /ruta/a/la/carpeta` [1]."
+    )
+    assert style.shown("`var/conversations.sqlite` [1].", ["in `var/conversations.sqlite`"]) == (
+        "`var/conversations.sqlite` [1]."
+    )
