@@ -190,22 +190,33 @@ def pronoun_of(lead: str) -> str:
     return "he" if he > 2 * she else "she" if she > 2 * he else "it"
 
 
-def with_and(text: str, language: str, rng: random.Random) -> str:
-    """Half the time, the follow-up opened with "And ..." / "¿Y ...?", as people ask them."""
+def with_and(text: str, language: str, rng: random.Random, names: frozenset[str] = frozenset()) -> str:
+    """Half the time, the follow-up opened with "And ..." / "¿Y ...?", as people ask them. Its first word
+    goes to lower case unless it is one of ``names`` (:func:`names_in`: "And Carrick confirmed...?")."""
     if rng.random() >= 0.5:
         return text
     if language == "es" and text.startswith("¿") and len(text) > 1:
-        return "¿Y " + _lower_first(text[1:])
+        return "¿Y " + _lower_first(text[1:], names)
     if language == "en":
-        return "And " + _lower_first(text)
+        return "And " + _lower_first(text, names)
     return text
 
 
-def _lower_first(text: str) -> str:
+def _lower_first(text: str, names: frozenset[str] = frozenset()) -> str:
     word = text.split(" ", 1)[0]
+    if word.strip("¿?,.;:!") in names:
+        return text
     if len(word) > 1 and word[1:].islower() or len(word) == 1:
         return text[:1].lower() + text[1:]
     return text
+
+
+def names_in(text: str) -> frozenset[str]:
+    """The capitalised words that ``text`` writes so inside a sentence, right after a word or a comma (not at
+    a sentence's, a line's or a list item's start): names."""
+    return frozenset(
+        m.group(1) for m in re.finditer(r"(?<=[\w,;])[ \t]+(\w+)", text) if m.group(1)[:1].isupper()
+    )
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,7 @@ def follow_ups(
         language = "es" if votes.count("es") > votes.count("en") else "en"
         docs = sorted({q.doc for q in items})
         pronoun = pronoun_of(qa.contexts[docs[0]]) if language == "en" else "it"
+        names = frozenset().union(*(names_in(qa.contexts[d]) for d in docs))
         for q in items:
             text = elide(q.question, q.doc, language, pronoun)
             firsts = [f for f in naming if f.id != q.id and f.doc != q.doc] or [
@@ -241,6 +253,6 @@ def follow_ups(
             ]
             if text is None or not firsts:
                 continue
-            made.append(FollowUp(rng.choice(firsts), q, with_and(text, language, rng)))
+            made.append(FollowUp(rng.choice(firsts), q, with_and(text, language, rng, names)))
     rng.shuffle(made)
     return made[:limit] if limit else made

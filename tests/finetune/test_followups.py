@@ -5,6 +5,7 @@ collection, the held-out articles left out."""
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from chatbot.cli import app
 from chatbot.prompt import ABSTAIN, SYSTEM_PROMPT
 from chatbot.recipes import chain_style, grounded_items
-from finetune.followups import elide, follow_ups, pronoun_of
+from finetune.followups import elide, follow_ups, names_in, pronoun_of, with_and
 from finetune.grounded import RecipeOptions, answer_target
 from finetune.qa import contains_answer, load_squad
 
@@ -321,3 +322,19 @@ def test_the_chain_style_shows_an_answer_as_the_chat_does(settings):
     assert style.shown("`var/conversations.sqlite` [1].", ["in `var/conversations.sqlite`"]) == (
         "`var/conversations.sqlite` [1]."
     )
+
+
+def test_and_lowers_the_first_word_unless_the_article_writes_it_as_a_name():
+    article = "Harriet Ellingham wrote to Carrick in May. She found her first comet in 1866."
+    names = names_in(article)
+    assert (
+        "Carrick" in names and "She" not in names and "Harriet" not in names
+    )  # a sentence's start is no name
+    opened = next(s for s in range(100) if random.Random(s).random() < 0.5)  # a draw that adds "And"
+    assert (
+        with_and("When did she find it?", "en", random.Random(opened), names) == "And when did she find it?"
+    )
+    assert with_and("Carrick confirmed it when?", "en", random.Random(opened), names) == (
+        "And Carrick confirmed it when?"
+    )
+    assert with_and("¿Cuándo lo confirmó?", "es", random.Random(opened), names) == "¿Y cuándo lo confirmó?"
