@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import random
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from finetune.qa import QAItem, QASet
+from finetune.qa import QAItem, QASet, ascii_fold
 
 _WORD = re.compile(r"\w+(?:[’']s\b)?", re.UNICODE)
 
@@ -69,8 +68,8 @@ _EN_AUX = _words(
 
 
 def fold(word: str) -> str:
-    """Lower case without accents, as the article slugs are written."""
-    return unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode().lower()
+    """Lower case without accents, as the article slugs are written (:func:`finetune.qa.slug`)."""
+    return ascii_fold(word).lower()
 
 
 def title_words(doc: str) -> set[str]:

@@ -164,8 +164,9 @@ def make_follow_up_examples(
         made.append((pair.first, history))
     # off-topic follow-ups: drawn with their own generator, so that a share of 0 changes nothing above
     other = random.Random(f"{options.seed}:{origin}:off-topic")
+    answerable = [q for q in qa.items if q.answerable]
     for first, history in made[: round(options.off_topic_share * len(made))]:
-        elsewhere = [q for q in qa.items if q.answerable and q.article != first.article]
+        elsewhere = [q for q in answerable if q.article != first.article]
         if not elsewhere:
             break
         q = other.choice(elsewhere)

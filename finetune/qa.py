@@ -112,9 +112,13 @@ def spread(items: list[QAItem], limit: int | None) -> list[QAItem]:
     return [items[int(i * step)] for i in range(limit)]
 
 
+def ascii_fold(text: str) -> str:
+    """``text`` without its accents, and without any other character ASCII lacks (``Lendínez`` → ``Lendinez``)."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
 def slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-")[:60] or "article"
+    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_fold(text)).strip("-")[:60] or "article"
 
 
 def contains_answer(text: str, answers: list[str]) -> bool:
