@@ -66,20 +66,29 @@ def abstention_starts(tokenizer: Any) -> list[int]:
     return [tokenizer.encode(text, add_special_tokens=False)[0] for text in ABSTAIN.values()]
 
 
+def abstention_openings(tokenizer: Any) -> list[tuple[int, int]]:
+    """The first two tokens of each language's abstention sentence: the second tells the sentence from an
+    answer that starts with the same token (Spanish "No"; see :class:`finetune.decoding.FirstTokenBias`)."""
+    ids = [tokenizer.encode(text, add_special_tokens=False) for text in ABSTAIN.values()]
+    return [(i[0], i[1]) for i in ids if len(i) > 1]
+
+
 def answer_processors(
     gen: GenerationSettings,
     prompt_length: int,
     abstain_ids: list[int] | None = None,
     sources: Sequence[str] = (),
     pieces: TokenBytes | None = None,
+    openings: Sequence[tuple[int, int]] = (),
 ) -> list[Any]:
     """The logits processors ``gen`` asks for, for a prompt of ``prompt_length`` tokens (``abstain_ids``: the
-    abstention sentences' first tokens, for ``abstain_bias``). They take torch tensors or numpy arrays alike:
-    the llama.cpp engine's sampler (:class:`finetune.decoding.Sampler`) runs the very same ones."""
+    abstention sentences' first tokens, for ``abstain_bias``; ``openings``: their first two). They take torch
+    tensors or numpy arrays alike: the llama.cpp engine's sampler (:class:`finetune.decoding.Sampler`) runs
+    the very same ones."""
     from transformers import LogitsProcessorList
 
     return LogitsProcessorList(
-        answer_processor_list(decoding_of(gen), prompt_length, abstain_ids, sources, pieces)
+        answer_processor_list(decoding_of(gen), prompt_length, abstain_ids, sources, pieces, openings)
     )
 
 
@@ -112,7 +121,7 @@ def draft_answers(
     import torch
 
     length = int(inputs["input_ids"].shape[1])
-    abstain, pieces = abstention_starts(tok), token_bytes(tok)
+    abstain, openings, pieces = abstention_starts(tok), abstention_openings(tok), token_bytes(tok)
     eos = tok.eos_token_id
     stops = set(eos if isinstance(eos, list) else [eos])
     # the prompt is read once: each draft starts from a copy of its cache (all but the last prompt token, which
@@ -125,7 +134,7 @@ def draft_answers(
     budget = min(gen.max_new_tokens, DRAFT_TOKENS)
 
     def draft(ids: Any) -> tuple[Any, list[int], list[float], Any, bool]:
-        processors = answer_processors(gen, length, abstain, sources, pieces)
+        processors = answer_processors(gen, length, abstain, sources, pieces, openings)
         out = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
@@ -228,6 +237,7 @@ class LocalChatModel(ChatBackend):
             abstention_starts(tok),
             sources,
             token_bytes(tok) if sources and gen.extractive else None,
+            abstention_openings(tok),
         )
         if stop:
             args.update(stop_strings=stop, tokenizer=tok)
@@ -407,6 +417,7 @@ class EngineChatModel(ChatBackend):
             suppress_before=self.min_new_tokens,
             sources=tuple(kwargs.get("sources") or ()) if gen.extractive else (),
             question=kwargs.get("question") or "",
+            abstain_openings=tuple(abstention_openings(self.tokenizer)),
         )
         request = Request(prompt, sampling, gen.max_new_tokens, stop_ids)
         self.engine.submit(request)  # EngineBusy when every slot is taken and the queue is full

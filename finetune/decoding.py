@@ -68,24 +68,75 @@ class FirstTokenBias:
 
     It also records the model's :attr:`hesitation` there, before the bias: the best abstention token's logit
     minus the best other token's. The model declines when ``hesitation + bias`` > 0; an answer written with a
-    hesitation close to that (the chat's ``chat.unsure_hesitation``) is one the model nearly declined."""
+    hesitation close to that (the chat's ``chat.unsure_hesitation``) is one the model nearly declined.
 
-    def __init__(self, token_ids: list[int], bias: float, prompt_length: int) -> None:
+    ``openings`` are the abstention sentences' first two tokens. A first token can start an answer as well as
+    the sentence: Spanish "No" is "No encuentro la respuesta…" and also the answer "No [1]." to a yes/no
+    question. When the answer starts with such a token, the hesitation is taken again at the second position,
+    from both: the sentence's probability (its first token's, times its second's after it) against the best
+    other start's, or the first token's where an answer goes on from it (:func:`second_hesitation`)."""
+
+    def __init__(
+        self,
+        token_ids: list[int],
+        bias: float,
+        prompt_length: int,
+        openings: Sequence[tuple[int, int]] = (),
+    ) -> None:
         self.ids, self.bias, self.start = sorted(set(token_ids)), bias, prompt_length
+        self.openings = _openings(openings)
         self.hesitation: float | None = None
+        self._first: np.ndarray | None = None  # the log-probabilities at the first position
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if input_ids.shape[1] == self.start:
+        length = input_ids.shape[1]
+        if length == self.start:
             self.hesitation = hesitation(scores[0], self.ids)
+            if self.openings:
+                self._first = log_softmax(_numpy(scores[0]))
             if self.bias:
                 scores = _copy(scores)
                 scores[:, self.ids] += self.bias
+        elif length == self.start + 1 and self._first is not None:
+            first = int(input_ids[0, self.start])
+            if first in self.openings:
+                self.hesitation = second_hesitation(
+                    self._first, first, log_softmax(_numpy(scores[0])), self.openings[first], self.ids
+                )
+            self._first = None
         return scores
+
+
+def second_hesitation(
+    first: np.ndarray, token: int, second: np.ndarray, seconds: Sequence[int], abstain_ids: Sequence[int]
+) -> float:
+    """The hesitation once the answer began with ``token``, an abstention sentence's first token that can also
+    start an answer (``first``, ``second``: log-probabilities at the two positions; ``seconds``: the tokens
+    that go on with the sentence): the log-probability of the sentence, or of another one's first token,
+    minus the best of every other first token's and of ``token`` followed by anything but the sentence."""
+    declining = float(first[token] + np.logaddexp.reduce(second[list(seconds)]))
+    answering = float(first[token] + np.log1p(-min(float(np.exp(declining - first[token])), 1 - 1e-12)))
+    others = first.copy()
+    others[list(abstain_ids)] = -np.inf
+    other_sentences = [float(first[a]) for a in abstain_ids if a != token]
+    return max(declining, *other_sentences) - max(float(others.max()), answering)
+
+
+def _openings(openings: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+    """first token -> the tokens that go on with an abstention sentence after it."""
+    found: dict[int, list[int]] = {}
+    for first, second in openings:
+        found.setdefault(int(first), []).append(int(second))
+    return found
+
+
+def _numpy(row: Any) -> np.ndarray:
+    return np.asarray(row.float().cpu() if hasattr(row, "cpu") else row, dtype=np.float64)
 
 
 def hesitation(logits: Any, abstain_ids: Sequence[int]) -> float:
     """The best of ``abstain_ids``' logits minus the best other token's, in one row of logits."""
-    row = np.asarray(logits.float().cpu() if hasattr(logits, "cpu") else logits, dtype=np.float64)
+    row = _numpy(logits)
     others = row.copy()
     others[list(abstain_ids)] = -np.inf
     return float(row[list(abstain_ids)].max() - others.max())
@@ -116,7 +167,13 @@ class QuoteSources:
     citation only the numbers of sources holding the quote are allowed; an answer that starts as the
     abstention sentence, and everything after the citation's number, is left free. ``pieces`` maps a token id
     to its bytes: byte-level vocabularies split accented letters over two tokens, so the text is matched as
-    decoded from all the bytes so far."""
+    decoded from all the bytes so far.
+
+    The abstention sentence's first token (``abstain_ids``) is always allowed first, whether or not a source
+    starts a quote with it. Where it can also start an answer (``openings``, the sentences' first two tokens:
+    Spanish "No" is the sentence's first word and a yes/no question's answer), the second token tells them
+    apart: the sentence's own second token, or a quote that goes on from the first (``No [1].``), held to
+    the rule from there like any other."""
 
     def __init__(
         self,
@@ -126,10 +183,12 @@ class QuoteSources:
         abstain_ids: list[int] | None = None,
         search: tuple[int, ...] = (40, 4000),
         keep: int = 1,
+        openings: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.sources = [_flat(s) for s in sources]
         self.piece, self.start, self.search = pieces, prompt_length, search
-        self.abstain = set(abstain_ids or [])
+        self.openings = _openings(openings)
+        self.abstain = set(abstain_ids or []) | set(self.openings)
         self.keep = keep + len(self.abstain)  # first tokens remembered, for other drafts (see alternatives)
         self.first_choices: list[int] = []
 
@@ -180,14 +239,21 @@ class QuoteSources:
         scores = _copy(scores)
         for row in range(input_ids.shape[0]):
             answer_ids = [int(t) for t in input_ids[row, self.start :]]
+            sentence: list[int] = []  # tokens allowed besides the quote: the abstention sentence's
             if answer_ids and answer_ids[0] in self.abstain:
-                continue
+                seconds = self.openings.get(answer_ids[0])
+                if seconds is None or (len(answer_ids) > 1 and answer_ids[1] in seconds):
+                    continue  # the abstention sentence: free
+                if len(answer_ids) == 1:
+                    sentence = seconds
             first = not answer_ids
             allowed = self._choose(
                 b"".join(self.piece(t) for t in answer_ids), scores[row], self.keep if first else 1
             )
             if first:
                 self.first_choices, allowed = allowed, allowed[:1]
+                sentence = sorted(self.abstain)
+            allowed = allowed + [t for t in sentence if t not in allowed]
             if allowed:
                 keep = scores[row, allowed]
                 scores[row, :] = float("-inf")
@@ -232,18 +298,22 @@ def answer_processor_list(
     abstain_ids: list[int] | None,
     sources: Sequence[str] = (),
     pieces: TokenBytes | None = None,
+    openings: Sequence[tuple[int, int]] = (),
 ) -> list[Any]:
     """The answer-only processors ``decoding`` asks for (``abstain_ids``: the abstention sentences' first
-    tokens, for ``abstain_bias``; ``sources``, the numbered sources' texts, and ``pieces``, token bytes, for
-    ``extractive``); they take torch tensors or numpy arrays alike."""
+    tokens, for ``abstain_bias``, and ``openings`` their first two, see :class:`FirstTokenBias`; ``sources``,
+    the numbered sources' texts, and ``pieces``, token bytes, for ``extractive``); they take torch tensors or
+    numpy arrays alike."""
     processors: list[Any] = []
     if abstain_ids:  # with no bias, for its hesitation only
-        processors.append(FirstTokenBias(abstain_ids, decoding.abstain_bias, prompt_length))
+        processors.append(FirstTokenBias(abstain_ids, decoding.abstain_bias, prompt_length, openings))
     if decoding.no_repeat_ngram_size > 0:
         processors.append(AnswerNoRepeatNGram(decoding.no_repeat_ngram_size, prompt_length))
     if decoding.extractive and sources and pieces is not None:
         keep = decoding.drafts if decoding.drafting else 1
-        processors.append(QuoteSources(sources, pieces, prompt_length, abstain_ids, keep=keep))
+        processors.append(
+            QuoteSources(sources, pieces, prompt_length, abstain_ids, keep=keep, openings=openings)
+        )
     return processors
 
 
@@ -369,10 +439,11 @@ class Sampler:
         sources: Sequence[str] = (),
         pieces: TokenBytes | None = None,
         question: str = "",
+        openings: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.decoding, self.prompt, self.sources, self.pieces = decoding, prompt, sources, pieces
         self.question, self.suppress_before = question, suppress_before
-        self.processors = answer_processor_list(decoding, len(prompt), abstain_ids, sources, pieces)
+        self.processors = answer_processor_list(decoding, len(prompt), abstain_ids, sources, pieces, openings)
         self.quote = quote_rule(self.processors)
         self.rng = np.random.default_rng(seed)
         self.banned = list(suppress)
@@ -390,7 +461,8 @@ class Sampler:
 
     @property
     def hesitation(self) -> float | None:
-        """The model's hesitation to answer at the answer's first position, once chosen (:class:`FirstTokenBias`)."""
+        """The model's hesitation to answer at the answer's first position, once chosen, or at its second when
+        the first can start the abstention sentence and an answer alike (:class:`FirstTokenBias`)."""
         return first_hesitation(self.processors)
 
     def best(self, drafts: Sequence[Draft]) -> Draft:

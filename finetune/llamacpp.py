@@ -115,6 +115,8 @@ class Sampling:
     suppress_before: int = 0  # end of sequence is never chosen before this many tokens (benchmarks)
     sources: tuple[str, ...] = ()  # the numbered sources' texts (``decoding.extractive``)
     question: str = ""  # what the drafts' support is measured against (``decoding.drafts``)
+    # the abstention sentences' first two tokens (see finetune.decoding.FirstTokenBias)
+    abstain_openings: tuple[tuple[int, int], ...] = ()
 
     def sampler(
         self, prompt: list[int], stop_ids: frozenset[int], pieces: TokenBytes | None = None
@@ -129,6 +131,7 @@ class Sampling:
             self.sources,
             pieces,
             self.question,
+            self.abstain_openings,
         )
 
 
@@ -152,7 +155,7 @@ class Request:
     pending: list[tuple[int, float]] = field(default_factory=list)  # first tokens still to draft from
     logprobs: list[float] | None = None  # of the current draft's tokens; None when not drafting
     shared: int = 0  # prompt tokens taken from the engine's kept prompt (prompt cache)
-    hesitation: float | None = None  # at the answer's first position (finetune.decoding.FirstTokenBias)
+    hesitation: float | None = None  # at the answer's first position, or its second (FirstTokenBias)
 
     def tokens(self, timeout: float = 600.0):
         """The answer's token ids as they are generated; raises what the engine raised for this request."""
@@ -418,7 +421,8 @@ class Engine:
                 self._keep(request)
             raw = log_softmax(logits) if request.logprobs is not None or (first and may_draft) else None
             token = int(request.sampler(logits, request.generated))
-            if first and isinstance(request.sampler, Sampler):
+            if len(request.generated) < 2 and isinstance(request.sampler, Sampler):
+                # (taken again at the second position after a first token the abstention shares with answers)
                 request.hesitation = request.sampler.hesitation
             if first and may_draft and raw is not None:
                 others = request.sampler.alternatives(token)  # type: ignore[union-attr]
@@ -605,6 +609,7 @@ class EngineProcess:
                     "suppress_before": sampling.suppress_before,
                     "sources": list(sampling.sources),
                     "question": sampling.question,
+                    "abstain_openings": [list(pair) for pair in sampling.abstain_openings],
                 }
             )
         except OSError as exc:
@@ -680,6 +685,7 @@ def _serve(config: dict[str, Any]) -> None:
                 message["suppress_before"],
                 tuple(message.get("sources", ())),
                 message.get("question", ""),
+                tuple((int(a), int(b)) for a, b in message.get("abstain_openings", ())),
             ),
             message["max_new_tokens"],
             frozenset(message["stop_ids"]),

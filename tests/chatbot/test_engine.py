@@ -565,6 +565,54 @@ def test_both_backends_report_the_models_hesitation_at_the_first_token(settings,
         llm.close()
 
 
+def test_both_backends_take_the_hesitation_again_after_a_first_token_the_abstention_shares(settings):
+    """Pushed to open the abstention sentence (a bias of +20), the answer's first token is one that may also
+    start an answer (Spanish "No"): both backends then take the hesitation again at the second position,
+    and agree on it."""
+    from chatbot.chat_model import AnswerSignals
+    from chatbot.llm import abstention_openings, abstention_starts
+    from finetune.decoding import second_hesitation
+
+    llm = build_llm(settings)
+    local = LocalChatModel(generator=load_generator(settings), generation=llm.generation)
+    tok = local.generator.tokenizer
+    assert {a for a, _ in abstention_openings(tok)} == set(abstention_starts(tok))
+    sources = ["The library opens at nine in the morning and closes at eight.", "Museums close on Mondays."]
+    messages = [SystemMessage("Answer from the sources."), HumanMessage("[1] " + sources[0] + "\nWhen?")]
+    gen = GenerationSettings(max_new_tokens=6, abstain_bias=20.0, drafts=1)
+    with torch.no_grad():
+        logits = local.generator.model(**local.encode(messages)).logits[0, -1].float()
+    abstain = sorted(set(abstention_starts(tok)))
+    # what both should find: the first token is the abstention token the model ranks higher; then the
+    # sentence's second token against everything else there
+    first = max(abstain, key=lambda t: float(logits[t]))
+    inputs = local.encode(messages)
+    ids = torch.cat([inputs["input_ids"], torch.tensor([[first]])], dim=1)
+    with torch.no_grad():
+        after = local.generator.model(input_ids=ids).logits[0, -1].float()
+    seconds = [b for a, b in abstention_openings(tok) if a == first]
+    expected = second_hesitation(
+        torch.log_softmax(logits.double(), -1).numpy(),
+        first,
+        torch.log_softmax(after.double(), -1).numpy(),
+        seconds,
+        abstain,
+    )
+    found = {}
+    try:
+        for backend in (llm, local):
+            signals = AnswerSignals()
+            for _ in backend.stream(
+                messages, generation=gen, sources=sources, question="When?", signals=signals
+            ):
+                pass
+            found[type(backend).__name__] = signals.hesitation
+    finally:
+        llm.close()
+    for name, hesitation in found.items():
+        assert hesitation == pytest.approx(expected, abs=1e-2), name
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_beam_search_asked_of_llama_cpp_is_a_400_naming_num_beams(settings, tmp_path, stream):
     """The engine is chosen at start from the settings; a request asking for beams it cannot decode is refused
