@@ -181,26 +181,22 @@ def test_quoting_cites_a_source_that_holds_the_quote_and_leaves_the_rest_free():
     assert _quote([1, 2, 3, 4], favourite=[16, 6]) == 6  # a citation is "[" and a number, not a link "[!["
 
 
-_quote_in = _quote
-
-
 def test_the_abstention_may_open_an_answer_whose_sources_hold_none_of_its_words():
     """The abstention sentence's first token is allowed first even where no source has it ("no" is in
     neither of SOURCES); after it, the sentence goes on, or an answer that quotes a source from it."""
     no, enc, way, models = 17, 18, 19, 20
-    openings = [(no, enc)]
 
-    def _quote(*args, **kwargs):
-        return _quote_in(*args, pieces=NO_PIECES, **kwargs)
+    def quote(answer, favourite, **kwargs):
+        return _quote(answer, favourite, pieces=NO_PIECES, openings=[(no, enc)], **kwargs)
 
-    assert _quote([], favourite=[no, 1], openings=openings) == no
-    assert _quote([], favourite=[no, 1], tensor=np.asarray, openings=openings) == no
-    assert _quote([no], favourite=[way, 10, enc], openings=openings) == enc  # no source goes on from "no"
-    assert _quote([no, enc], favourite=[way], openings=openings) == way  # the sentence: free
+    assert quote([], favourite=[no, 1]) == no
+    assert quote([], favourite=[no, 1], tensor=np.asarray) == no
+    assert quote([no], favourite=[way, 10, enc]) == enc  # no source goes on from "no"
+    assert quote([no, enc], favourite=[way]) == way  # the sentence: free
     faq = ["Does it need a GPU? No. It runs on a CPU.", "There are no models to download."]
-    assert _quote([no], favourite=[way, 6, enc], sources=faq, openings=openings) == 6  # "No [": a quote
-    assert _quote([no], favourite=[way, models], sources=faq, openings=openings) == models  # held to the rule
-    assert _quote([no, models, 6], favourite=[7, 8], sources=faq, openings=openings) == 8  # only [2] has it
+    assert quote([no], favourite=[way, 6, enc], sources=faq) == 6  # "No [": a quote
+    assert quote([no], favourite=[way, models], sources=faq) == models  # held to the rule
+    assert quote([no, models, 6], favourite=[7, 8], sources=faq) == 8  # only [2] has it
 
 
 def test_token_bytes_rebuild_the_text_of_accented_words(settings):
