@@ -28,6 +28,8 @@ margins within 0.25): compare candidates at one batch size, on one kind of machi
     python benchmarks/grounded_proxy.py answer prompts.jsonl.gz --adapter finetune/adapters/grounded-qa/model \\
         --out shipped.json
     python benchmarks/grounded_proxy.py score prompts.jsonl.gz shipped.json --bias -1.5 --bias 0
+
+``--generator embedded-gemma3-270m`` answers with an adapter trained on the Gemma 3 270M base instead.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def answer(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    base = str(ensure_embedded_generator(load_settings(args.config)))
+    base = str(ensure_embedded_generator(load_settings(args.config), args.generator))
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(args.model or base, dtype=torch.float32)
     if args.adapter != "none" and not args.model:
@@ -172,7 +174,7 @@ def answer(args: argparse.Namespace) -> None:
                 out[i] = {"margin": first.margins[row], "answer": text}
             print(f"{min(at + args.batch, len(order))}/{len(order)} prompts", flush=True)
     seconds = time.perf_counter() - started
-    run = {"model": args.model or "embedded", "adapter": None if args.model else args.adapter, "device": device,
+    run = {"model": args.model or args.generator, "adapter": None if args.model else args.adapter, "device": device,
            "prompts": len(rows), "seconds": round(seconds, 1), "machine": machine()}  # fmt: skip
     args.out.write_text(json.dumps({**run, "answers": out}, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(run, indent=1))
@@ -232,6 +234,11 @@ def main() -> None:
     a.add_argument("prompts", type=Path)
     a.add_argument(
         "--adapter", default=str(SHIPPED), help="LoRA adapter folder on the embedded base, or 'none'"
+    )
+    a.add_argument(
+        "--generator",
+        default="embedded",
+        help="the embedded base: 'embedded' (SmolLM2-135M-Instruct) or 'embedded-gemma3-270m'",
     )
     a.add_argument("--model", default=None, help="a full model folder instead (a full fine-tune)")
     a.add_argument("--batch", type=int, default=48)

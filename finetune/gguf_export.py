@@ -1,15 +1,18 @@
-"""A Llama-family transformers model (a registry version merged into its base) as a GGUF file for llama.cpp.
+"""A Llama-family or Gemma 3 transformers model (a registry version merged into its base) as a GGUF file for
+llama.cpp.
 
     reason = unsupported(config, tokenizer_dir)         # None when the model can be converted
     write_gguf(model, tokenizer_dir, out, "q8_0", template=embedded_gguf_path())
 
 The tensors are the model's own, renamed to llama.cpp's names, with the query/key rows permuted to the rotary
-layout llama.cpp uses (the inverse of what transformers does when it loads a GGUF file),  quantised by the ``gguf``
-package (ggml's reference quantisation, in numpy). The metadata comes from ``template``,
-a GGUF file of the same base model (the embedded SmolLM2 file: architecture, tokenizer and chat template as
-llama.cpp expects them), or, for any other base, from the model's config and its byte-level BPE
-``tokenizer.json``. Anything else (other architectures, rope scaling, SentencePiece vocabularies) is refused
-with the reason, and the chat stays on transformers.
+layout llama.cpp uses (the inverse of what transformers does when it loads a GGUF file; Gemma's need no
+permutation, and its norms are stored as llama.cpp's converter stores them, plus one), quantised by the
+``gguf`` package (ggml's reference quantisation, in numpy). The metadata comes from ``template``, a GGUF
+file of the same base model (the embedded SmolLM2 file, or the metadata kept from the embedded Gemma 3 file:
+architecture, tokenizer and chat template as llama.cpp expects them), or, for any other Llama-family base,
+from the model's config and its byte-level BPE ``tokenizer.json``. Anything else (other architectures, Gemma
+without its template, rope scaling, SentencePiece vocabularies without a template) is refused with the
+reason, and the chat stays on transformers.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def _types() -> tuple[dict[str, Any], dict[str, int]]:
 
 
 QUANT, FILE_TYPES = _types()
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
+GEMMA_ARCHITECTURES = ("Gemma3ForCausalLM",)
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", *GEMMA_ARCHITECTURES)
 
 _LAYER = {
     "input_layernorm.weight": "attn_norm.weight",
@@ -42,6 +46,21 @@ _LAYER = {
     "self_attn.k_proj.weight": "attn_k.weight",
     "self_attn.v_proj.weight": "attn_v.weight",
     "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_GEMMA_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
@@ -64,15 +83,23 @@ def unsupported(config: Any, tokenizer_dir: Path | None, template: Path | None =
         return f"architecture {archs or '?'} (the engine converts {', '.join(ARCHITECTURES)})"
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
         return "attention or MLP biases"
+    if is_gemma(config) and template is None:
+        return "Gemma 3 converts only with its original GGUF file's metadata (the embedded-gemma3-270m base)"
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-    if kind not in ("default", None):
-        return f"rope scaling {kind!r}"
+    kinds = [part for part in rope.values() if isinstance(part, dict)] if is_gemma(config) else [rope]
+    for part in kinds:  # Gemma 3: one set per kind of layer (sliding and full attention)
+        kind = part.get("rope_type", part.get("type", "default")) if isinstance(part, dict) else "default"
+        if kind not in ("default", None):
+            return f"rope scaling {kind!r}"
     if template is None:
         vocab = _bpe_vocab(tokenizer_dir) if tokenizer_dir else None
         if vocab is None:
             return "its tokenizer is not a byte-level BPE tokenizer.json"
     return None
+
+
+def is_gemma(config: Any) -> bool:
+    return bool(set(getattr(config, "architectures", None) or []) & set(GEMMA_ARCHITECTURES))
 
 
 def _rope_theta(config: Any) -> float:
@@ -92,27 +119,32 @@ def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def gguf_tensors(state: dict[str, Any], config: Any) -> dict[str, np.ndarray]:
-    """The model's weights under llama.cpp's tensor names, float32, q/k permuted."""
+    """The model's weights under llama.cpp's tensor names, float32, q/k permuted (Llama) or norms plus one
+    (Gemma: transformers computes ``x * (1 + w)``, llama.cpp ``x * w``)."""
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
+    gemma = is_gemma(config)
+    layer_names = _GEMMA_LAYER if gemma else _LAYER
     out: dict[str, np.ndarray] = {}
     for name, tensor in state.items():
         array = tensor.detach().to("cpu").float().numpy()
+        if gemma and name.endswith("norm.weight"):
+            array = array + 1.0
         if name in _GLOBAL:
             if name == "lm_head.weight" and getattr(config, "tie_word_embeddings", False):
                 continue
             out[_GLOBAL[name]] = array
             continue
         parts = name.split(".")  # model.layers.<i>.<rest>
-        if parts[:2] != ["model", "layers"] or ".".join(parts[3:]) not in _LAYER:
+        if parts[:2] != ["model", "layers"] or ".".join(parts[3:]) not in layer_names:
             if name.endswith("rotary_emb.inv_freq"):
                 continue
             raise ConversionError(f"unexpected weight {name}")
         rest = ".".join(parts[3:])
-        if rest == "self_attn.q_proj.weight":
+        if rest == "self_attn.q_proj.weight" and not gemma:
             array = _permute(array, n_head)
-        elif rest == "self_attn.k_proj.weight":
+        elif rest == "self_attn.k_proj.weight" and not gemma:
             array = _permute(array, n_kv)
-        out[f"blk.{parts[2]}.{_LAYER[rest]}"] = np.ascontiguousarray(array)
+        out[f"blk.{parts[2]}.{layer_names[rest]}"] = np.ascontiguousarray(array)
     return out
 
 
@@ -181,6 +213,28 @@ def _metadata_from_config(writer: Any, config: Any, tokenizer_dir: Path) -> None
         writer.add_chat_template(template)
 
 
+def architecture(path: Path) -> str:
+    """A GGUF file's ``general.architecture`` (llama.cpp's name: 'llama', 'gemma3')."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields.get("general.architecture")
+    return str(field.contents()) if field is not None else "llama"
+
+
+def copy_metadata(source: Path, out: Path) -> Path:
+    """A GGUF file holding ``source``'s metadata and no tensors: the template that later conversions of the same
+    base model take their metadata from, when ``source`` itself is not kept."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(out), architecture(source))
+    _metadata_from_template(writer, source)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
 def _metadata_from_template(writer: Any, template: Path) -> None:
     """Every key of ``template`` (architecture, hyper-parameters, tokenizer, chat template) but its file type."""
     from gguf import GGUFReader, GGUFValueType
@@ -217,7 +271,7 @@ def write_gguf(
     out = Path(out)
     part = out.with_name(f".{out.name}.tmp")
     try:
-        writer = GGUFWriter(str(part), "llama")
+        writer = GGUFWriter(str(part), architecture(template) if template is not None else "llama")
         if template is not None:
             _metadata_from_template(writer, template)
         else:

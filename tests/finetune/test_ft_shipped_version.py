@@ -78,3 +78,23 @@ def test_shipped_version_is_not_offered_for_another_generator(settings, shipped,
 
     base = settings.model_copy(update={"models": settings.models.model_copy(update={"version": "base"})})
     assert version_key(base) is None and version_key(settings) == SHIPPED_ID
+
+
+def test_an_adapter_ships_with_its_embedded_base_and_only_on_one(settings, tiny_llm_dir, tmp_path):
+    from finetune.models import GEMMA
+    from finetune.registry import RegistryError, ship
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    added = {"kind": "lora", "base_model": str(tiny_llm_dir), "manifest": {}, "settings": {}, "metrics": {}}
+    on_folder = Registry(settings).add(tmp_path / "adapter", **added)
+    with pytest.raises(RegistryError, match="only an adapter on an embedded base"):
+        ship(on_folder, {}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    on_gemma = settings.model_copy(update={"models": settings.models.model_copy(update={"generator": GEMMA})})
+    version = Registry(on_gemma).add(tmp_path / "adapter", **added)
+    out = ship(version, {"f1": 0.5}, tmp_path / "out")
+    record = json.loads((out / "version.json").read_text())
+    assert record["base_setting"] == GEMMA and record["metrics"]["f1"] == 0.5
