@@ -107,6 +107,15 @@ def train(
             "elsewhere (a GPU machine) with --chat FILE.",
         ),
     ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Go on training this version (an id of `chatbot models list`, or 'shipped') instead of "
+            "starting from the base: more training in as many runs as there is time for. It must stand on "
+            "the configured models.generator.",
+        ),
+    ] = None,
 ) -> None:
     """Train on documents, chat examples and feedback (or on grounded QA); register the result as a model
     version."""
@@ -127,6 +136,10 @@ def train(
         kept = {k: recorded[k] for k in TRAJECTORY if k in recorded}
         settings = _with(settings.model_copy(update={"finetune": settings.finetune.model_copy(update=kept)}),
                          method=method, max_steps=max_steps)  # fmt: skip
+        if start is not None and start != record.get("init"):
+            fail(f"--from {start}: the run started from {record.get('init') or 'the base'}; --resume goes on "
+                 "from where it started (leave --from out)", code=2)  # fmt: skip
+        start = record.get("init")
         if docs is None and chat is None and feedback is None and qa is None:
             # resume reads the data the run started with
             docs, chat, feedback, grounded_sources = _sources_of(record)
@@ -141,8 +154,9 @@ def train(
             fail(f"--qa: no such file: {', '.join(missing)}", code=2)
         chat = chat or []
         feedback = bool(feedback)
+    init = _start_version(settings, start)
     try:
-        tokenizer = load_tokenizer(settings)
+        tokenizer = load_tokenizer(settings, init)
         found = collect(
             settings.finetune,
             settings.data_dir,
@@ -199,7 +213,7 @@ def train(
             "only_follow_ups": only_follow_ups,
             "off_topic_follow_ups": off_topic_follow_ups,
         }
-        outcome = run_training(settings, trainset, run_name=run, resume=resume, sources=sources)
+        outcome = run_training(settings, trainset, run_name=run, resume=resume, init=init, sources=sources)
     except (DataError, TrainError) as exc:
         fail(str(exc))
     if outcome.version is None:
@@ -214,6 +228,26 @@ def train(
         f"val loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.2f}, "
         f"{m['tokens_per_second']} tokens/s; run {outcome.run_dir}"
     )
+
+
+def _start_version(settings: Settings, start: str | None) -> Any:
+    """The version ``--from`` names (None: the base), refused by name when it is unknown or stands on another
+    base than the configured generator (its weights would not fit the model being loaded)."""
+    if start is None:
+        return None
+    from finetune.registry import Registry, RegistryError
+
+    try:
+        version = Registry(settings).get(start)
+    except RegistryError as exc:
+        fail(f"--from: {exc}", code=2)
+    if version.base_setting != settings.models.generator:
+        fail(
+            f"--from {start}: it was trained on models.generator {version.base_setting!r}, the settings say "
+            f"{settings.models.generator!r}; set models.generator (APP_MODELS__GENERATOR) to its base",
+            code=2,
+        )
+    return version
 
 
 def _run_record(settings: Settings, run: str | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,52 @@ def test_resume_command_reads_the_sources_the_run_started_with(ft_settings, tmp_
     )
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     assert runner.invoke(app, ["-c", config, "train", "--resume"]).exit_code == 1  # nothing left to resume
+
+
+def test_training_goes_on_from_a_version_in_another_run(ft_settings, tmp_path):
+    """``--from`` continues a version's adapter (more training in runs that fit the time there is), and
+    refuses, by name, a version it does not know, one on another base, and a resume that names another."""
+    config = str(write_config(ft_settings, tmp_path / "settings.yaml"))
+    runner = CliRunner()
+
+    def chatbot(*args: str, config: str = config):
+        return runner.invoke(app, ["-c", config, *args])
+
+    assert chatbot("train", "--max-steps", "2").exit_code == 0
+    # at a learning rate too small to move anything, the run ends where v0001 ended, not at a fresh adapter
+    # (whose B matrices are zero)
+    still = ft_settings.model_copy(
+        update={"finetune": ft_settings.finetune.model_copy(update={"learning_rate": 1e-12})}
+    )
+    still_config = str(write_config(still, tmp_path / "still.yaml"))
+    result = chatbot(
+        "train", "--from", "v0001", "--max-steps", "1", "--run-name", "more", config=still_config
+    )
+    assert result.exit_code == 0 and "version v0002" in result.output, result.output
+    first, more = (Registry(ft_settings).get(v) for v in ("v0001", "v0002"))
+    assert more.parent == "v0001"
+    a, b = (load_file(str(v.path / "adapter_model.safetensors")) for v in (first, more))
+    assert a.keys() == b.keys()
+    assert any(k.endswith("lora_B.weight") and a[k].abs().sum() > 0 for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    unknown = chatbot("train", "--from", "v0042", "--max-steps", "1")
+    assert unknown.exit_code == 2 and "no model version 'v0042'" in unknown.output, unknown.output
+    other_base = tmp_path / "other-base"
+    shutil.copytree(ft_settings.models.generator, other_base)
+    moved = ft_settings.model_copy(
+        update={"models": ft_settings.models.model_copy(update={"generator": str(other_base)})}
+    )
+    moved_config = str(write_config(moved, tmp_path / "moved.yaml"))
+    result = chatbot("train", "--from", "v0001", "--max-steps", "1", config=moved_config)
+    assert result.exit_code == 2 and f"trained on models.generator {ft_settings.models.generator!r}" in (
+        result.output
+    ), result.output
+    run_json = ft_settings.data_dir / "models" / "runs" / "more" / "run.json"
+    assert '"init": "v0001"' in run_json.read_text()
+    run_json.write_text(run_json.read_text().replace('"status": "done"', '"status": "running"'))
+    result = chatbot("train", "--resume", "--from", "v0002", config=still_config)
+    assert result.exit_code == 2 and "the run started from v0001" in result.output, result.output
 
 
 def test_training_runs_data_parallel_under_torchrun(ft_settings, tmp_path):
