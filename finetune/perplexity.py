@@ -49,19 +49,26 @@ class Collator:
 def evaluate(
     model: PreTrainedModel, examples: Sequence[dict[str, list[int]]], pad_id: int, batch_size: int = 4
 ) -> dict[str, float]:
-    """Mean loss per predicted token and its perplexity; ``{"tokens": 0}`` (loss NaN) on no examples."""
+    """Mean loss per predicted token and its perplexity; ``{"tokens": 0}`` (loss NaN) on no examples.
+
+    Logits are computed only at the positions that predict a learned token, as in training: a chat example's
+    prompt is most of its length, and Gemma 3's 262k-token head over every position of a batch of 4 took ~6 GB
+    in float32 (enough, after a CPU training run, to have the process killed for memory)."""
     was_training = model.training
     model.eval()
     device = model_device(model)
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = to_device(collate(examples[start : start + batch_size], pad_id), device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         # Shift so token t predicts t+1, as the model's own loss does.
         targets = batch["labels"][:, 1:]
+        keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+        ).logits.float()
         loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)),
-            targets.reshape(-1),
+            logits.reshape(-1, logits.size(-1)),
+            targets[:, keep].reshape(-1),
             ignore_index=IGNORE,
             reduction="sum",
         )

@@ -356,7 +356,8 @@ def train(
     if checkpoint is not None:
         log.info("resuming %s from %s", run_dir.name, checkpoint.name)
     start = time.perf_counter()
-    if checkpoint is not None and _trained_every_step(checkpoint):
+    finished_only = checkpoint is not None and _trained_every_step(checkpoint)
+    if finished_only:
         out = _load_finished(trainer, checkpoint)
     else:
         out = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -378,11 +379,7 @@ def train(
         "val_tokens": val["tokens"],
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
         "seconds_this_session": round(seconds, 2),
-        "tokens_per_second": round(
-            out.metrics.get("train_tokens_per_second", 0.0)
-            or trainer.state.num_input_tokens_seen / max(seconds, 1e-9),
-            1,
-        ),
+        "tokens_per_second": _speed(out.metrics, trainer.state.num_input_tokens_seen, seconds, finished_only),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "resumed_from": checkpoint.name if checkpoint else None,
         "world_size": args.world_size,
@@ -414,6 +411,14 @@ def train(
     return result
 
 
+def _speed(metrics: dict[str, Any], tokens: int, seconds: float, finished_only: bool) -> float | None:
+    """Training tokens per second: the Trainer's figure, else tokens over this session's time; None when this
+    session only finished a run that had taken every step and no figure was logged (no step was timed)."""
+    if metrics.get("train_tokens_per_second"):
+        return round(float(metrics["train_tokens_per_second"]), 1)
+    return None if finished_only else round(tokens / max(seconds, 1e-9), 1)
+
+
 def _trained_every_step(checkpoint: Path) -> bool:
     """Whether the run had taken its last step when it saved ``checkpoint`` (it stopped while validating,
     saving or registering the model)."""
@@ -431,7 +436,14 @@ def _load_finished(trainer: Any, checkpoint: Path) -> Any:
     trainer._load_from_checkpoint(str(checkpoint))
     trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
+    # the run's speed as the Trainer last logged it: this session took no step to measure one
+    speeds = [
+        e["train_tokens_per_second"] for e in trainer.state.log_history if "train_tokens_per_second" in e
+    ]
+    metrics = {"train_tokens_per_second": speeds[-1]} if speeds else {}
+    return TrainOutput(
+        trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), metrics
+    )
 
 
 def _same_on_all_ranks(value: str) -> str:

@@ -223,10 +223,10 @@ def train(
 
         Registry(settings).promote(outcome.version.id)
     m = outcome.metrics
+    speed = "speed not timed" if m["tokens_per_second"] is None else f"{m['tokens_per_second']} tokens/s"
     typer.echo(
         f"version {outcome.version.id}{' (current)' if promote else ''}: {m['steps']} steps, "
-        f"val loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.2f}, "
-        f"{m['tokens_per_second']} tokens/s; run {outcome.run_dir}"
+        f"val loss {m['val_loss']:.4f}, perplexity {m['val_perplexity']:.2f}, {speed}; run {outcome.run_dir}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -76,6 +77,10 @@ def test_resume_command_reads_the_sources_the_run_started_with(ft_settings, tmp_
     assert "version v0002" in result.output and "4 steps" in result.output, result.output[-600:]
     resumed = Registry(settings).get("v0002")
     assert resumed.metrics["resumed_from"] == "checkpoint-4"  # saved at the last step too
+    # no step was taken to time: the speed is the one the run logged, not its tokens over a moment's work
+    state = json.loads((run_json.parent / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    logged = [e["train_tokens_per_second"] for e in state["log_history"] if "train_tokens_per_second" in e]
+    assert logged and resumed.metrics["tokens_per_second"] == round(logged[-1], 1)
     assert resumed.settings["learning_rate"] == lr and resumed.settings["max_steps"] == 4
     # the run had taken its 4 steps: no step more, the weights are those the run ended with
     first, again = (
