@@ -32,10 +32,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The grounded-QA adapter that ships with the project (docs/model-card.md): version "shipped", current
-# whenever nothing else has been promoted and the generator is the embedded one it was trained on.
+# The grounded-QA adapters that ship with the project (docs/model-card.md), one per embedded base at most:
+# version "shipped" is the one trained on the configured generator, current whenever nothing else has been
+# promoted. The default base's is in SHIPPED_DIR, another base's beside it, named after the base.
 SHIPPED_ID = "shipped"
 SHIPPED_DIR = Path(__file__).resolve().parent / "adapters" / "grounded-qa"
+
+
+def shipped_dir(base_setting: str) -> Path:
+    """Where the adapter shipped for the embedded base ``base_setting`` is (or would be) kept."""
+    from finetune.models import EMBEDDED
+
+    if base_setting == EMBEDDED:
+        return SHIPPED_DIR
+    return SHIPPED_DIR.with_name(f"{SHIPPED_DIR.name}-{base_setting.removeprefix('embedded-')}")
 
 
 class RegistryError(ValueError):
@@ -78,11 +88,15 @@ class Registry:
 
     # ------------------------------------------------------------------------------------------------ reading
     def shipped(self) -> Version | None:
-        """The adapter shipped with the project, when it fits the configured generator."""
-        if not (SHIPPED_DIR / "version.json").is_file():
+        """The adapter shipped with the project for the configured generator, if there is one."""
+        from finetune.models import EMBEDDED_GENERATORS
+
+        generator = self.settings.models.generator
+        folder = shipped_dir(generator) if generator in EMBEDDED_GENERATORS else SHIPPED_DIR
+        if not (folder / "version.json").is_file():
             return None
-        version = self._load(SHIPPED_DIR)
-        return version if version.base_setting == self.settings.models.generator else None
+        version = self._load(folder)
+        return version if version.base_setting == generator else None
 
     def list(self) -> list[Version]:
         shipped = self.shipped()
@@ -218,7 +232,7 @@ def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> 
             f"version {version.id} was trained on {version.base_setting}; only an adapter on an embedded base "
             f"({', '.join(EMBEDDED_GENERATORS)}) can ship, as a fresh clone has no other base"
         )
-    out = out or SHIPPED_DIR
+    out = out or shipped_dir(version.base_setting)
     with staged_dir(out) as staging:
         (staging / "model").mkdir()
         weights = load_file(str(version.path / "adapter_model.safetensors"))

@@ -432,7 +432,8 @@ def ship(
         Path | None, typer.Option(help="JSON file of evaluation figures to record with it.")
     ] = None,
 ) -> None:
-    """Make a LoRA version the project's shipped adapter (finetune/adapters/grounded-qa/, float16)."""
+    """Make a LoRA version the project's shipped adapter for its base (finetune/adapters/grounded-qa/ for the
+    default one, grounded-qa-<base>/ beside it for another; float16)."""
     from finetune.registry import Registry, RegistryError
     from finetune.registry import ship as ship_version
 

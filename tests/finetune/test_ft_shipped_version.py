@@ -98,3 +98,29 @@ def test_an_adapter_ships_with_its_embedded_base_and_only_on_one(settings, tiny_
     out = ship(version, {"f1": 0.5}, tmp_path / "out")
     record = json.loads((out / "version.json").read_text())
     assert record["base_setting"] == GEMMA and record["metrics"]["f1"] == 0.5
+
+
+def test_each_embedded_base_is_offered_its_own_shipped_adapter(settings, tiny_llm_dir, tmp_path, monkeypatch):
+    from finetune.models import EMBEDDED, GEMMA
+    from finetune.registry import ship, shipped_dir
+
+    monkeypatch.setattr(registry_module, "SHIPPED_DIR", tmp_path / "adapters" / "grounded-qa")
+    base = AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    added = {"kind": "lora", "base_model": str(tiny_llm_dir), "manifest": {}, "settings": {}, "metrics": {}}
+
+    def on(generator: str):
+        return settings.model_copy(
+            update={"models": settings.models.model_copy(update={"generator": generator})}
+        )
+
+    out = ship(Registry(on(GEMMA)).add(tmp_path / "adapter", **added), {})
+    assert out == tmp_path / "adapters" / "grounded-qa-gemma3-270m" == shipped_dir(GEMMA)
+    assert Registry(on(GEMMA)).current_id() == SHIPPED_ID
+    assert Registry(on(GEMMA)).shipped().dir == out
+    assert Registry(on(EMBEDDED)).shipped() is None  # the default base has none in this folder yet
+    out = ship(Registry(on(EMBEDDED)).add(tmp_path / "adapter", **added), {})
+    assert out == tmp_path / "adapters" / "grounded-qa"
+    assert Registry(on(EMBEDDED)).shipped().base_setting == EMBEDDED
+    assert Registry(on(GEMMA)).shipped().dir == tmp_path / "adapters" / "grounded-qa-gemma3-270m"
