@@ -11,20 +11,22 @@ from transformers import AutoModelForCausalLM
 
 import finetune.registry as registry_module
 from finetune.models import load_version
-from finetune.registry import SHIPPED_DIR, SHIPPED_ID, Registry
+from finetune.registry import SHIPPED_ID, Registry, shipped_dir
 
 
-def test_the_shipped_adapter_is_a_small_float16_lora_on_the_embedded_model():
-    record = json.loads((SHIPPED_DIR / "version.json").read_text())
-    assert record["id"] == SHIPPED_ID and record["kind"] == "lora" and record["base_setting"] == "embedded"
-    config = json.loads((SHIPPED_DIR / "model" / "adapter_config.json").read_text())
+@pytest.mark.parametrize("base", ["embedded", "embedded-gemma3-270m"])
+def test_the_shipped_adapter_is_a_small_float16_lora_on_its_embedded_model(base):
+    folder = shipped_dir(base)
+    record = json.loads((folder / "version.json").read_text())
+    assert record["id"] == SHIPPED_ID and record["kind"] == "lora" and record["base_setting"] == base
+    config = json.loads((folder / "model" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and set(config["target_modules"]) >= {"q_proj", "down_proj"}
-    weights = SHIPPED_DIR / "model" / "adapter_model.safetensors"
+    weights = folder / "model" / "adapter_model.safetensors"
     assert weights.stat().st_size < 12_000_000  # "a few MB": rank 16 on 7 projections is 9.8 MB in float16
     header_len = struct.unpack("<Q", weights.read_bytes()[:8])[0]
     header = json.loads(weights.read_bytes()[8 : 8 + header_len])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
-    assert len(json.loads((SHIPPED_DIR / "manifest.json").read_text())["items"]) > 500
+    assert len(json.loads((folder / "manifest.json").read_text())["items"]) > 500
 
 
 @pytest.fixture
