@@ -45,6 +45,23 @@ class Collator:
         return collate(features, self.pad_id)
 
 
+def learned_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The cross-entropy summed over a batch's learned tokens (labels not IGNORE), their count, and the model's
+    output. Token t predicts t+1, as the model's own loss does; logits are computed only at the positions that
+    predict a learned token (``logits_to_keep``), which for a chat example is a few of its ~800."""
+    targets = batch["labels"][:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
+    outputs = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep)
+    chosen = targets[:, keep]
+    loss = torch.nn.functional.cross_entropy(
+        outputs.logits.float().reshape(-1, outputs.logits.size(-1)),
+        chosen.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return loss, (chosen != IGNORE).sum(), outputs
+
+
 @torch.no_grad()
 def evaluate(
     model: PreTrainedModel, examples: Sequence[dict[str, list[int]]], pad_id: int, batch_size: int = 4
@@ -60,20 +77,9 @@ def evaluate(
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = to_device(collate(examples[start : start + batch_size], pad_id), device)
-        # Shift so token t predicts t+1, as the model's own loss does.
-        targets = batch["labels"][:, 1:]
-        keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
-        ).logits.float()
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)),
-            targets[:, keep].reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
+        loss, count, _ = learned_loss(model, batch)
         total += loss.item()
-        tokens += int((targets != IGNORE).sum())
+        tokens += int(count)
     model.train(was_training)
     if not tokens:
         return {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}

@@ -37,7 +37,7 @@ from finetune.checkpoints import (
 from finetune.data import TrainSet
 from finetune.device import select_device, select_dtype
 from finetune.models import base_source, load_causal_lm, load_tokenizer
-from finetune.perplexity import IGNORE, Collator, evaluate
+from finetune.perplexity import Collator, evaluate, learned_loss
 from finetune.registry import Registry, Version
 
 if TYPE_CHECKING:
@@ -76,19 +76,8 @@ def _trainer_class() -> type:
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs["labels"]
-            targets = labels[:, 1:]
-            keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
-            features = {k: v for k, v in inputs.items() if k != "labels"}
-            outputs = model(**features, logits_to_keep=keep)
-            chosen = targets[:, keep]
-            loss = torch.nn.functional.cross_entropy(
-                outputs.logits.float().reshape(-1, outputs.logits.size(-1)),
-                chosen.reshape(-1),
-                ignore_index=IGNORE,
-                reduction="sum",
-            )
-            count = num_items_in_batch if num_items_in_batch is not None else (chosen != IGNORE).sum()
+            loss, learned, outputs = learned_loss(model, inputs)
+            count = num_items_in_batch if num_items_in_batch is not None else learned
             loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
             return (loss, outputs) if return_outputs else loss
 
