@@ -240,7 +240,11 @@ def ship(version: Version, figures: dict[str, Any], out: Path | None = None) -> 
             {k: v.half().contiguous() for k, v in weights.items()},
             str(staging / "model" / "adapter_model.safetensors"),
         )
-        shutil.copy2(version.path / "adapter_config.json", staging / "model" / "adapter_config.json")
+        # the base named as a fresh clone knows it (its embedded setting), not by the folder it was loaded from
+        # on the machine that trained it
+        config = json.loads((version.path / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = version.base_setting
+        (staging / "model" / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         shutil.copy2(version.dir / "manifest.json", staging / "manifest.json")
         record = {
             "id": SHIPPED_ID,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import finetune.registry as registry_module
@@ -21,6 +22,7 @@ def test_the_shipped_adapter_is_a_small_float16_lora_on_its_embedded_model(base)
     assert record["id"] == SHIPPED_ID and record["kind"] == "lora" and record["base_setting"] == base
     config = json.loads((folder / "model" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and set(config["target_modules"]) >= {"q_proj", "down_proj"}
+    assert config["base_model_name_or_path"] == base  # no path of the machine that trained it
     weights = folder / "model" / "adapter_model.safetensors"
     assert weights.stat().st_size < 12_000_000  # "a few MB": rank 16 on 7 projections is 9.8 MB in float16
     header_len = struct.unpack("<Q", weights.read_bytes()[:8])[0]
@@ -100,6 +102,13 @@ def test_an_adapter_ships_with_its_embedded_base_and_only_on_one(settings, tiny_
     out = ship(version, {"f1": 0.5}, tmp_path / "out")
     record = json.loads((out / "version.json").read_text())
     assert record["base_setting"] == GEMMA and record["metrics"]["f1"] == 0.5
+    # the adapter names its base by the setting, not by the folder the training machine loaded it from
+    config = json.loads((out / "model" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == GEMMA and config["r"] == 2
+    assert (
+        load_file(str(out / "model" / "adapter_model.safetensors")).keys()
+        == load_file(str(tmp_path / "adapter" / "adapter_model.safetensors")).keys()
+    )
 
 
 def test_each_embedded_base_is_offered_its_own_shipped_adapter(settings, tiny_llm_dir, tmp_path, monkeypatch):
