@@ -98,8 +98,10 @@ def _forward_log(level: int, text: bytes | None, _data: Any) -> None:
             log.log(logging.ERROR if level == 4 else logging.WARNING, "llama.cpp: %s", message)
 
 
-# warnings ik_llama.cpp prints on every CPU-only load (it counts the CPU as a device with no free memory)
-_NOISE = ("Free memory 0 MiB",)
+# warnings ik_llama.cpp prints on every load that no one can act on: on a CPU-only one it counts the CPU as a
+# device with no free memory, and on the Gemma 3 base it finds a text token of Gemma's vocabulary ('</s>') that
+# looks like a control token and calls that a bug in the model
+_NOISE = ("Free memory 0 MiB", "load: control-looking token:")
 
 
 _LOG_CALLBACK = type(_forward_log)

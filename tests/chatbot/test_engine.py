@@ -678,3 +678,18 @@ def test_a_caller_waiting_for_the_in_process_model_stops_waiting_when_asked(long
         talking.close()
     waiting.join()
     assert outcome == ["No generation chunks were returned"]  # it wrote nothing
+
+
+def test_llama_cpp_warnings_reach_the_log_except_the_ones_no_one_can_act_on(caplog):
+    from finetune.llamacpp import _forward_log
+
+    with caplog.at_level(logging.WARNING, logger="finetune.llamacpp"):
+        _forward_log(3, b"load: control-looking token:    212 '</s>' was not control-type\n", None)
+        _forward_log(3, b"Free memory 0 MiB on device CPU\n", None)
+        _forward_log(2, b"an info line\n", None)
+        _forward_log(3, b"n_ctx_seq (4096) < n_ctx_train (32768)\n", None)
+        _forward_log(4, b"failed to load model\n", None)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "llama.cpp: n_ctx_seq (4096) < n_ctx_train (32768)"),
+        ("ERROR", "llama.cpp: failed to load model"),
+    ]
