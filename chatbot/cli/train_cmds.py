@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,10 +143,10 @@ def train(
         start = record.get("init")
         if docs is None and chat is None and feedback is None and qa is None:
             # resume reads the data the run started with
-            docs, chat, feedback, grounded_sources = _sources_of(record)
-            recipe, qa, split, limit, variants, follow_ups, only_follow_ups, off_topic_follow_ups = (
-                grounded_sources
-            )
+            was = RunSources.of(record)
+            docs, chat, feedback, recipe, qa = was.docs, was.chat, was.feedback, was.recipe, was.qa
+            split, limit, variants, follow_ups = was.split, was.limit, was.variants, was.follow_ups
+            only_follow_ups, off_topic_follow_ups = was.only_follow_ups, was.off_topic_follow_ups
     grounded = recipe == "grounded-qa"
     if grounded:
         if not qa:
@@ -200,20 +201,22 @@ def train(
             typer.echo(f"best (val loss {result.best_val_loss:.4f}): {json.dumps(result.best_params)}")
             return
         cfg = settings.finetune
-        sources = {
-            "docs_dirs": [str(p) for p in (cfg.docs_dirs if docs is None else docs)],
-            "chat_files": [str(p) for p in (cfg.chat_files if chat is None else chat)],
-            "use_feedback": cfg.use_feedback if feedback is None else feedback,
-            "recipe": recipe,
-            "qa_files": [str(p) for p in qa or []],
-            "split": split,
-            "limit": limit,
-            "variants": variants,
-            "follow_ups": follow_ups,
-            "only_follow_ups": only_follow_ups,
-            "off_topic_follow_ups": off_topic_follow_ups,
-        }
-        outcome = run_training(settings, trainset, run_name=run, resume=resume, init=init, sources=sources)
+        sources = RunSources(
+            docs=[Path(p) for p in (cfg.docs_dirs if docs is None else docs)],
+            chat=[Path(p) for p in (cfg.chat_files if chat is None else chat)],
+            feedback=cfg.use_feedback if feedback is None else feedback,
+            recipe=recipe,
+            qa=qa or None,
+            split=split,
+            limit=limit,
+            variants=variants,
+            follow_ups=follow_ups,
+            only_follow_ups=only_follow_ups,
+            off_topic_follow_ups=off_topic_follow_ups,
+        )
+        outcome = run_training(
+            settings, trainset, run_name=run, resume=resume, init=init, sources=sources.record()
+        )
     except (DataError, TrainError) as exc:
         fail(str(exc))
     if outcome.version is None:
@@ -263,23 +266,57 @@ def _run_record(settings: Settings, run: str | None) -> dict[str, Any]:
         fail(f"{run_dir / 'run.json'} cannot be read ({exc}); start a new run")
 
 
-def _sources_of(record: dict[str, Any]) -> tuple[Any, Any, Any, tuple[Any, ...]]:
-    sources = record.get("sources", {})
-    return (
-        [Path(p) for p in sources.get("docs_dirs", [])],
-        [Path(p) for p in sources.get("chat_files", [])],
-        sources.get("use_feedback"),
-        (
-            sources.get("recipe", "domain"),
-            [Path(p) for p in sources.get("qa_files", [])] or None,
-            sources.get("split", "train"),
-            sources.get("limit"),
-            sources.get("variants", 1),
-            sources.get("follow_ups", 0),
-            sources.get("only_follow_ups", False),
-            sources.get("off_topic_follow_ups", 0.0),
-        ),
-    )
+@dataclass(frozen=True)
+class RunSources:
+    """What a run trains on, as ``chatbot train`` was given it: recorded in the run's ``run.json`` (under
+    ``sources``) so that ``--resume`` reads the same data again. (``docs``/``chat``/``feedback`` are the
+    settings' own when the command named none.)"""
+
+    docs: list[Path]
+    chat: list[Path]
+    feedback: bool | None
+    recipe: str = "domain"
+    qa: list[Path] | None = None
+    split: str = "train"
+    limit: int | None = None
+    variants: int = 1
+    follow_ups: int = 0
+    only_follow_ups: bool = False
+    off_topic_follow_ups: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "docs_dirs": [str(p) for p in self.docs],
+            "chat_files": [str(p) for p in self.chat],
+            "use_feedback": self.feedback,
+            "recipe": self.recipe,
+            "qa_files": [str(p) for p in self.qa or []],
+            "split": self.split,
+            "limit": self.limit,
+            "variants": self.variants,
+            "follow_ups": self.follow_ups,
+            "only_follow_ups": self.only_follow_ups,
+            "off_topic_follow_ups": self.off_topic_follow_ups,
+        }
+
+    @classmethod
+    def of(cls, run: dict[str, Any]) -> RunSources:
+        """The sources a run recorded (a run recorded before a field existed gets its default)."""
+        sources = run.get("sources", {})
+        default = cls(docs=[], chat=[], feedback=None)
+        return cls(
+            docs=[Path(p) for p in sources.get("docs_dirs", [])],
+            chat=[Path(p) for p in sources.get("chat_files", [])],
+            feedback=sources.get("use_feedback"),
+            recipe=sources.get("recipe", default.recipe),
+            qa=[Path(p) for p in sources.get("qa_files", [])] or None,
+            split=sources.get("split", default.split),
+            limit=sources.get("limit", default.limit),
+            variants=sources.get("variants", default.variants),
+            follow_ups=sources.get("follow_ups", default.follow_ups),
+            only_follow_ups=sources.get("only_follow_ups", default.only_follow_ups),
+            off_topic_follow_ups=sources.get("off_topic_follow_ups", default.off_topic_follow_ups),
+        )
 
 
 @app.command()

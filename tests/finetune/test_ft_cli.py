@@ -203,3 +203,27 @@ def test_unreadable_question_files_and_registry_entries_are_one_line_errors(ft_s
     broken = chatbot("retrain")
     assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr
     assert "error: RegistryError: no model version 'v0099'" in broken.stderr
+
+
+def test_a_runs_recorded_sources_read_back_as_they_were_given():
+    from chatbot.cli.train_cmds import RunSources
+
+    given = RunSources(
+        docs=[],
+        chat=[Path("chat.jsonl")],
+        feedback=False,
+        recipe="grounded-qa",
+        qa=[Path("a.json"), Path("b.json")],
+        split="all",
+        limit=40,
+        variants=3,
+        follow_ups=5,
+        only_follow_ups=True,
+        off_topic_follow_ups=0.25,
+    )
+    record = json.loads(json.dumps({"sources": given.record()}))  # as run.json keeps it
+    assert RunSources.of(record) == given
+    # a run recorded before the grounded-QA options existed resumes as the domain recipe it was
+    old = RunSources.of({"sources": {"docs_dirs": ["docs"], "chat_files": [], "use_feedback": True}})
+    assert old == RunSources(docs=[Path("docs")], chat=[], feedback=True)
+    assert old.recipe == "domain" and old.qa is None and old.variants == 1
