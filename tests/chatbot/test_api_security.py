@@ -175,8 +175,10 @@ def test_a_client_that_disconnects_mid_stream_frees_the_model_at_once(service):
         assert second.status_code == 200, second.text
     freed = _wait_idle(llm, disconnected)
     print(f"\n[disconnect] second request answered {answered:.2f} s after the first client left")
-    assert answered < 3.0, answered  # the old behaviour: ~20 s, the rest of the abandoned generation
-    assert freed < 3.0
+    # the old behaviour: ~20 s on idle cores, the rest of the abandoned generation, and more when other work
+    # shares the 2 cores (where a stopped one has taken over 3 s): the bound tells the two apart under load
+    assert answered < 10.0, answered
+    assert freed < 10.0
 
 
 def _wait_idle(llm, since: float) -> float:
@@ -222,7 +224,8 @@ def test_a_flood_gets_429_while_health_stays_fast(service):
     assert len(results) == 31 and len(served) + len(refused) == 31
     assert len(refused) >= 31 - limit and len(served) >= 1
     assert all(r.headers["retry-after"] == str(service.settings.api.retry_after) for r in refused)
-    assert max(health) < 2.5  # 46 s before the limit; here client, server and model share 2 cores
+    # 46 s before the limit; here client, server and model share 2 cores, and other work may share them too
+    assert max(health) < 10.0
 
 
 def test_one_key_cannot_hold_every_slot(service):
