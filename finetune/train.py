@@ -297,6 +297,15 @@ def prepare_run(
 
 
 # ------------------------------------------------------------------------------------------------------ run
+def lineage_manifest(init: Version | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a version is trained on: its run's data, and, for a run that went on from ``init`` (``--from``),
+    everything ``init`` was trained on too (the run's own entry wins for an item in both), so that a retrain
+    from it does not take its parent's data for new."""
+    if init is None:
+        return manifest
+    return {**manifest, "items": {**init.manifest.get("items", {}), **manifest.get("items", {})}}
+
+
 def train(
     settings: Host,
     trainset: TrainSet,
@@ -386,7 +395,7 @@ def train(
                 model_dir,
                 kind=kind,
                 base_model=base,
-                manifest=trainset.manifest,
+                manifest=lineage_manifest(init, trainset.manifest),
                 settings=settings.finetune.model_dump(mode="json"),
                 metrics=metrics,
                 parent=init.id if init else None,

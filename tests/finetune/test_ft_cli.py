@@ -107,12 +107,23 @@ def test_training_goes_on_from_a_version_in_another_run(ft_settings, tmp_path):
         update={"finetune": ft_settings.finetune.model_copy(update={"learning_rate": 1e-12})}
     )
     still_config = str(write_config(still, tmp_path / "still.yaml"))
+    other = tmp_path / "other-docs"
+    other.mkdir()
+    (other / "new.md").write_text("The night shift hands over at six in the morning. " * 20)
     result = chatbot(
-        "train", "--from", "v0001", "--max-steps", "1", "--run-name", "more", config=still_config
-    )
+        "train", "--from", "v0001", "--docs", str(other), "--max-steps", "1", "--run-name", "more",
+        config=still_config,
+    )  # fmt: skip
     assert result.exit_code == 0 and "version v0002" in result.output, result.output
     first, more = (Registry(ft_settings).get(v) for v in ("v0001", "v0002"))
     assert more.parent == "v0001"
+    # trained on the other folder, on top of what v0001 was trained on: its manifest holds both, so a retrain
+    # from it does not take v0001's data for new
+    sources = {entry["source"] for entry in more.manifest["items"].values()}
+    assert set(first.manifest["items"]) <= set(more.manifest["items"])
+    assert any("new.md" in s for s in sources) and not any(
+        "new.md" in e["source"] for e in first.manifest["items"].values()
+    )
     a, b = (load_file(str(v.path / "adapter_model.safetensors")) for v in (first, more))
     assert a.keys() == b.keys()
     assert any(k.endswith("lora_B.weight") and a[k].abs().sum() > 0 for k in a)
