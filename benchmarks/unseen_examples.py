@@ -1,8 +1,9 @@
 """The exported grounded-QA examples whose question no earlier stage trained on: the data of the next stage
 of a run grown in stages (``chatbot train --from``; docs/model-card.md, "Gemma 3 270M trained on the CPU").
 
-An example's question is its ``source`` less the ``:positive`` / ``:negative`` ending (file and question
-id), so a question seen with its passage and the same question asked without it count as one. The unseen
+An example's question is its ``source`` less the ``:positive`` / ``:negative`` ending and, in an export with
+``--variants`` N, the ``:v1`` ... tag of its other arrangements (file and question id), so a question seen
+with its passage, asked without it, or in another arrangement of its sources counts as one. The unseen
 examples are shuffled with a fixed seed and the first ``--count`` kept, so the stage is the same every time:
 
     python benchmarks/unseen_examples.py all.jsonl --seen stage1.jsonl --count 2900 --out stage2.jsonl
@@ -13,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from pathlib import Path
+
+_VARIANT = re.compile(r":v\d+$")  # finetune.grounded's tag of a question's second, third... arrangement
 
 
 def question(line: str, path: Path, number: int) -> str:
@@ -22,7 +26,7 @@ def question(line: str, path: Path, number: int) -> str:
         source = json.loads(line)["source"]
     except (ValueError, KeyError, TypeError) as exc:
         sys.exit(f"{path}:{number}: not an exported chat example with a 'source' ({exc})")
-    return source.rsplit(":", 1)[0]
+    return _VARIANT.sub("", source).rsplit(":", 1)[0]
 
 
 def read(path: Path) -> list[str]:

@@ -47,6 +47,15 @@ def test_next_stage_holds_only_questions_not_trained_on(tmp_path):
     assert len(kept) == len(set(kept)) == 25
     assert not set(kept) & {f"q{i}" for i in range(10)}
 
+    # with --variants 2 a question's other arrangement is tagged ":v1": the same question, not an unseen one
+    (tmp_path / "all2.jsonl").write_text("".join(map(example, [*every, *(f"{s}:v1" for s in every)])))
+    done = run(
+        tmp_path / "all2.jsonl", "--seen", tmp_path / "stage1.jsonl", "--count", 100, "--out", tmp_path / "d"
+    )
+    assert done.returncode == 0 and "60 of 80 examples ask a question not seen" in done.stdout, done.stdout
+    kept = {json.loads(line)["source"].split(":")[1] for line in (tmp_path / "d").read_text().splitlines()}
+    assert len(kept) == 30 and not kept & {f"q{i}" for i in range(10)}
+
     (tmp_path / "bad.jsonl").write_text(example("squad.json:q1:positive") + "not json\n")
     done = run(
         tmp_path / "bad.jsonl", "--seen", tmp_path / "stage1.jsonl", "--count", 1, "--out", tmp_path / "c"
