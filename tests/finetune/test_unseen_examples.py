@@ -61,3 +61,51 @@ def test_next_stage_holds_only_questions_not_trained_on(tmp_path):
         tmp_path / "bad.jsonl", "--seen", tmp_path / "stage1.jsonl", "--count", 1, "--out", tmp_path / "c"
     )
     assert done.returncode == 1 and f"{tmp_path / 'bad.jsonl'}:2: not an exported chat example" in done.stderr
+
+
+def test_a_stage_drawn_in_shares_takes_other_arrangements_of_seen_questions(tmp_path):
+    every = [
+        f"{f}.json:q{i}:{'negative' if i % 4 == 0 else 'positive'}"
+        for f in ("a-en", "b-es")
+        for i in range(20)
+    ]
+    variants = [*every, *(f"{s}:v1" for s in every)]
+    (tmp_path / "all.jsonl").write_text("".join(map(example, variants)))
+    # a second export holding some of the same examples and new third arrangements of the English file
+    third = [f"{s}:v2" for s in every if s.startswith("a-en")]
+    (tmp_path / "en.jsonl").write_text("".join(map(example, [*third, *every[:5]])))
+    seen = every  # the first stage trained on every question's first arrangement
+    (tmp_path / "stage1.jsonl").write_text("".join(map(example, seen)))
+
+    def draw(out):
+        return run(
+            tmp_path / "en.jsonl",
+            tmp_path / "all.jsonl",
+            "--seen",
+            tmp_path / "stage1.jsonl",
+            "--arrangements",
+            "--take=-en\\.json:=all",
+            "--take",
+            ":negative=3",
+            "--take",
+            ".=4",
+            "--out",
+            out,
+        )
+
+    done = draw(tmp_path / "s2")
+    assert done.returncode == 0, done.stderr
+    # 100 distinct examples (the 5 in both exports counted once), 40 first arrangements seen
+    assert "60 of 100 examples ask an arrangement not seen; 47 written" in done.stdout, done.stdout
+    kept = [json.loads(line)["source"] for line in (tmp_path / "s2").read_text().splitlines()]
+    assert len(set(kept)) == 47 and not set(kept) & set(seen)
+    assert sum(s.startswith("a-en") for s in kept) == 40  # every English arrangement not trained on
+    spanish = [s for s in kept if s.startswith("b-es")]
+    assert len(spanish) == 7 and sum(":negative" in s for s in spanish) >= 3
+    assert draw(tmp_path / "again").returncode == 0
+    assert (tmp_path / "again").read_text() == (tmp_path / "s2").read_text()  # seeded
+
+    done = run(
+        tmp_path / "all.jsonl", "--seen", tmp_path / "stage1.jsonl", "--take", "(=2", "--out", tmp_path / "x"
+    )
+    assert done.returncode == 2 and "'(=2'" in done.stderr
