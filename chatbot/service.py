@@ -60,6 +60,9 @@ class Source:
     # where ``text`` holds what the answer quotes from it (start and end offsets), when it is cited and the
     # quote is found (chatbot.citations.quoted_span): what the chat page shows under the answer
     quote: list[int] | None = None
+    # the same offsets in UTF-16 code units, as a JavaScript string indexes ``text`` (they differ from
+    # ``quote`` when a character outside the Basic Multilingual Plane, an emoji, comes before the quote)
+    quote_utf16: list[int] | None = None
 
     @classmethod
     def from_hit(cls, number: int, hit: Hit, cited: bool, answer: str = "") -> Source:
@@ -74,7 +77,13 @@ class Source:
             hit.page,
             cited,
             list(span) if span else None,
+            [utf16_offset(hit.text, i) for i in span] if span else None,
         )
+
+
+def utf16_offset(text: str, index: int) -> int:
+    """The offset in UTF-16 code units of ``text``'s code point ``index``: a character above U+FFFF takes two."""
+    return index + sum(1 for c in text[:index] if ord(c) > 0xFFFF)
 
 
 @dataclass

@@ -75,6 +75,7 @@ def ask(
                         "title": s.title,
                         "page": s.page,
                         "quote": s.quote,
+                        "quote_utf16": s.quote_utf16,
                     }
                     for s in result.sources
                 ],

@@ -159,3 +159,25 @@ def test_a_bracket_that_ends_the_quote_is_part_of_it():
     passage = "Formats: Word (DOCX) and e-mail (EML and MBOX). More later."
     start, end = quoted_span("Word (DOCX) and e-mail (EML and MBOX) [1].", 1, passage)
     assert passage[start:end] == "Word (DOCX) and e-mail (EML and MBOX)"
+
+
+def test_a_cited_source_gives_its_quote_offsets_for_javascript_too():
+    from chatbot.service import Source
+    from retrieval.types import Hit
+
+    # an emoji (two UTF-16 units) and an accented letter (one) before the quote, a CJK one (one) inside it
+    text = "Aviso 🚀: el café abre.\nLas reuniones son los martes 会 a las 10."
+    hit = Hit(1, text, "faq.md", 0.9)
+    source = Source.from_hit(1, hit, cited=True, answer="Los martes 会 a las 10 [1].")
+    start, end = source.quote
+    assert text[start:end] == "los martes 会 a las 10"
+    units = text.encode("utf-16-le")  # how a JavaScript string holds it
+    js_start, js_end = source.quote_utf16
+    assert (js_start, js_end) == (start + 1, end + 1)  # the emoji counts twice
+    assert units[2 * js_start : 2 * js_end].decode("utf-16-le") == "los martes 会 a las 10"
+    # without a character above U+FFFF the two are the same; uncited, neither is given
+    plain = Source.from_hit(
+        1, Hit(1, "Los martes a las 10.", "faq.md", 0.9), True, "Los martes a las 10 [1]."
+    )
+    assert plain.quote == plain.quote_utf16 == [0, 19]
+    assert Source.from_hit(1, hit, cited=False).quote_utf16 is None
