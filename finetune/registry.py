@@ -39,6 +39,13 @@ SHIPPED_ID = "shipped"
 SHIPPED_DIR = Path(__file__).resolve().parent / "adapters" / "grounded-qa"
 
 
+# What a checkpoint holds beside the weights for the trainer alone (`--resume` reads them from the run's
+# checkpoint, never from a version): pickles of the TrainingArguments, the optimizer and scheduler, the random
+# states. A version is handed on (`models export`, `models ship`), so whatever folder it is made from holds
+# none of them
+TRAINER_STATE = ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt")
+
+
 def shipped_dir(base_setting: str) -> Path:
     """Where the adapter shipped for the embedded base ``base_setting`` is (or would be) kept."""
     from finetune.models import EMBEDDED
@@ -158,7 +165,7 @@ class Registry:
             numbers = [int(d.name[1:]) for d in self.versions_dir.iterdir() if d.name[1:].isdigit()]
             vid = f"v{max(numbers, default=0) + 1:04d}"
             with staged_dir(self.versions_dir / vid) as staging:
-                shutil.copytree(model_dir, staging / "model")
+                shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(*TRAINER_STATE))
                 (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
                 record = {
                     "id": vid,

@@ -76,3 +76,15 @@ def test_load_version_and_export_give_the_same_model(ft_settings, tmp_path):
     with torch.no_grad():
         assert quantized(ids).logits.shape == reference.shape
     assert report["int8_mib"] < report["float32_mib"] and report["int8_tokens_per_s"] > 0
+
+
+def test_a_version_keeps_the_weights_not_the_trainers_pickles(settings, tmp_path):
+    # a checkpoint folder, as benchmarks/grounded_qa.py --checkpoints registers one
+    checkpoint = tmp_path / "checkpoint-20"
+    checkpoint.mkdir()
+    kept = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json", "tokenizer.json")
+    for name in (*kept, "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"):
+        (checkpoint / name).write_bytes(b"{}")
+    version = _register(Registry(settings), checkpoint)
+    assert sorted(p.name for p in version.path.iterdir()) == sorted(kept)
+    assert (checkpoint / "optimizer.pt").is_file()  # the run's checkpoint itself keeps them for --resume
