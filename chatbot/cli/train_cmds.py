@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -129,6 +129,19 @@ def train(
     settings = _with(settings_of(ctx), method=method, max_steps=max_steps)
     if recipe not in ("domain", "grounded-qa"):
         fail(f"--recipe {recipe!r}: use 'domain' or 'grounded-qa'", code=2)
+    src = RunSources(
+        docs=docs,
+        chat=chat,
+        feedback=feedback,
+        recipe=recipe,
+        qa=qa,
+        split=split,
+        limit=limit,
+        variants=variants,
+        follow_ups=follow_ups,
+        only_follow_ups=only_follow_ups,
+        off_topic_follow_ups=off_topic_follow_ups,
+    )
     if resume:
         record = _run_record(settings, run)
         # the run's course depends on these settings: take them from the run (an explicit --method or
@@ -142,28 +155,23 @@ def train(
                  "from where it started (leave --from out)", code=2)  # fmt: skip
         start = record.get("init")
         if docs is None and chat is None and feedback is None and qa is None:
-            # resume reads the data the run started with
-            was = RunSources.of(record)
-            docs, chat, feedback, recipe, qa = was.docs, was.chat, was.feedback, was.recipe, was.qa
-            split, limit, variants, follow_ups = was.split, was.limit, was.variants, was.follow_ups
-            only_follow_ups, off_topic_follow_ups = was.only_follow_ups, was.off_topic_follow_ups
-    grounded = recipe == "grounded-qa"
+            src = RunSources.of(record)  # resume reads the data the run started with
+    grounded = src.recipe == "grounded-qa"
     if grounded:
-        if not qa:
+        if not src.qa:
             fail("--recipe grounded-qa needs at least one --qa FILE (SQuAD format)", code=2)
-        if missing := [str(p) for p in qa if not p.is_file()]:
+        if missing := [str(p) for p in src.qa if not p.is_file()]:
             fail(f"--qa: no such file: {', '.join(missing)}", code=2)
-        chat = chat or []
-        feedback = bool(feedback)
+        src = replace(src, chat=src.chat or [], feedback=bool(src.feedback))
     init = _start_version(settings, start)
     try:
         tokenizer = load_tokenizer(settings, init)
         found = collect(
             settings.finetune,
             settings.data_dir,
-            docs_dirs=docs if not grounded else docs or [],
-            chat_files=chat,
-            use_feedback=feedback,
+            docs_dirs=src.docs if not grounded else src.docs or [],
+            chat_files=src.chat,
+            use_feedback=src.feedback,
             retrieval=settings.retrieval,
         )
         if grounded:
@@ -174,12 +182,12 @@ def train(
             options = RecipeOptions(
                 k=settings.chat.top_k,
                 seed=settings.finetune.seed,
-                variants=variants,
-                follow_ups=follow_ups,
-                only_follow_ups=only_follow_ups,
-                off_topic_share=off_topic_follow_ups,
+                variants=src.variants,
+                follow_ups=src.follow_ups,
+                only_follow_ups=src.only_follow_ups,
+                off_topic_share=src.off_topic_follow_ups,
             )
-            made = grounded_items(settings, qa, split, limit, tokenizer, options)
+            made = grounded_items(settings, src.qa, src.split, src.limit, tokenizer, options)
             found.items = dedupe([*made, *found.items])
         for issue in found.issues:
             typer.echo(f"warning: skipped {plain(str(issue))}", err=True)
@@ -201,18 +209,12 @@ def train(
             typer.echo(f"best (val loss {result.best_val_loss:.4f}): {json.dumps(result.best_params)}")
             return
         cfg = settings.finetune
-        sources = RunSources(
-            docs=[Path(p) for p in (cfg.docs_dirs if docs is None else docs)],
-            chat=[Path(p) for p in (cfg.chat_files if chat is None else chat)],
-            feedback=cfg.use_feedback if feedback is None else feedback,
-            recipe=recipe,
-            qa=qa or None,
-            split=split,
-            limit=limit,
-            variants=variants,
-            follow_ups=follow_ups,
-            only_follow_ups=only_follow_ups,
-            off_topic_follow_ups=off_topic_follow_ups,
+        sources = replace(  # the settings' own where the command named none
+            src,
+            docs=[Path(p) for p in (cfg.docs_dirs if src.docs is None else src.docs)],
+            chat=[Path(p) for p in (cfg.chat_files if src.chat is None else src.chat)],
+            feedback=cfg.use_feedback if src.feedback is None else src.feedback,
+            qa=src.qa or None,
         )
         outcome = run_training(
             settings, trainset, run_name=run, resume=resume, init=init, sources=sources.record()
@@ -269,11 +271,11 @@ def _run_record(settings: Settings, run: str | None) -> dict[str, Any]:
 @dataclass(frozen=True)
 class RunSources:
     """What a run trains on, as ``chatbot train`` was given it: recorded in the run's ``run.json`` (under
-    ``sources``) so that ``--resume`` reads the same data again. (``docs``/``chat``/``feedback`` are the
-    settings' own when the command named none.)"""
+    ``sources``) so that ``--resume`` reads the same data again. ``docs``/``chat``/``feedback`` are None
+    where the command named none (the settings' own are then used, and recorded)."""
 
-    docs: list[Path]
-    chat: list[Path]
+    docs: list[Path] | None
+    chat: list[Path] | None
     feedback: bool | None
     recipe: str = "domain"
     qa: list[Path] | None = None
