@@ -162,14 +162,16 @@ def train(
             fail("--recipe grounded-qa needs at least one --qa FILE (SQuAD format)", code=2)
         if missing := [str(p) for p in src.qa if not p.is_file()]:
             fail(f"--qa: no such file: {', '.join(missing)}", code=2)
-        src = replace(src, chat=src.chat or [], feedback=bool(src.feedback))
+        # the recipe reads only what the command names: no settings' folders, files or feedback, and so the
+        # run records none, and a --resume reads none
+        src = replace(src, docs=src.docs or [], chat=src.chat or [], feedback=bool(src.feedback))
     init = _start_version(settings, start)
     try:
         tokenizer = load_tokenizer(settings, init)
         found = collect(
             settings.finetune,
             settings.data_dir,
-            docs_dirs=src.docs if not grounded else src.docs or [],
+            docs_dirs=src.docs,
             chat_files=src.chat,
             use_feedback=src.feedback,
             retrieval=settings.retrieval,

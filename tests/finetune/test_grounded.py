@@ -163,6 +163,9 @@ def test_train_command_runs_the_recipe_and_resumes_with_its_data(ft_settings, tm
     assert result.exit_code == 0, result.output
     run = json.loads((ft_settings.data_dir / "models" / "runs" / "g1" / "run.json").read_text())
     assert run["sources"]["recipe"] == "grounded-qa" and run["sources"]["qa_files"] == [str(path)]
+    # what it trained on, and what a --resume reads: not the settings' documents (ft_settings names a folder)
+    assert ft_settings.finetune.docs_dirs
+    assert run["sources"]["docs_dirs"] == [] and run["sources"]["chat_files"] == []
     manifest = json.loads((ft_settings.data_dir / "models" / "runs" / "g1" / "manifest.json").read_text())
     assert len(manifest["items"]) == 6 and all(
         ":positive" in v["source"] or ":negative" in v["source"] for v in manifest["items"].values()
