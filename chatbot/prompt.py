@@ -2,8 +2,9 @@
 
 Budget, in tokens of the chat-templated prompt: system prompt + question are always kept; then sources are added
 by rank (a whole source or none, so a citation number always refers to the complete passage shown); then past
-turns newest-first (so history is trimmed oldest-first); ``max_new_tokens`` stays free for the answer. If even
-the best source alone does not fit, its passage is shortened to what fits and marked as cut.
+turns newest-first, a question with its answer or neither (so history is trimmed oldest-first, and the kept
+messages alternate from a question, as every chat template takes them); ``max_new_tokens`` stays free for the
+answer. If even the best source alone does not fit, its passage is shortened to what fits and marked as cut.
 """
 
 from __future__ import annotations
@@ -95,6 +96,27 @@ def history_messages(history: Sequence[tuple[str, str]]) -> list[BaseMessage]:
     return [HumanMessage(c) if role == "user" else AIMessage(c) for role, c in history]
 
 
+def history_turns(history: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``history`` as question-answer pairs, oldest first: roles that alternate, from a question to its answer.
+
+    Strict chat templates (Gemma's) refuse any other order, and a conversation can hold one: a caller's history,
+    a window of the last N messages that begins with an answer, a question whose answer failed. Messages of
+    one role in a row are joined, an answer before any question and a last question without an answer are
+    dropped."""
+    turns: list[tuple[str, str]] = []
+    for role, content in history:
+        role = "user" if role == "user" else "assistant"
+        if not turns and role != "user":
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, f"{turns[-1][1]}\n\n{content}")
+        else:
+            turns.append((role, content))
+    if turns and turns[-1][0] == "user":
+        turns.pop()
+    return turns
+
+
 def build_prompt(
     question: str,
     hits: Sequence[Hit],
@@ -126,8 +148,9 @@ def build_prompt(
     if not shown and hits:
         best = _shorten(hits[0], lambda h: count_tokens(assemble([h], [])) <= limit)
         shown = [best] if best is not None else []
+    history = history_turns(history)
     kept = 0
-    for n in range(1, len(history) + 1):
+    for n in range(2, len(history) + 1, 2):  # whole turns: a question and its answer
         if count_tokens(assemble(shown, history[-n:])) > limit:
             break
         kept = n

@@ -63,3 +63,50 @@ def test_no_room_for_any_source_shows_none(llm):
     base = build_prompt("When?", [], [], llm.count_tokens, 10_000).tokens
     built = build_prompt("When?", hits(2, 3000), [], llm.count_tokens, base + 2)
     assert built.hits == [] and built.tokens <= base + 2
+
+
+@pytest.fixture
+def strict_count(llm):
+    """Token count under Gemma's chat template, which refuses roles that do not alternate from a question."""
+    import copy
+
+    from chatbot.llm import to_chat_dicts
+    from finetune.models import GEMMA_TEMPLATE
+
+    tok = copy.deepcopy(llm.generator.tokenizer)
+    tok.chat_template = GEMMA_TEMPLATE
+
+    def count(messages):
+        return len(
+            tok.apply_chat_template(to_chat_dicts(messages), add_generation_prompt=True, tokenize=True)
+        )
+
+    return count
+
+
+@pytest.mark.parametrize("limit", [300, 420, 560, 4000])
+def test_history_is_kept_in_whole_turns_that_a_strict_template_takes(strict_count, limit):
+    history = conversation(8)
+    built = build_prompt("When?", hits(2, 30), history, strict_count, limit)  # raised before for an odd cut
+    kept = built.messages[1:-1]
+    assert built.history_kept == len(kept) and len(kept) % 2 == 0
+    assert [m.type for m in kept] == ["human", "ai"] * (len(kept) // 2)
+    assert [m.content for m in kept] == [c for _, c in history[len(history) - len(kept) :]]
+    if limit == 4000:
+        assert len(kept) == len(history)
+
+
+def test_an_irregular_history_is_made_into_turns(strict_count):
+    """A window that opens with an answer, two questions in a row (the first one's answer failed), and a last
+    question left unanswered: what a stored conversation or a caller can hold."""
+    history = [
+        ("assistant", "an answer cut from its question"),
+        ("user", "first question"),
+        ("user", "second question"),
+        ("assistant", "answer to both"),
+        ("user", "a question whose answer failed"),
+    ]
+    built = build_prompt("When?", hits(1, 30), history, strict_count, 4000)
+    kept = [(m.type, m.content) for m in built.messages[1:-1]]
+    assert kept == [("human", "first question\n\nsecond question"), ("ai", "answer to both")]
+    assert built.history_kept == 2
